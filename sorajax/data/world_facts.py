@@ -149,7 +149,7 @@ class CameraFacts:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "pans": self.pans,
+            "pans": bool(self.pans),
             "direction": self.direction,
             "offsets": self.offsets.tolist(),
             "offsets_normalised": self.offsets_normalised.tolist(),

@@ -19,6 +19,7 @@ import dataclasses
 import math
 
 import numpy as np
+from einops import rearrange
 
 # Shape geometry in units of the object's radius r:
 # (left, right, up, down) half-extents measured from the position point, and area / r**2.
@@ -113,25 +114,22 @@ def _interval_overlap(lo: np.ndarray, hi: np.ndarray, size: int) -> np.ndarray:
     )
 
 
-def _background(
-    rgb: np.ndarray, strength: float, waves: np.ndarray, camera_x: np.ndarray, height: int, width: int
-) -> np.ndarray:
-    """[t, H, W, 3] background: flat colour plus faint plane waves anchored to the world."""
-    base = np.broadcast_to(rgb, (camera_x.shape[0], height, width, 3))
+def _texture(
+    strength: float, waves: np.ndarray, camera_x: np.ndarray, height: int, width: int
+) -> np.ndarray | None:
+    """[t, H, W] faint plane waves anchored to the world (they slide with a camera pan), or None."""
     if strength <= 0.0 or len(waves) == 0:
-        return base.astype(np.float32)
+        return None
     unit = float(min(height, width))
     xs = (np.arange(width, dtype=np.float32) + 0.5) / unit
     ys = (np.arange(height, dtype=np.float32) + 0.5) / unit
-    pattern = np.zeros((camera_x.shape[0], height, width), np.float32)
-    for kx, ky, phase in waves:
-        # sin(a + b) = sin a cos b + cos a sin b keeps the per-frame work separable.
-        a = kx * (xs[None, :] + camera_x[:, None]) + phase  # [t, W]
-        b = ky * ys  # [H]
-        pattern += np.sin(a)[:, None, :] * np.cos(b)[None, :, None]
-        pattern += np.cos(a)[:, None, :] * np.sin(b)[None, :, None]
-    pattern *= strength / len(waves)
-    return base + pattern[..., None]
+    kx, ky, phase = (np.asarray(waves[:, i], np.float32) for i in range(3))
+    # sin(a + b) = sin a cos b + cos a sin b: a rank-2K product per frame instead of per-pixel trig.
+    a = kx[None, None, :] * (xs[None, :, None] + camera_x[:, None, None]) + phase  # [t, W, K]
+    b = ky[None, :] * ys[:, None]  # [H, K]
+    along_x = np.concatenate([np.sin(a), np.cos(a)], axis=-1) * (strength / len(waves))  # [t, W, 2K]
+    along_y = np.concatenate([np.cos(b), np.sin(b)], axis=-1)  # [H, 2K]
+    return np.matmul(along_y[None], rearrange(along_x, "t w k -> t k w"))  # [t, H, W]
 
 
 def render(
@@ -148,7 +146,7 @@ def render(
     num_frames = camera_x.shape[0]
     unit = float(min(height, width))
     waves = np.zeros((0, 3), np.float32) if texture_waves is None else np.asarray(texture_waves)
-    bg = np.asarray(background_rgb, np.float32) / 255.0
+    bg = np.asarray(background_rgb, np.float32)
     frames = np.empty((num_frames, height, width, 3), np.uint8)
     stats = np.zeros((3, len(objects), num_frames), np.float64)
     chunk = max(1, _MAX_CHUNK_PIXELS // (height * width))
@@ -157,13 +155,15 @@ def render(
     for start in range(0, num_frames, chunk):
         stop = min(start + chunk, num_frames)
         t = stop - start
-        colour = np.zeros((t, height, width, 3), np.float32)
+        # Channel-first while compositing: whole-plane ops instead of a slow size-3 inner axis.
+        colour = np.zeros((3, t, height, width), np.float32)
         if occluder is not None:
             rects = occluder.rects[start:stop].astype(np.float32) * unit
             wall = _interval_overlap(rects[:, 1], rects[:, 3], height)[:, :, None] * _interval_overlap(
                 rects[:, 0], rects[:, 2], width
             )[:, None, :]
-            colour += wall[..., None] * (np.asarray(occluder.rgb, np.float32) / 255.0)
+            for c in range(3):
+                colour[c] += wall * float(occluder.rgb[c])
             clear = 1.0 - wall
         else:
             wall = np.zeros((t, height, width), np.float32)
@@ -183,13 +183,19 @@ def render(
             cover = np.clip(0.5 - shape_distance(obj.shape, dx, dy, radius), 0.0, 1.0)
             window = (slice(None), slice(y0, y1), slice(x0, x1))
             seen = cover * clear[window]
-            colour[window] += seen[..., None] * (np.asarray(obj.rgb, np.float32) / 255.0)
+            for c in range(3):
+                colour[c][window] += seen * float(obj.rgb[c])
             clear[window] *= 1.0 - cover
             stats[0, k, start:stop] = cover.sum(axis=(1, 2))
             stats[1, k, start:stop] = seen.sum(axis=(1, 2))
             stats[2, k, start:stop] = (cover * wall[window]).sum(axis=(1, 2))
-        colour += clear[..., None] * _background(
-            bg, texture_strength, waves, camera_x[start:stop].astype(np.float32), height, width
-        )
-        frames[start:stop] = np.clip(np.rint(colour * 255.0), 0, 255).astype(np.uint8)
+        texture = _texture(texture_strength, waves, camera_x[start:stop].astype(np.float32), height, width)
+        seen_texture = None if texture is None else clear * (texture * 255.0)
+        for c in range(3):
+            colour[c] += clear * bg[c]
+            if seen_texture is not None:
+                colour[c] += seen_texture
+        colour += 0.5  # round half up when truncating to uint8 below
+        rounded = np.clip(colour, 0.0, 255.0, out=colour).astype(np.uint8)
+        frames[start:stop] = rearrange(rounded, "c t h w -> t h w c")
     return RenderedClip(frames=frames, coverage=stats[0], visible=stats[1], behind_occluder=stats[2])

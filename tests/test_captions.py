@@ -127,3 +127,17 @@ def test_region_words_and_bad_style():
     facts = generate_clip(0, 1, 16, 16).facts
     with pytest.raises(ValueError, match="terse"):
         describe(facts, style="long")
+
+
+def test_image_captions_say_when_the_wall_hides_part_of_the_object():
+    walls = 0
+    for index in range(6):
+        clip = generate_clip(0, 1, 32, 48, WorldOptions(occluder_prob=1.0), index=index)
+        if clip.facts.occluder is None:
+            continue
+        obj = clip.facts.main_object
+        assert 0.2 <= obj.behind_occluder[0] <= 0.9 and obj.visibility[0] < 0.9
+        assert f"{obj.colour} {obj.noun} is" in clip.caption
+        assert f"partly hidden behind the {clip.facts.occluder.colour} wall" in clip.caption
+        walls += 1
+    assert walls >= 3

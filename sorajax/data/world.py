@@ -25,6 +25,7 @@ import numbers
 import numpy as np
 
 from sorajax.data import world_facts as wf
+from sorajax.data.captions import describe
 from sorajax.data.world_options import (
     BACKGROUND_COLOURS,
     OBJECT_COLOURS,
@@ -35,6 +36,8 @@ from sorajax.data.world_options import (
     allowed_occluder_colours,
 )
 from sorajax.data.world_render import SHAPE_AREAS, SHAPE_EXTENTS, RenderObject, RenderOccluder, render
+
+__all__ = ["Clip", "MIN_SIDE", "WorldOptions", "check_clip_size", "generate_clip"]
 
 MIN_SIDE = 8
 _PHYSICS_SUBSTEPS = 4
@@ -369,14 +372,14 @@ def generate_clip(
     Deterministic in (seed, index, num_frames, aspect ratio, options); the pixel size only sets
     the rendering. Returns uint8 frames [T, H, W, 3] with facts and captions.
     """
-    from sorajax.data.captions import describe  # captions read facts; import here keeps modules acyclic
-
     num_frames, height, width = check_clip_size(num_frames, height, width)
     seed = _check_int("seed", seed, 0, "use a non-negative integer seed.")
     index = _check_int("index", index, 0, "use a non-negative record index.")
     options = WorldOptions() if options is None else options
     if not isinstance(options, WorldOptions):
-        raise ValueError(f"options must be a WorldOptions, got {type(options).__name__}; build one with WorldOptions(**cfg).")
+        raise ValueError(
+            f"options must be a WorldOptions, got {type(options).__name__}; build one with WorldOptions(**cfg)."
+        )
     unit = min(height, width)
     frame = (width / unit, height / unit)
     scene_rng, occluder_rng = (np.random.default_rng(s) for s in np.random.SeedSequence([seed, index]).spawn(2))

@@ -59,7 +59,7 @@ class ObjectFacts:
     world_positions: np.ndarray  # [T, 2] units
     positions: np.ndarray  # [T, 2] normalised image coordinates
     pixel_centres: np.ndarray  # [T, 2] (column, row)
-    visibility: np.ndarray  # [T] fraction of the whole object that is visible (frame edges + occlusion)
+    visibility: np.ndarray  # [T] visible share of the whole object (frame edges, wall, objects in front)
     in_frame_fraction: np.ndarray  # [T] fraction of the object inside the frame
     behind_occluder: np.ndarray  # [T] fraction of its in-frame part that the wall covers
     fully_in_frame: np.ndarray  # [T] bool

@@ -30,6 +30,7 @@ FAST_SPEED = 0.03
 HIDDEN = 0.95  # behind_occluder at or above this: the object is hidden
 MOSTLY_HIDDEN = 0.5
 NOTICEABLY_HIDDEN = 0.25
+PARTLY_HIDDEN_IN_IMAGE = 0.1  # a still image can show a small cut-off that a moving clip would not
 
 
 class _Words:
@@ -144,7 +145,7 @@ def _object_sentence_image(obj: ObjectFacts, wall: str) -> str:
     covered = float(obj.behind_occluder[0])
     if wall and covered >= HIDDEN:
         sentence += f", hidden behind the {wall}"
-    elif wall and covered >= NOTICEABLY_HIDDEN:
+    elif wall and covered >= PARTLY_HIDDEN_IN_IMAGE:
         sentence += f", partly hidden behind the {wall}"
     if obj.in_frame_fraction[0] < 1.0:
         sentence += ", partly out of the frame"

@@ -296,7 +296,7 @@ def _place_occluder(
         rects = np.asarray(rect)[None] - np.concatenate([camera, camera], axis=1)
         fractions = [_behind_fraction(p, w - camera, rects) for p, w in zip(plans, world)]
         if num_frames == 1:
-            ok = 0.2 <= fractions[0][0] <= 0.8
+            ok = 0.3 <= fractions[0][0] <= 0.8
         else:
             ok = fractions[0].max() >= 0.6 and fractions[0].min() <= 0.15
             if attempt < 3:

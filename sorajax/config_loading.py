@@ -1,0 +1,53 @@
+"""Loading `configs/*.py` files from Python (tests, notebooks, the main job).
+
+The command lines use `ml_collections.config_flags` (`--config=configs/x.py:variant
+--config.train.steps=10`); this module gives Python callers the same thing without
+absl flags, with the same rule: overriding a key the config does not have is an
+error that names the key and the keys that exist.
+"""
+
+from __future__ import annotations
+
+import ast
+import importlib.util
+import os
+from typing import Any, Mapping
+
+import ml_collections
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def load_config(spec: str, overrides: Mapping[str, Any] | None = None) -> ml_collections.ConfigDict:
+    """`spec` is `path/to/config.py[:variant]`; relative paths are tried from the repo root too."""
+    path, _, variant = spec.partition(":")
+    if not os.path.exists(path) and os.path.exists(os.path.join(REPO_ROOT, path)):
+        path = os.path.join(REPO_ROOT, path)
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"config file {path!r} not found; configs live in {os.path.join(REPO_ROOT, 'configs')}")
+    module_spec = importlib.util.spec_from_file_location(f"sorajax_config_{os.path.basename(path)[:-3]}", path)
+    module = importlib.util.module_from_spec(module_spec)
+    module_spec.loader.exec_module(module)
+    config = module.get_config(variant or None)
+    for key, value in (overrides or {}).items():
+        apply_override(config, key, value)
+    return config
+
+
+def apply_override(config: ml_collections.ConfigDict, dotted_key: str, value: Any) -> None:
+    """Sets `a.b.c = value`, refusing keys the config does not define."""
+    node = config
+    parts = dotted_key.split(".")
+    for i, part in enumerate(parts):
+        if not isinstance(node, ml_collections.ConfigDict) or part not in node:
+            where = ".".join(parts[:i]) or "<root>"
+            known = sorted(node.keys()) if isinstance(node, ml_collections.ConfigDict) else []
+            raise KeyError(f"unknown config key {dotted_key!r}: {where} has no field {part!r}; known fields: {known}")
+        if i < len(parts) - 1:
+            node = node[part]
+    if isinstance(value, str):
+        try:
+            value = ast.literal_eval(value)
+        except (ValueError, SyntaxError):
+            pass
+    node[parts[-1]] = value

@@ -1,0 +1,47 @@
+"""Loading a trained autoencoder from a run directory, for inference and later trainers.
+
+A run directory (`--workdir` of `sorajax.train_vae`) holds Orbax checkpoints whose
+metadata carries the config they were trained with, so the model is rebuilt from
+the checkpoint alone: no need to remember which config file made it.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+
+from sorajax.models.vae import CausalVAE, VAEConfig
+from sorajax.train.checkpoint import Checkpointer, CheckpointNotFoundError
+
+
+class TrainedVAE(NamedTuple):
+    vae: CausalVAE
+    variables: dict[str, Any]  # {'params': ..., 'latent_stats': ...}
+    config: ml_collections.ConfigDict
+    step: int
+
+
+def load_trained_vae(workdir: str, step: int | None = None) -> TrainedVAE:
+    """Rebuilds the autoencoder saved in `workdir` (newest checkpoint unless `step`)."""
+    ckpt_dir = os.path.join(workdir, "checkpoints")
+    if not os.path.isdir(ckpt_dir):
+        raise CheckpointNotFoundError(
+            f"no autoencoder checkpoints under {workdir!r} (expected {ckpt_dir}); train one with "
+            f"`python -m sorajax.train_vae --config=configs/vae_tiny.py --workdir={workdir}`"
+        )
+    ckpt = Checkpointer(ckpt_dir, async_save=False)
+    try:
+        state, meta = ckpt.restore(step=step)
+    finally:
+        ckpt.close()
+    config = ml_collections.ConfigDict(meta["config"])
+    vae = CausalVAE(VAEConfig.from_dict(config.vae.to_dict()))
+    variables = {
+        "params": jax.tree.map(jnp.asarray, state["params"]),
+        "latent_stats": jax.tree.map(jnp.asarray, state["latent_stats"]),
+    }
+    return TrainedVAE(vae=vae, variables=variables, config=config, step=int(meta["step"]))

@@ -1,0 +1,75 @@
+"""The autoencoder's training and evaluation steps, as pure functions.
+
+`train_step(state, batch) -> (state, metrics)` has no side effects and takes all
+randomness from `state.rng`, so it can be wrapped in `jax.jit` with any in/out
+shardings (data parallel, FSDP) without being rewritten.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import flax
+import jax
+import jax.numpy as jnp
+import optax
+
+from sorajax.eval.image_metrics import psnr
+from sorajax.models.vae import kl_divergence
+
+
+@flax.struct.dataclass
+class VAETrainState:
+    step: jax.Array
+    params: Any
+    opt_state: Any
+    latent_stats: Any  # per-channel latent mean/std, stored with the weights.
+    rng: jax.Array
+
+    def variables(self) -> dict[str, Any]:
+        return {"params": self.params, "latent_stats": self.latent_stats}
+
+
+def pixels_from_uint8(video: jax.Array) -> jax.Array:
+    """uint8 [0, 255] -> float32 [-1, 1]; done on device so host->device copies stay uint8."""
+    return video.astype(jnp.float32) / 127.5 - 1.0
+
+
+def vae_loss(
+    vae: Any, params: Any, latent_stats: Any, video: jax.Array, rng: jax.Array, kl_weight: float, l2_weight: float
+) -> tuple[jax.Array, dict[str, jax.Array]]:
+    """L1 (+ optional L2) reconstruction plus a small KL term."""
+    recon, mean, logvar = vae.apply({"params": params, "latent_stats": latent_stats}, video, rngs={"sample": rng})
+    recon = recon.astype(jnp.float32)
+    l1 = jnp.mean(jnp.abs(recon - video))
+    l2 = jnp.mean((recon - video) ** 2)
+    kl = jnp.mean(kl_divergence(mean.astype(jnp.float32), logvar.astype(jnp.float32)))
+    loss = l1 + l2_weight * l2 + kl_weight * kl
+    return loss, {"loss": loss, "l1": l1, "l2": l2, "kl": kl, "psnr": jnp.mean(psnr(recon, video))}
+
+
+def make_train_step(vae: Any, optimizer: optax.GradientTransformation, kl_weight: float, l2_weight: float = 0.0) -> Callable:
+    def train_step(state: VAETrainState, batch: dict[str, jax.Array]) -> tuple[VAETrainState, dict[str, jax.Array]]:
+        video = pixels_from_uint8(batch["video"])
+        rng, step_rng = jax.random.split(state.rng)
+        grad_fn = jax.value_and_grad(vae_loss, argnums=1, has_aux=True)
+        (_, metrics), grads = grad_fn(vae, state.params, state.latent_stats, video, step_rng, kl_weight, l2_weight)
+        updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+        params = optax.apply_updates(state.params, updates)
+        metrics["grad_norm"] = optax.global_norm(grads)
+        new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state, rng=rng)
+        return new_state, metrics
+
+    return train_step
+
+
+def make_reconstruct_step(vae: Any) -> Callable:
+    """(variables, uint8 video) -> (reconstruction in [-1, 1], posterior mean latents)."""
+
+    def reconstruct(variables: dict[str, Any], video_uint8: jax.Array) -> tuple[jax.Array, jax.Array]:
+        video = pixels_from_uint8(video_uint8)
+        mean, _ = vae.apply(variables, video, method="encode")
+        recon = vae.apply(variables, mean, method="decode")
+        return jnp.clip(recon.astype(jnp.float32), -1.0, 1.0), mean
+
+    return reconstruct

@@ -1,0 +1,28 @@
+"""Train the causal video autoencoder on the built-in world.
+
+    python -m sorajax.train_vae --config=configs/vae_tiny.py --workdir=runs/vae_tiny
+    python -m sorajax.train_vae --config=configs/vae_tiny.py --config.train.steps=3000 --workdir=...
+
+Re-running the same command resumes from the newest checkpoint in --workdir.
+"""
+
+from absl import app, flags
+
+from sorajax.logging_setup import quiet_library_logs
+from ml_collections import config_flags
+
+from sorajax.train.vae_loop import train_vae
+
+_CONFIG = config_flags.DEFINE_config_file("config", "configs/vae_tiny.py", "autoencoder config file[:variant]")
+_WORKDIR = flags.DEFINE_string("workdir", "runs/vae_tiny", "run directory: checkpoints, metrics, samples")
+
+
+def main(argv: list[str]) -> None:
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    quiet_library_logs()
+    train_vae(_CONFIG.value, _WORKDIR.value)
+
+
+if __name__ == "__main__":
+    app.run(main)

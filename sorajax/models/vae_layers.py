@@ -1,0 +1,219 @@
+"""Building blocks of the causal video autoencoder.
+
+Every block that looks along time is *causal* and *chunkable*: it is called as
+``y, new_cache = block(x, cache)`` where ``x`` is the next run of frames
+``[B, T, H, W, C]`` and ``cache`` holds what the block must remember from the
+frames before (for a causal convolution: its last ``kernel_t - 1`` input frames).
+
+``cache=None`` means "this chunk starts the video". The past before the first
+frame is zeros (the same as zero padding), so an image is simply a one-frame
+video with a blank past, and calling a block on a whole clip is exactly the
+same computation as calling it on the clip's first chunk and then feeding each
+later chunk with the cache returned by the previous call.
+
+Normalisation is per frame (GroupNorm over one frame's H, W and channel group,
+never across time); statistics pooled over time would make a chunk's output
+depend on frames in other chunks, and chunked output would drift from the
+whole-clip output.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+from einops import rearrange, repeat
+
+Array = jax.Array
+Cache = Any  # a pytree of arrays (nested dicts), or None at the start of a video
+
+
+def sub_cache(cache: Cache, name: str) -> Cache:
+    """The part of a composite block's cache that belongs to child ``name``."""
+    return None if cache is None else cache[name]
+
+
+class CausalConv3d(nn.Module):
+    """3D convolution that sees only the current and past frames.
+
+    Time is padded on the past side only, with the cached previous input frames
+    (zeros at the start of the video). Space is zero-padded 'same'. With a
+    temporal stride ``s`` the output windows are aligned to END at the last
+    frame of the chunk, which makes ``1 + s*m`` frames map to ``1 + m``
+    outputs for a whole clip (the first frame gets a window of its own) and
+    ``s*m`` frames map to ``m`` outputs for any later chunk.
+    """
+
+    features: int
+    kernel: tuple[int, int, int] = (3, 3, 3)
+    strides: tuple[int, int, int] = (1, 1, 1)
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: Array, cache: Cache = None) -> tuple[Array, Cache]:
+        kt, kh, kw = self.kernel
+        st = self.strides[0]
+        x = x.astype(self.dtype)
+        new_cache = None
+        if kt > 1:
+            if cache is None:
+                cache = jnp.zeros((x.shape[0], kt - 1, *x.shape[2:]), self.dtype)
+            x = jnp.concatenate([cache.astype(self.dtype), x], axis=1)
+            new_cache = x[:, x.shape[1] - (kt - 1):]
+        if x.shape[1] < kt:
+            raise ValueError(
+                f"CausalConv3d got {x.shape[1]} frames (with cache) for a temporal kernel of {kt}: "
+                "pass the cache returned by the previous chunk, or cache=None for the first chunk"
+            )
+        # Drop leading frames so the strided windows end exactly at the last frame.
+        x = x[:, (x.shape[1] - kt) % st:]
+        out_frames = (x.shape[1] - kt) // st + 1
+        kernel = self.param(
+            "kernel", nn.initializers.lecun_normal(), (kt, kh, kw, x.shape[-1], self.features), jnp.float32
+        )
+        bias = self.param("bias", nn.initializers.zeros, (self.features,), jnp.float32)
+        # A sum of per-tap 2D convolutions: the same maths as one 3D convolution, but
+        # XLA's CPU 2D convolutions are several times faster than its 3D ones.
+        y = bias.astype(self.dtype)
+        for tap in range(kt):
+            frames = x[:, tap : tap + st * (out_frames - 1) + 1 : st]
+            y = y + _conv2d_per_frame(frames, kernel[tap].astype(self.dtype), self.strides[1:])
+        return y, new_cache
+
+
+def _conv2d_per_frame(x: Array, kernel: Array, strides: tuple[int, int]) -> Array:
+    """'Same'-padded 2D convolution applied to every frame of ``[B, T, H, W, C]``."""
+    kh, kw = kernel.shape[:2]
+    batch = x.shape[0]
+    y = jax.lax.conv_general_dilated(
+        rearrange(x, "b t h w c -> (b t) h w c"),
+        kernel,
+        window_strides=strides,
+        padding=((kh // 2, kh // 2), (kw // 2, kw // 2)),
+        dimension_numbers=("NHWC", "HWIO", "NHWC"),
+    )
+    return rearrange(y, "(b t) h w c -> b t h w c", b=batch)
+
+
+class FrameGroupNorm(nn.Module):
+    """GroupNorm computed separately for every frame (never pooled over time).
+
+    Statistics are computed in float32 even when the network runs in bfloat16.
+    """
+
+    num_groups: int
+    epsilon: float = 1e-6
+
+    @nn.compact
+    def __call__(self, x: Array) -> Array:
+        batch = x.shape[0]
+        frames = rearrange(x, "b t h w c -> (b t) h w c").astype(jnp.float32)
+        normed = nn.GroupNorm(
+            num_groups=self.num_groups, epsilon=self.epsilon, dtype=jnp.float32, name="norm"
+        )(frames)
+        return rearrange(normed, "(b t) h w c -> b t h w c", b=batch).astype(x.dtype)
+
+
+class CausalResBlock(nn.Module):
+    """Pre-norm residual block of two causal 3D convolutions."""
+
+    features: int
+    num_groups: int
+    temporal_kernel: int = 3
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: Array, cache: Cache = None) -> tuple[Array, Cache]:
+        kernel = (self.temporal_kernel, 3, 3)
+        h = nn.silu(FrameGroupNorm(self.num_groups, name="norm1")(x))
+        h, cache1 = CausalConv3d(self.features, kernel, dtype=self.dtype, name="conv1")(
+            h, sub_cache(cache, "conv1")
+        )
+        h = nn.silu(FrameGroupNorm(self.num_groups, name="norm2")(h))
+        h, cache2 = CausalConv3d(self.features, kernel, dtype=self.dtype, name="conv2")(
+            h, sub_cache(cache, "conv2")
+        )
+        skip = x.astype(self.dtype)
+        if x.shape[-1] != self.features:
+            skip = nn.Dense(self.features, dtype=self.dtype, param_dtype=jnp.float32, name="skip")(skip)
+        return skip + h, {"conv1": cache1, "conv2": cache2}
+
+
+class FrameSelfAttention(nn.Module):
+    """Single-head self-attention over the pixels of each frame separately.
+
+    Attending within a frame only keeps the block causal and chunkable; time
+    mixing is left to the causal convolutions.
+    """
+
+    num_groups: int
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: Array) -> Array:
+        batch, _, height, width, channels = x.shape
+        h = FrameGroupNorm(self.num_groups, name="norm")(x).astype(self.dtype)
+        qkv = nn.Dense(3 * channels, dtype=self.dtype, param_dtype=jnp.float32, name="qkv")(h)
+        qkv = rearrange(qkv, "b t h w (three n d) -> three (b t) (h w) n d", three=3, n=1)
+        out = jax.nn.dot_product_attention(qkv[0], qkv[1], qkv[2])
+        out = rearrange(out, "(b t) (h w) n d -> b t h w (n d)", b=batch, h=height, w=width)
+        out = nn.Dense(channels, dtype=self.dtype, param_dtype=jnp.float32, name="out")(out)
+        return x.astype(self.dtype) + out
+
+
+class Downsample(nn.Module):
+    """Halve space and/or time with one strided causal convolution.
+
+    Temporal halving uses a causal kernel of 3 with stride 2, so frames
+    ``[f0, f1, f2, f3, f4, ...]`` become ``[g(0, 0, f0), g(f0, f1, f2), g(f2, f3, f4), ...]``:
+    the first frame is summarised alone, then every later pair (plus one
+    frame of context from the past).
+    """
+
+    features: int
+    spatial: bool
+    temporal: bool
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: Array, cache: Cache = None) -> tuple[Array, Cache]:
+        kernel = (3 if self.temporal else 1, 3, 3)
+        s = 2 if self.spatial else 1
+        strides = (2 if self.temporal else 1, s, s)
+        return CausalConv3d(self.features, kernel, strides, dtype=self.dtype, name="conv")(x, cache)
+
+
+class Upsample(nn.Module):
+    """Inverse of :class:`Downsample`: double time and/or space.
+
+    Time: a causal convolution makes two frames' worth of channels per latent
+    frame, which are unfolded into two frames (depth-to-space in time); at the
+    start of the video the first of the pair is dropped, so latents
+    ``[z0, z1, ..., zm]`` become ``1 + 2m`` frames ``[u(z0), a(z1), b(z1), ...]``.
+    Space: nearest-neighbour x2 followed by a causal 3x3x3 convolution.
+    """
+
+    features: int
+    spatial: bool
+    temporal: bool
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: Array, cache: Cache = None) -> tuple[Array, Cache]:
+        new_cache = {}
+        h = x
+        if self.temporal:
+            h, new_cache["time"] = CausalConv3d(2 * self.features, dtype=self.dtype, name="time_conv")(
+                h, sub_cache(cache, "time")
+            )
+            h = rearrange(h, "b t h w (two c) -> b (t two) h w c", two=2)
+            if cache is None:  # start of the video: the first latent frame stands for one frame
+                h = h[:, 1:]
+        if self.spatial:
+            h = repeat(h, "b t h w c -> b t (h two_h) (w two_w) c", two_h=2, two_w=2)
+            h, new_cache["space"] = CausalConv3d(self.features, dtype=self.dtype, name="space_conv")(
+                h, sub_cache(cache, "space")
+            )
+        return h, new_cache

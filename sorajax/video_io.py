@@ -13,6 +13,7 @@ a palette computed from the whole clip, so flat-coloured synthetic videos come b
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 from typing import Literal, NamedTuple
@@ -21,6 +22,12 @@ import imageio_ffmpeg
 import numpy as np
 from einops import repeat
 from PIL import Image, UnidentifiedImageError
+
+# imageio-ffmpeg otherwise starts ffmpeg with preexec_fn=os.setpgrp, which runs Python in the
+# forked child of a process whose JAX threads are live: a known deadlock risk (JAX warns on every
+# call). Without it, subprocess can spawn ffmpeg without running Python code after the fork; the
+# only cost is that Ctrl-C also reaches ffmpeg, which then stops as well.
+os.environ.setdefault("IMAGEIO_FFMPEG_NO_PREVENT_SIGINT", "1")
 
 VIDEO_READ_EXTENSIONS = (".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".gif", ".mpg", ".mpeg", ".ogv", ".flv", ".wmv")
 VIDEO_WRITE_EXTENSIONS = (".mp4", ".gif")

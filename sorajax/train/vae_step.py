@@ -56,7 +56,7 @@ def make_train_step(vae: Any, optimizer: optax.GradientTransformation, kl_weight
         (_, metrics), grads = grad_fn(vae, state.params, state.latent_stats, video, step_rng, kl_weight, l2_weight)
         updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
-        metrics["grad_norm"] = optax.global_norm(grads)
+        metrics["grad_norm"] = optax.tree.norm(grads)
         new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state, rng=rng)
         return new_state, metrics
 

@@ -1,0 +1,15 @@
+"""Test session setup: a shared on-disk compilation cache, so identical programs compile once.
+
+Trainer tests run the same tiny step in several runs (straight, interrupted,
+resumed); each builds new closures, which `jax.jit` alone would compile anew.
+"""
+
+import os
+import tempfile
+
+import jax
+
+_CACHE_DIR = os.environ.get("SORAJAX_TEST_COMPILE_CACHE", os.path.join(tempfile.gettempdir(), "sorajax_test_jax_cache"))
+jax.config.update("jax_compilation_cache_dir", _CACHE_DIR)
+jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)

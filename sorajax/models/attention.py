@@ -1,0 +1,107 @@
+"""The one place attention is computed: packed segments in, ``jax.nn.dot_product_attention`` out.
+
+Packed rows hold several samples (NaViT "patch n' pack"); a token may attend
+only to keys of its own sample. Every attention in the models goes through
+:func:`dot_product_attention`, so a later backend (ring / Ulysses context
+parallelism over the ``sequence`` mesh axis, Pallas splash attention on TPU)
+slots in behind the same ``implementation`` switch without touching a layer.
+
+Masking rule: query ``i`` may see key ``j`` iff both are in the same segment
+and the segment id is > 0 (0 is padding). A query that may see no key at all
+(a padding query, or a sample whose caption has no tokens) would give a softmax
+over nothing; instead it is allowed to see every key, which keeps the softmax
+and its gradient finite on every backend, and its output is then set to zero.
+Real tokens never see another sample or padding.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+Array = jax.Array
+
+IMPLEMENTATIONS = ("xla", "cudnn", "auto")
+# cuDNN's fused attention handles half precision and head dims up to 128 in steps of 8.
+_CUDNN_DTYPES = (jnp.bfloat16, jnp.float16)
+_CUDNN_MAX_HEAD_DIM = 128
+
+
+def segment_mask(q_segment_ids: Array, kv_segment_ids: Array) -> Array:
+    """Boolean ``[B, 1, Lq, Lkv]``: True where a query may attend to a key (same segment, not padding)."""
+    if q_segment_ids.ndim != 2 or kv_segment_ids.ndim != 2 or q_segment_ids.shape[0] != kv_segment_ids.shape[0]:
+        raise ValueError(
+            f"segment ids must be [B, Lq] and [B, Lkv] with the same B; got {q_segment_ids.shape} and "
+            f"{kv_segment_ids.shape}"
+        )
+    q = q_segment_ids[:, :, None]
+    kv = kv_segment_ids[:, None, :]
+    return ((q == kv) & (q > 0))[:, None, :, :]
+
+
+def resolve_implementation(implementation: str, dtype: Any, head_dim: int) -> str:
+    """The concrete backend ('xla' or 'cudnn') for a requested one ('xla', 'cudnn' or 'auto').
+
+    'auto' picks cuDNN only where it can run: a GPU backend, half-precision
+    inputs and a supported head dim; everywhere else XLA.
+    """
+    if implementation not in IMPLEMENTATIONS:
+        raise ValueError(f"attention implementation {implementation!r} is unknown: use one of {IMPLEMENTATIONS}")
+    on_gpu = jax.default_backend() == "gpu"
+    if implementation == "cudnn":
+        if not on_gpu:
+            raise ValueError(
+                f"attention implementation 'cudnn' needs a GPU, but JAX's backend is {jax.default_backend()!r}: "
+                "use 'auto' (cuDNN on GPU, XLA elsewhere) or 'xla'"
+            )
+        return "cudnn"
+    if implementation == "auto":
+        cudnn_ok = (
+            on_gpu
+            and jnp.dtype(dtype) in [jnp.dtype(d) for d in _CUDNN_DTYPES]
+            and head_dim % 8 == 0
+            and head_dim <= _CUDNN_MAX_HEAD_DIM
+        )
+        return "cudnn" if cudnn_ok else "xla"
+    return "xla"
+
+
+def dot_product_attention(
+    q: Array,
+    k: Array,
+    v: Array,
+    q_segment_ids: Array,
+    kv_segment_ids: Array,
+    implementation: str = "xla",
+) -> Array:
+    """Softmax attention restricted to segments; layout ``[B, L, heads, head_dim]`` (BTNH).
+
+    Args:
+      q: queries ``[B, Lq, N, H]``; k, v: keys and values ``[B, Lkv, N, H]`` (same dtype).
+      q_segment_ids: ``[B, Lq]`` int, 0 = padding, 1..n = sample within the row.
+      kv_segment_ids: ``[B, Lkv]`` int, same numbering (token ids for self-attention,
+        text segment ids for cross-attention).
+      implementation: 'xla', 'cudnn' or 'auto' (see :func:`resolve_implementation`).
+
+    Returns:
+      ``[B, Lq, N, H]`` in q's dtype; rows of queries with no visible key are zero.
+    """
+    if q.ndim != 4 or k.shape != v.shape or q.shape[0] != k.shape[0] or q.shape[2:] != k.shape[2:]:
+        raise ValueError(
+            f"attention wants q [B, Lq, N, H] and k, v [B, Lkv, N, H] with matching B, N, H; "
+            f"got q {q.shape}, k {k.shape}, v {v.shape}"
+        )
+    if q_segment_ids.shape != q.shape[:2] or kv_segment_ids.shape != k.shape[:2]:
+        raise ValueError(
+            f"segment ids {q_segment_ids.shape} / {kv_segment_ids.shape} do not match q {q.shape[:2]} / "
+            f"k {k.shape[:2]} in [B, L]"
+        )
+    backend = resolve_implementation(implementation, q.dtype, q.shape[-1])
+    allowed = segment_mask(q_segment_ids, kv_segment_ids)
+    has_key = jnp.any(allowed, axis=-1, keepdims=True)  # [B, 1, Lq, 1]
+    mask = allowed | ~has_key  # a query with nothing to see looks at everything (finite), then is zeroed
+    out = jax.nn.dot_product_attention(q, k, v, mask=mask, implementation=backend)
+    query_is_live = jnp.transpose(has_key, (0, 2, 1, 3))  # [B, Lq, 1, 1], broadcasts over heads and features
+    return jnp.where(query_is_live, out, jnp.zeros_like(out))

@@ -1,0 +1,32 @@
+"""Rectified-flow diffusion, model-agnostic: noising and loss (flow), noise levels (timesteps), ODE samplers,
+classifier-free guidance. Everything works on token arrays [B, L, P] with per-token noise levels t [B, L]."""
+
+from sorajax.diffusion.flow import (
+    add_noise,
+    flow_matching_loss,
+    noise_from_velocity,
+    prediction_target,
+    prediction_to_velocity,
+    velocity_from_noise,
+    velocity_from_x0,
+    velocity_target,
+    velocity_to_prediction,
+    x0_from_velocity,
+)
+from sorajax.diffusion.guidance import (
+    combine_guidance,
+    drop_captions,
+    guided_velocity_fn,
+    null_caption_like,
+)
+from sorajax.diffusion.samplers import SAMPLER_METHODS, num_function_evals, sample, sdedit_start
+from sorajax.diffusion.timesteps import (
+    TrainingTimeConfig,
+    inverse_time_shift,
+    sample_logit_normal,
+    sampling_timesteps,
+    shift_for_num_tokens,
+    time_shift,
+    tokens_per_segment,
+    training_t,
+)

@@ -112,7 +112,9 @@ def test_conditioning_tokens_held_exactly_and_seen_clean(method):
     recorder = _Recorder(cond_mask, x_cond)
     num_steps = 6
     grid = timesteps.sampling_timesteps(num_steps, 2.0)
-    run = jax.jit(lambda x, g: samplers.sample(recorder.velocity_fn, x, g, method=method, cond_mask=cond_mask, x_cond=x_cond))
+    run = jax.jit(
+        lambda x, g: samplers.sample(recorder.velocity_fn, x, g, method=method, cond_mask=cond_mask, x_cond=x_cond)
+    )
     out = jax.block_until_ready(run(noise, grid))
     jax.effects_barrier()
 
@@ -138,9 +140,11 @@ def test_sdedit_strength_zero_keeps_input_and_one_equals_generation(method):
     key_x, key_n = jax.random.split(jax.random.key(4))
     x_input = jax.random.normal(key_x, (2, 5, 4))
     noise = jax.random.normal(key_n, (2, 5, 4))
-    untouched = _sample_gaussian(samplers.sdedit_start(x_input, noise, 0.0), timesteps.sampling_timesteps(4, start=0.0), method)
+    untouched_start = samplers.sdedit_start(x_input, noise, 0.0)
+    untouched = _sample_gaussian(untouched_start, timesteps.sampling_timesteps(4, start=0.0), method)
     np.testing.assert_array_equal(untouched, x_input)
-    full = _sample_gaussian(samplers.sdedit_start(x_input, noise, 1.0), timesteps.sampling_timesteps(4, start=1.0), method)
+    full_start = samplers.sdedit_start(x_input, noise, 1.0)
+    full = _sample_gaussian(full_start, timesteps.sampling_timesteps(4, start=1.0), method)
     np.testing.assert_array_equal(full, _sample_gaussian(noise, timesteps.sampling_timesteps(4), method))
     # In between: the edit keeps more of the input the lower the strength.
     def distance(strength):
@@ -158,7 +162,9 @@ def test_sampler_input_validation():
     with pytest.raises(ValueError, match="together"):
         samplers.sample(gaussian_velocity, x, timesteps.sampling_timesteps(2), cond_mask=jnp.ones((1, 3), bool))
     with pytest.raises(ValueError, match="cond_mask"):
-        samplers.sample(gaussian_velocity, x, timesteps.sampling_timesteps(2), cond_mask=jnp.ones((1, 2), bool), x_cond=x)
+        samplers.sample(
+            gaussian_velocity, x, timesteps.sampling_timesteps(2), cond_mask=jnp.ones((1, 2), bool), x_cond=x
+        )
     with pytest.raises(ValueError, match="timesteps"):
         samplers.sample(gaussian_velocity, x, jnp.array([1.0]))
 

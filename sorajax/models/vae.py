@@ -65,7 +65,7 @@ class VAEConfig:
     latent_channels: int = 16
     norm_groups: int = 32
     mid_attention: bool = True
-    temporal_kernel: int = 3
+    temporal_kernels: tuple[int, ...] = ()
     image_channels: int = 3
     dtype: str = "float32"
     logvar_min: float = -30.0
@@ -81,6 +81,8 @@ class VAEConfig:
                     f"{name} has {len(getattr(self, name))} entries but channel_multipliers has {levels}: "
                     "give one bool per level"
                 )
+        if self.num_res_blocks < 0:
+            raise ValueError(f"num_res_blocks must be >= 0, got {self.num_res_blocks}")
         if self.dtype not in _DTYPES:
             raise ValueError(f"dtype {self.dtype!r} is not supported: use one of {sorted(_DTYPES)}")
         for mult in self.channel_multipliers:
@@ -89,8 +91,13 @@ class VAEConfig:
                     f"{self.base_channels * mult} channels are not divisible by norm_groups={self.norm_groups}: "
                     "choose norm_groups dividing every level's channel count"
                 )
-        if self.temporal_kernel < 1:
-            raise ValueError(f"temporal_kernel must be >= 1, got {self.temporal_kernel}")
+        if self.temporal_kernels and len(self.temporal_kernels) != levels:
+            raise ValueError(
+                f"temporal_kernels has {len(self.temporal_kernels)} entries but channel_multipliers has {levels}: "
+                "give one kernel size per level, or () for 3 everywhere"
+            )
+        if any(k < 1 for k in self.temporal_kernels):
+            raise ValueError(f"temporal_kernels must be >= 1, got {self.temporal_kernels}")
 
     # ---- presets -------------------------------------------------------------------------
     @classmethod
@@ -105,6 +112,8 @@ class VAEConfig:
             latent_channels=8,
             norm_groups=8,
             mid_attention=False,
+            # Per-frame convolutions at full resolution, 3D below: ~30% fewer FLOPs than 3 everywhere.
+            temporal_kernels=(1, 3, 3),
         )
         base.update(overrides)
         return cls(**base)
@@ -136,6 +145,10 @@ class VAEConfig:
     @property
     def compute_dtype(self) -> Any:
         return _DTYPES[self.dtype]
+
+    def level_temporal_kernel(self, level: int) -> int:
+        """Temporal kernel of the convolutions at ``level`` (-1: the middle block)."""
+        return self.temporal_kernels[level] if self.temporal_kernels else 3
 
     def latent_frames(self, num_frames: int) -> int:
         """Latent frames for a clip of ``num_frames`` (= 1 + f*k) frames."""
@@ -197,15 +210,15 @@ class CausalEncoder(nn.Module):
     @nn.compact
     def __call__(self, x: Array, cache: Cache = None) -> tuple[Array, Cache]:
         cfg, dtype = self.config, self.config.compute_dtype
-        kt = cfg.temporal_kernel
+        kt = cfg.level_temporal_kernel
         new: dict[str, Cache] = {}
-        h, new["conv_in"] = CausalConv3d(cfg.base_channels, (kt, 3, 3), dtype=dtype, name="conv_in")(
+        h, new["conv_in"] = CausalConv3d(cfg.base_channels, (kt(0), 3, 3), dtype=dtype, name="conv_in")(
             x, sub_cache(cache, "conv_in")
         )
         for i, mult in enumerate(cfg.channel_multipliers):
             for j in range(cfg.num_res_blocks):
                 name = f"level{i}_res{j}"
-                block = CausalResBlock(cfg.base_channels * mult, cfg.norm_groups, kt, dtype, name=name)
+                block = CausalResBlock(cfg.base_channels * mult, cfg.norm_groups, kt(i), dtype, name=name)
                 h, new[name] = block(h, sub_cache(cache, name))
             if cfg.spatial_downsample[i] or cfg.temporal_downsample[i]:
                 name = f"level{i}_down"
@@ -216,7 +229,7 @@ class CausalEncoder(nn.Module):
         h, new = _middle(cfg, h, cache, new)
         h = nn.silu(FrameGroupNorm(cfg.norm_groups, name="norm_out")(h))
         moments, new["conv_out"] = CausalConv3d(
-            2 * cfg.latent_channels, (kt, 3, 3), dtype=dtype, name="conv_out"
+            2 * cfg.latent_channels, (kt(-1), 3, 3), dtype=dtype, name="conv_out"
         )(h, sub_cache(cache, "conv_out"))
         return moments, new
 
@@ -229,25 +242,27 @@ class CausalDecoder(nn.Module):
     @nn.compact
     def __call__(self, z: Array, cache: Cache = None) -> tuple[Array, Cache]:
         cfg, dtype = self.config, self.config.compute_dtype
-        kt = cfg.temporal_kernel
+        kt = cfg.level_temporal_kernel
         top = cfg.base_channels * cfg.channel_multipliers[-1]
         new: dict[str, Cache] = {}
-        h, new["conv_in"] = CausalConv3d(top, (kt, 3, 3), dtype=dtype, name="conv_in")(
+        h, new["conv_in"] = CausalConv3d(top, (kt(-1), 3, 3), dtype=dtype, name="conv_in")(
             z, sub_cache(cache, "conv_in")
         )
         h, new = _middle(cfg, h, cache, new)
         for i in reversed(range(len(cfg.channel_multipliers))):
+            channels = cfg.base_channels * cfg.channel_multipliers[i]
             if cfg.spatial_downsample[i] or cfg.temporal_downsample[i]:
                 name = f"level{i}_up"
-                channels = cfg.base_channels * cfg.channel_multipliers[i]
-                up = Upsample(channels, cfg.spatial_downsample[i], cfg.temporal_downsample[i], dtype, name=name)
+                up = Upsample(
+                    channels, cfg.spatial_downsample[i], cfg.temporal_downsample[i], kt(i), dtype, name=name
+                )
                 h, new[name] = up(h, sub_cache(cache, name))
             for j in range(cfg.num_res_blocks + 1):
                 name = f"level{i}_res{j}"
-                block = CausalResBlock(cfg.base_channels * cfg.channel_multipliers[i], cfg.norm_groups, kt, dtype, name=name)
+                block = CausalResBlock(channels, cfg.norm_groups, kt(i), dtype, name=name)
                 h, new[name] = block(h, sub_cache(cache, name))
         h = nn.silu(FrameGroupNorm(cfg.norm_groups, name="norm_out")(h))
-        pixels, new["conv_out"] = CausalConv3d(cfg.image_channels, (kt, 3, 3), dtype=dtype, name="conv_out")(
+        pixels, new["conv_out"] = CausalConv3d(cfg.image_channels, (kt(0), 3, 3), dtype=dtype, name="conv_out")(
             h, sub_cache(cache, "conv_out")
         )
         return pixels.astype(jnp.float32), new
@@ -258,13 +273,13 @@ def _middle(cfg: VAEConfig, h: Array, cache: Cache, new: dict[str, Cache]) -> tu
 
     Called from inside a compact ``__call__``, so the modules it makes are named children of the caller.
     """
-    channels, dtype = h.shape[-1], cfg.compute_dtype
-    h, new["mid_res0"] = CausalResBlock(channels, cfg.norm_groups, cfg.temporal_kernel, dtype, name="mid_res0")(
+    channels, dtype, kt = h.shape[-1], cfg.compute_dtype, cfg.level_temporal_kernel(-1)
+    h, new["mid_res0"] = CausalResBlock(channels, cfg.norm_groups, kt, dtype, name="mid_res0")(
         h, sub_cache(cache, "mid_res0")
     )
     if cfg.mid_attention:
         h = FrameSelfAttention(cfg.norm_groups, dtype, name="mid_attn")(h)
-    h, new["mid_res1"] = CausalResBlock(channels, cfg.norm_groups, cfg.temporal_kernel, dtype, name="mid_res1")(
+    h, new["mid_res1"] = CausalResBlock(channels, cfg.norm_groups, kt, dtype, name="mid_res1")(
         h, sub_cache(cache, "mid_res1")
     )
     return h, new

@@ -2,7 +2,10 @@
 
 Each batch has one clip size (the autoencoder is fully convolutional, but a batch
 is one array), drawn per batch from `sizes`, so images (1 frame) and videos of
-several aspect ratios are mixed across steps. Batch `j` depends only on
+several aspect ratios are mixed across steps. With `crop = (frames, height,
+width)` every clip is rendered at its native size and then cut to a random window
+of that size: objects keep the scale they have at full size, while a step costs a
+fraction of a full clip (the autoencoder only ever sees local context anyway). Batch `j` depends only on
 `(seed, j)`: the dataset is random access, so its grain iterator state is just a
 position, which the checkpoint stores for exact resumption.
 """
@@ -35,7 +38,10 @@ def _check_sizes(sizes: Sequence[Sequence[int]]) -> list[tuple[int, int, int]]:
 class WorldClipBatch:
     """Maps a batch index to a dict with `video` uint8 [B, T, H, W, 3] and captions."""
 
-    def __init__(self, sizes: Sequence[Sequence[int]], batch_size: int, seed: int, options: WorldOptions, split: str = "train"):
+    def __init__(
+        self, sizes: Sequence[Sequence[int]], batch_size: int, seed: int, options: WorldOptions,
+        split: str = "train", crop: Sequence[int] | None = None,
+    ):
         if split not in SPLIT_SEED_OFFSETS:
             raise ValueError(f"unknown split {split!r}; use one of {sorted(SPLIT_SEED_OFFSETS)}")
         if batch_size < 1:
@@ -44,6 +50,12 @@ class WorldClipBatch:
         self.batch_size = batch_size
         self.seed = seed + SPLIT_SEED_OFFSETS[split]
         self.options = options
+        self.crop = None if crop is None else tuple(int(v) for v in crop)
+        if self.crop is not None and (len(self.crop) != 3 or min(self.crop) < 1):
+            raise ValueError(f"crop is (frames, height, width) with positive sides, got {crop}")
+        for frames, height, width in self.sizes if self.crop else ():
+            if height < self.crop[1] or width < self.crop[2]:
+                raise ValueError(f"crop {self.crop} is larger than clip size {(frames, height, width)}: lower the crop")
 
     def size_of(self, batch_index: int) -> tuple[int, int, int]:
         rng = np.random.default_rng([self.seed, batch_index, 7])
@@ -56,18 +68,30 @@ class WorldClipBatch:
             generate_clip(self.seed, frames, height, width, self.options, index=first + k)
             for k in range(self.batch_size)
         ]
+        videos = [c.video for c in clips]
+        if self.crop is not None:
+            rng = np.random.default_rng([self.seed, batch_index, 11])
+            videos = [self._random_window(v, rng) for v in videos]
         return {
-            "video": np.stack([c.video for c in clips]),
+            "video": np.stack(videos),
             "caption": np.array([c.caption for c in clips], dtype=object),
         }
 
 
+    def _random_window(self, video: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        frames = min(self.crop[0], video.shape[0])
+        t0 = int(rng.integers(video.shape[0] - frames + 1))
+        y0 = int(rng.integers(video.shape[1] - self.crop[1] + 1))
+        x0 = int(rng.integers(video.shape[2] - self.crop[2] + 1))
+        return video[t0 : t0 + frames, y0 : y0 + self.crop[1], x0 : x0 + self.crop[2]]
+
+
 def world_batch_dataset(
     sizes: Sequence[Sequence[int]], batch_size: int, seed: int, options: WorldOptions,
-    split: str = "train", num_batches: int = ENDLESS,
+    split: str = "train", num_batches: int = ENDLESS, crop: Sequence[int] | None = None,
 ) -> grain.MapDataset:
     """A random-access grain dataset of `num_batches` world batches (endless by default)."""
-    return grain.MapDataset.range(num_batches).map(WorldClipBatch(sizes, batch_size, seed, options, split))
+    return grain.MapDataset.range(num_batches).map(WorldClipBatch(sizes, batch_size, seed, options, split, crop))
 
 
 def world_batch_iterator(dataset: grain.MapDataset, worker_count: int = 0):

@@ -31,7 +31,7 @@ def build_vae(config: ml_collections.ConfigDict) -> CausalVAE:
 
 
 def init_state(vae: CausalVAE, optimizer: Any, config: ml_collections.ConfigDict) -> VAETrainState:
-    frames, height, width = config.data.sizes[0]
+    frames, height, width = config.data.crop or config.data.sizes[0]
     rng = jax.random.PRNGKey(config.seed)
     init_rng, sample_rng, state_rng = jax.random.split(rng, 3)
     dummy = jnp.zeros((1, frames, height, width, 3), jnp.float32)
@@ -62,7 +62,9 @@ def train_vae(config: ml_collections.ConfigDict, workdir: str) -> dict[str, floa
     train_step = jax.jit(make_train_step(vae, optimizer, config.train.kl_weight, config.train.l2_weight), donate_argnums=0)
     reconstruct = jax.jit(make_reconstruct_step(vae))
 
-    dataset = world_batch_dataset(config.data.sizes, config.data.batch_size, config.seed, WorldOptions(**config.world))
+    dataset = world_batch_dataset(
+        config.data.sizes, config.data.batch_size, config.seed, WorldOptions(**config.world), crop=config.data.crop
+    )
     data_iter = world_batch_iterator(dataset, config.data.worker_count)
     ckpt = Checkpointer(os.path.join(workdir, "checkpoints"), max_to_keep=config.train.keep_checkpoints,
                         save_every=config.train.save_every, async_save=config.train.async_checkpoints)
@@ -87,12 +89,14 @@ def train_vae(config: ml_collections.ConfigDict, workdir: str) -> dict[str, floa
         meta={"model_fingerprint": model_fingerprint, "config": json.loads(config.to_json_best_effort())},
     )
     writer = MetricsWriter(workdir)
-    _, eval_metrics = run_loop(
-        settings, state, train_step, data_iter, lambda batch: {"video": batch["video"]}, ckpt, writer,
-        evaluate=evaluate, count_items=lambda batch: batch["video"].shape[0] * batch["video"].shape[1],
-    )
-    ckpt.close()
-    writer.close()
+    try:
+        _, eval_metrics = run_loop(
+            settings, state, train_step, data_iter, lambda batch: {"video": batch["video"]}, ckpt, writer,
+            evaluate=evaluate, count_items=lambda batch: batch["video"].shape[0] * batch["video"].shape[1],
+        )
+    finally:  # close files and finish pending async saves even when a step fails.
+        ckpt.close()
+        writer.close()
     if eval_metrics:
         print("held-out: " + ", ".join(f"{k}={v:.4f}" for k, v in eval_metrics.items() if "/" not in k))
     return eval_metrics

@@ -1,0 +1,113 @@
+"""The DiT trainer: cached world latents -> packed batches -> pure train step, in the shared loop.
+
+    autoencoder (frozen, from config.vae_workdir) + text encoder (frozen)
+      -> latent clip set (encoded once, cached in the run directory)
+      -> packed batches (grain, NaViT rows of mixed sizes) -> train_step -> checkpoints
+Evaluation is the rectified-flow loss of fixed held-out batches at fixed noise
+levels, for the raw and the EMA weights.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from sorajax.data.latent_cache import LatentClipSet, cache_key, encode_world_clips, load_or_build, make_latent_encoder
+from sorajax.data.packed_batches import packed_batch_dataset
+from sorajax.data.world import WorldOptions
+from sorajax.diffusion.timesteps import TrainingTimeConfig
+from sorajax.models.build import build_dit, build_text_encoder
+from sorajax.models.vae_pretrained import TrainedVAE, load_trained_vae
+from sorajax.train.checkpoint import Checkpointer
+from sorajax.train.dit_step import DiTTrainState, make_train_step, make_validation_loss
+from sorajax.train.loop import LoopSettings, fingerprint, resume, run_loop
+from sorajax.train.metrics import MetricsWriter
+from sorajax.train.optim import make_optimizer
+
+
+def latent_clip_set(config: ml_collections.ConfigDict, trained: TrainedVAE, text_encoder: Any, workdir: str,
+                    split: str, count: int) -> LatentClipSet:
+    """The run's encoded clips for `split`, cached in `workdir/latents_<split>.npz`."""
+    key = cache_key(vae_step=trained.step, vae=trained.config.vae.to_dict(), text=text_encoder.fingerprint,
+                    world=config.world.to_dict(), sizes=config.data.sizes, count=count, seed=config.seed, split=split)
+    encode = make_latent_encoder(trained.vae, trained.variables)
+    return load_or_build(
+        os.path.join(workdir, f"latents_{split}.npz"), key,
+        lambda: encode_world_clips(encode, text_encoder, config.data.sizes, count, config.seed,
+                                   WorldOptions(**config.world), split=split, key=key),
+    )
+
+
+def init_state(dit: Any, optimizer: Any, example: Any, seed: int) -> DiTTrainState:
+    init_rng, state_rng = jax.random.split(jax.random.PRNGKey(seed))
+    variables = dit.init(init_rng, example.tokens[:1], example.positions[:1], example.segment_ids[:1],
+                         example.t[:1], example.text[:1], example.text_segment_ids[:1])
+    params = jax.tree.map(jnp.asarray, variables["params"])
+    params = jax.tree.map(lambda x: x.unbox() if hasattr(x, "unbox") else x, params,
+                          is_leaf=lambda x: hasattr(x, "unbox"))
+    # The EMA starts as a copy: aliasing the same buffers would break the step's buffer donation.
+    return DiTTrainState(step=jnp.asarray(0, jnp.int32), params=params, ema_params=jax.tree.map(jnp.copy, params),
+                         opt_state=optimizer.init(params), rng=state_rng)
+
+
+def model_fingerprint(config: ml_collections.ConfigDict) -> str:
+    return fingerprint({"model": config.model.to_dict(), "patch": list(config.patch),
+                        "text_encoder": config.text_encoder.to_dict(), "prediction": config.prediction})
+
+
+def train_dit(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
+    """Trains (or resumes) the DiT in `workdir`; returns the final eval metrics."""
+    os.makedirs(workdir, exist_ok=True)
+    trained = load_trained_vae(config.vae_workdir)
+    text_encoder = build_text_encoder(config.text_encoder)
+    train_clips = latent_clip_set(config, trained, text_encoder, workdir, "train", config.data.num_clips)
+    eval_clips = latent_clip_set(config, trained, text_encoder, workdir, "eval", config.eval.num_clips)
+
+    dit = build_dit(config.model, config.patch, trained.vae.config.latent_channels, text_encoder.dim)
+    optimizer = make_optimizer(config.train)
+    time_config = TrainingTimeConfig.from_mapping(config.time)
+    train_step = jax.jit(make_train_step(dit, optimizer, time_config, config.train.caption_dropout,
+                                         config.train.ema_decay, config.prediction), donate_argnums=0)
+
+    data = packed_batch_dataset(train_clips, config.data.rows, config.data.seq_len, config.data.text_len,
+                                config.patch, config.seed)
+    data_iter = iter(data.to_iter_dataset())
+    eval_data = packed_batch_dataset(eval_clips, config.data.rows, config.data.seq_len, config.data.text_len,
+                                     config.patch, config.seed + 1, num_batches=2)
+    eval_batches = [eval_data[i] for i in range(len(eval_data))]
+
+    ckpt = Checkpointer(os.path.join(workdir, "checkpoints"), max_to_keep=config.train.keep_checkpoints,
+                        save_every=config.train.save_every, async_save=config.train.async_checkpoints)
+    fp = model_fingerprint(config)
+    state = resume(ckpt, init_state(dit, optimizer, eval_batches[0], config.seed), data_iter, fp, workdir, "DiT")
+    with open(os.path.join(workdir, "config.json"), "w", encoding="utf-8") as f:
+        f.write(config.to_json_best_effort(indent=2))
+
+    validation_loss = jax.jit(make_validation_loss(dit, prediction=config.prediction))
+
+    def evaluate(state: DiTTrainState) -> tuple[DiTTrainState, dict]:
+        def mean_loss(params):
+            return float(np.mean([validation_loss(params, b, i) for i, b in enumerate(eval_batches)]))
+        return state, {"val_loss": mean_loss(state.params), "val_loss_ema": mean_loss(state.ema_params)}
+
+    meta = {"model_fingerprint": fp, "config": json.loads(config.to_json_best_effort()),
+            "vae_step": trained.step, "text_encoder": text_encoder.fingerprint}
+    settings = LoopSettings("dit", config.train.steps, config.train.log_every, config.eval.every, meta)
+    writer = MetricsWriter(workdir)
+    try:
+        _, eval_metrics = run_loop(
+            settings, state, train_step, data_iter, lambda batch: batch, ckpt, writer, evaluate=evaluate,
+            count_items=lambda batch: int(np.count_nonzero(batch.segment_ids)),
+        )
+    finally:  # close files and finish pending async saves even when a step fails.
+        ckpt.close()
+        writer.close()
+    if eval_metrics:
+        print("held-out: " + ", ".join(f"{k}={v:.4f}" for k, v in eval_metrics.items()))
+    return eval_metrics

@@ -1,0 +1,26 @@
+"""Train the text-to-video diffusion transformer on the built-in world.
+
+    python -m sorajax.train_dit --config=configs/dit_tiny.py --config.vae_workdir=runs/main/vae --workdir=runs/main/dit
+
+Needs a trained autoencoder (python -m sorajax.train_vae). Re-running resumes from the newest checkpoint.
+"""
+
+from absl import app, flags
+from ml_collections import config_flags
+
+from sorajax.logging_setup import quiet_library_logs
+from sorajax.train.dit_loop import train_dit
+
+_CONFIG = config_flags.DEFINE_config_file("config", "configs/dit_tiny.py", "DiT config file[:variant]")
+_WORKDIR = flags.DEFINE_string("workdir", "runs/main/dit", "run directory: checkpoints, metrics, latent cache")
+
+
+def main(argv: list[str]) -> None:
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    quiet_library_logs()
+    train_dit(_CONFIG.value, _WORKDIR.value)
+
+
+if __name__ == "__main__":
+    app.run(main)

@@ -96,7 +96,9 @@ class VAEConfig:
             raise ValueError(f"num_res_blocks must be >= 0, got {self.num_res_blocks}")
         if self.dtype not in _DTYPES:
             raise ValueError(f"dtype {self.dtype!r} is not supported: use one of {sorted(_DTYPES)}")
-        for mult in self.channel_multipliers:
+        if self.norm_groups < 0:
+            raise ValueError(f"norm_groups must be >= 0 (0 = per-pixel RMS norm), got {self.norm_groups}")
+        for mult in self.channel_multipliers if self.norm_groups else ():
             if (self.base_channels * mult) % self.norm_groups:
                 raise ValueError(
                     f"{self.base_channels * mult} channels are not divisible by norm_groups={self.norm_groups}: "

@@ -107,8 +107,13 @@ def _conv2d_per_frame(x: Array, kernel: Array, strides: tuple[int, int]) -> Arra
 
 
 class FrameGroupNorm(nn.Module):
-    """GroupNorm computed separately for every frame (never pooled over time).
+    """Normalisation that never pools over time, so chunked coding stays exact.
 
+    ``num_groups > 0``: GroupNorm over each frame's pixels and channel groups.
+    ``num_groups == 0``: RMS norm over the channels of each pixel (no pooling over
+    space either). Per-frame GroupNorm subtracts every group's frame mean, and with
+    few channels per group that mean IS a flat background's colour; the per-pixel
+    RMS norm keeps it, which small models on flat-coloured scenes need.
     Statistics are computed in float32 even when the network runs in bfloat16.
     """
 
@@ -117,6 +122,11 @@ class FrameGroupNorm(nn.Module):
 
     @nn.compact
     def __call__(self, x: Array) -> Array:
+        if self.num_groups == 0:
+            x32 = x.astype(jnp.float32)
+            scale = self.param("scale", nn.initializers.ones, (x.shape[-1],), jnp.float32)
+            rms = jax.lax.rsqrt(jnp.mean(jnp.square(x32), axis=-1, keepdims=True) + self.epsilon)
+            return (x32 * rms * scale).astype(x.dtype)
         batch = x.shape[0]
         frames = rearrange(x, "b t h w c -> (b t) h w c").astype(jnp.float32)
         normed = nn.GroupNorm(

@@ -47,11 +47,15 @@ def init_state(vae: CausalVAE, optimizer: Any, config: ml_collections.ConfigDict
 
 
 def heldout_batches(config: ml_collections.ConfigDict, split: str = "eval") -> list[dict[str, np.ndarray]]:
-    dataset = world_batch_dataset(
-        config.eval.sizes, config.eval.batch_size, config.seed, WorldOptions(**config.world), split=split,
-        num_batches=config.eval.num_batches,
-    )
-    return [dataset[i] for i in range(len(dataset))]
+    """`eval.num_batches` batches of EVERY eval size, from a seed range disjoint from training."""
+    batches = []
+    for k, size in enumerate(config.eval.sizes):
+        dataset = world_batch_dataset(
+            [size], config.eval.batch_size, config.seed + 7919 * k, WorldOptions(**config.world), split=split,
+            num_batches=config.eval.num_batches,
+        )
+        batches += [dataset[i] for i in range(len(dataset))]
+    return batches
 
 
 def train_vae(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:

@@ -1,0 +1,171 @@
+"""Prompt -> video: the sampling pipeline shared by `sorajax.generate`, the probes and notebooks.
+
+    prompts --text encoder--> caption tokens
+    noise latents [t, h, w, c] --patchify + pack--> PackedBatch (one sample per row)
+    --ODE sampler over the DiT, with classifier-free guidance--> clean tokens
+    --unpack + unpatchify--> latents --autoencoder decode--> uint8 frames [T, H, W, 3]
+
+Any width x height x frames the autoencoder and patch size allow (landscape,
+portrait, square, a single frame for an image) comes from the same weights.
+The step count, sampler and guidance are per call; the noise-level shift follows
+the sample's token count exactly as in training.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import os
+from typing import Any, Sequence
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from sorajax.diffusion.guidance import guided_velocity_fn
+from sorajax.diffusion.samplers import SAMPLER_METHODS, sample
+from sorajax.diffusion.timesteps import TrainingTimeConfig, sampling_timesteps, shift_for_num_tokens
+from sorajax.models.build import build_dit, build_text_encoder
+from sorajax.models.vae_pretrained import load_trained_vae
+from sorajax.patches import Sample, pack, patch_grid, unpack
+from sorajax.train.checkpoint import Checkpointer, CheckpointNotFoundError
+from sorajax.video_io import to_uint8
+
+MAX_STEPS = 1000
+
+
+@dataclasses.dataclass
+class SampleRequest:
+    """What to generate: sizes in pixels, and how to sample."""
+
+    frames: int
+    height: int
+    width: int
+    seed: int = 0
+    steps: int = 10
+    method: str = "dpmpp_2m"
+    guidance: float = 4.0
+
+
+class Pipeline:
+    """A trained autoencoder + DiT + text encoder, ready to turn prompts into videos."""
+
+    def __init__(self, vae: Any, vae_variables: Any, dit: Any, dit_params: Any, text_encoder: Any,
+                 patch: Sequence[int], time_config: TrainingTimeConfig, defaults: SampleRequest | None = None):
+        self.vae, self.vae_variables = vae, vae_variables
+        self.dit, self.dit_params = dit, dit_params
+        self.text_encoder, self.patch, self.time_config = text_encoder, tuple(patch), time_config
+        self.defaults = defaults or SampleRequest(frames=9, height=64, width=64)
+        self._decode = jax.jit(functools.partial(vae.apply, method="decode_normalized"))
+
+    @classmethod
+    def from_run(cls, dit_workdir: str, step: int | None = None, use_ema: bool = True) -> "Pipeline":
+        """Loads the DiT saved in `dit_workdir` and the autoencoder it was trained on."""
+        ckpt_dir = os.path.join(dit_workdir, "checkpoints")
+        if not os.path.isdir(ckpt_dir):
+            raise CheckpointNotFoundError(
+                f"no DiT checkpoints under {dit_workdir!r}: train one with `python -m sorajax.train_dit "
+                f"--workdir={dit_workdir}` (or run `python -m sorajax.main`), or pass the right run directory"
+            )
+        ckpt = Checkpointer(ckpt_dir, async_save=False)
+        try:
+            state, meta = ckpt.restore(step=step)
+        finally:
+            ckpt.close()
+        config = ml_collections.ConfigDict(meta["config"])
+        trained = load_trained_vae(config.vae_workdir)
+        text_encoder = build_text_encoder(config.text_encoder)
+        dit = build_dit(config.model, config.patch, trained.vae.config.latent_channels, text_encoder.dim)
+        params = jax.tree.map(jnp.asarray, state["ema_params" if use_ema else "params"])
+        sizes = config.data.sizes[0]
+        defaults = SampleRequest(frames=sizes[0], height=sizes[1], width=sizes[2], steps=config.sample.steps,
+                                 method=config.sample.method, guidance=config.sample.guidance)
+        return cls(trained.vae, trained.variables, dit, params, text_encoder, config.patch,
+                   TrainingTimeConfig.from_mapping(config.time), defaults)
+
+    # ---- checks ---------------------------------------------------------------------------
+    def latent_shape(self, frames: int, height: int, width: int) -> tuple[int, int, int, int]:
+        """Latent [t, h, w, c] for a pixel size, or a ValueError naming sizes that work."""
+        cfg = self.vae.config
+        steps = (cfg.spatial_factor * self.patch[1], cfg.spatial_factor * self.patch[2])
+        for name, value, step in (("height", height, steps[0]), ("width", width, steps[1])):
+            if value < step or value % step:
+                raise ValueError(
+                    f"{name} {value} does not fit the autoencoder (x{cfg.spatial_factor}) and patch size {self.patch}: "
+                    f"use a multiple of {step} pixels, e.g. {_nearest(value, step)}"
+                )
+        cfg.validate_video_shape(frames, height, width)
+        shape = cfg.latent_shape(frames, height, width)
+        patch_grid(shape, self.patch)
+        return shape
+
+    def _check_request(self, prompts: Sequence[str], request: SampleRequest, negative: Sequence[str] | None) -> None:
+        if isinstance(prompts, str) or not prompts or not all(isinstance(p, str) for p in prompts):
+            raise ValueError("prompts must be a non-empty list of strings, e.g. ['a red ball moves to the left']")
+        if negative is not None and len(negative) != len(prompts):
+            raise ValueError(f"got {len(negative)} negative prompts for {len(prompts)} prompts: give one per prompt "
+                             "(or a single string for all)")
+        if not 1 <= request.steps <= MAX_STEPS:
+            raise ValueError(f"steps must be between 1 and {MAX_STEPS}, got {request.steps}; 10-50 is typical")
+        if request.method not in SAMPLER_METHODS:
+            raise ValueError(f"unknown sampler {request.method!r}: use one of {list(SAMPLER_METHODS)}")
+        if not (np.isfinite(request.guidance) and 0 <= request.guidance <= 50):
+            raise ValueError(f"guidance must be in [0, 50], got {request.guidance}; 1 = no guidance, 3-7 is typical")
+
+    # ---- sampling ---------------------------------------------------------------------------
+    def generate(self, prompts: Sequence[str], request: SampleRequest | None = None,
+                 negative_prompt: str | Sequence[str] | None = None, **overrides: Any) -> list[np.ndarray]:
+        """uint8 videos [T, H, W, 3], one per prompt. `overrides` set SampleRequest fields."""
+        request = dataclasses.replace(request or self.defaults, **overrides)
+        negative = [negative_prompt] * len(prompts) if isinstance(negative_prompt, str) else negative_prompt
+        self._check_request(prompts, request, negative)
+        latent_shape = self.latent_shape(request.frames, request.height, request.width)
+        latents = self.sample_latents(prompts, latent_shape, request, negative)
+        # The decoder is unbounded; samples of a small model can overshoot [-1, 1].
+        return [to_uint8(np.clip(np.asarray(self._decode(self.vae_variables, z[None]))[0], -1, 1)) for z in latents]
+
+    def sample_latents(self, prompts: Sequence[str], latent_shape: Sequence[int], request: SampleRequest,
+                       negative: Sequence[str] | None = None) -> list[np.ndarray]:
+        """Normalised latents [t, h, w, c], one per prompt, by the ODE sampler over the DiT."""
+        texts = self._caption_tokens(prompts)
+        keys = jax.random.split(jax.random.PRNGKey(request.seed), len(prompts))
+        noise = [np.asarray(jax.random.normal(k, tuple(latent_shape), jnp.float32)) for k in keys]
+        num_tokens = int(np.prod(patch_grid(latent_shape, self.patch)))
+        text_len = max(t.shape[0] for t in texts + (self._caption_tokens(negative) if negative else []))
+        batch, layout = pack([Sample(latent=z, text=t) for z, t in zip(noise, texts)], num_tokens, text_len,
+                             self.patch, rows=len(prompts))
+        if negative:
+            neg_batch, _ = pack([Sample(latent=z, text=t) for z, t in zip(noise, self._caption_tokens(negative))],
+                                num_tokens, text_len, self.patch, rows=len(prompts))
+            uncond = (neg_batch.text, neg_batch.text_segment_ids)
+        else:  # training's dropped caption: zero embeddings over the same text positions.
+            uncond = (np.zeros_like(batch.text), batch.text_segment_ids)
+        shift = shift_for_num_tokens(num_tokens, self.time_config.base_tokens, self.time_config.base_shift,
+                                     self.time_config.max_tokens, self.time_config.max_shift)
+        timesteps = sampling_timesteps(request.steps, shift)
+        tokens = _run_sampler(self.dit, request.method, self.dit_params, batch.tokens, batch.positions,
+                              batch.segment_ids, (batch.text, batch.text_segment_ids), uncond, timesteps,
+                              jnp.float32(request.guidance))
+        return unpack(np.asarray(tokens), layout)
+
+    def _caption_tokens(self, prompts: Sequence[str]) -> list[np.ndarray]:
+        embeddings, masks = self.text_encoder.encode(list(prompts))
+        return [np.asarray(e[m], np.float32) for e, m in zip(embeddings, masks)]
+
+
+@functools.partial(jax.jit, static_argnums=(0, 1))
+def _run_sampler(dit: Any, method: str, params: Any, tokens: jax.Array, positions: jax.Array, segment_ids: jax.Array,
+                 cond_text: Any, uncond_text: Any, timesteps: jax.Array, guidance: jax.Array) -> jax.Array:
+    def denoise(x_t: jax.Array, t_tokens: jax.Array, text: Any) -> jax.Array:
+        text_tokens, text_segments = text
+        seg = jnp.concatenate([segment_ids] * (x_t.shape[0] // segment_ids.shape[0]), axis=0)
+        pos = jnp.concatenate([positions] * (x_t.shape[0] // positions.shape[0]), axis=0)
+        return dit.apply({"params": params}, x_t, pos, seg, t_tokens, text_tokens, text_segments)
+
+    velocity_fn = guided_velocity_fn(denoise, cond_text, uncond_text, guidance)
+    return sample(velocity_fn, tokens, timesteps, method=method)
+
+
+def _nearest(value: int, step: int) -> int:
+    return max(step, int(round(value / step)) * step)

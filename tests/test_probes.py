@@ -100,7 +100,9 @@ def test_probes_survive_noise_and_blur(clips):
 
 
 def test_track_matches_facts_frame_by_frame():
-    options = WorldOptions(min_objects=1, max_objects=1, occluder_prob=0.0, pan_prob=0.0, gravity_prob=1.0, static_prob=0.0)
+    options = WorldOptions(
+        min_objects=1, max_objects=1, occluder_prob=0.0, pan_prob=0.0, gravity_prob=1.0, static_prob=0.0
+    )
     clip = generate_clip(2, 10, 48, 80, options, index=3)
     obj = clip.facts.main_object
     track = find_main_object(clip.video)
@@ -130,10 +132,12 @@ def test_wrong_colour_expectation_disagrees():
 
 def test_background_only_video_finds_nothing():
     rng = np.random.default_rng(1)
-    video = np.clip(np.full((6, 32, 48, 3), (50, 50, 50)) + rng.normal(0, 8, (6, 32, 48, 3)), 0, 255).astype(np.uint8)
+    noisy = np.full((6, 32, 48, 3), 50.0) + rng.normal(0, 8, (6, 32, 48, 3))
+    video = np.clip(noisy, 0, 255).astype(np.uint8)
     result = probe_video(video, ProbeExpectation(colour="red", shape="square", direction="left"))
     assert not result.found and result.note == "no object found"
-    assert (result.colour_ok, result.shape_ok, result.direction_ok, result.in_frame_ok) == (False, False, False, False)
+    checks = (result.colour_ok, result.shape_ok, result.direction_ok, result.in_frame_ok)
+    assert checks == (False, False, False, False)
     assert (result.colour, result.shape, result.direction, result.fully_in_frame) == (None, None, None, None)
     rates = agreement_rates([result])
     assert rates["found"] == 0.0 and rates["colour"] == 0.0 and rates["num_direction"] == 1
@@ -144,7 +148,8 @@ def test_images_skip_direction():
     options = WorldOptions(min_objects=1, max_objects=1, occluder_prob=0.0)
     clip = generate_clip(0, 1, 48, 80, options, index=4)
     obj = clip.facts.main_object
-    result = probe_video(clip.video[0], ProbeExpectation(colour=obj.colour, shape=obj.shape, direction="left"))
+    expectation = ProbeExpectation(colour=obj.colour, shape=obj.shape, direction="left")
+    result = probe_video(clip.video[0], expectation)
     assert result.direction is None and result.direction_ok is None
     assert result.colour_ok and result.shape_ok and result.in_frame_ok
     rates = agreement_rates([result])

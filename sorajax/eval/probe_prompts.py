@@ -64,7 +64,11 @@ class ProbePrompt:
 
 def chance_levels() -> dict[str, float]:
     """Agreement a guess drawn uniformly from the vocabulary reaches on a balanced prompt set."""
-    return {"colour": 1.0 / len(OBJECT_COLOURS), "shape": 1.0 / len(SHAPE_NOUNS), "direction": 1.0 / len(DIRECTIONS)}
+    return {
+        "colour": 1.0 / len(OBJECT_COLOURS),
+        "shape": 1.0 / len(SHAPE_NOUNS),
+        "direction": 1.0 / len(DIRECTIONS),
+    }
 
 
 def _options(colour: str, shape: str, still: bool) -> WorldOptions:
@@ -88,10 +92,13 @@ def _edge_margin(facts: ClipFacts) -> float:
     radius = obj.radius * facts.unit_pixels
     left, right, up, down = (e * radius for e in SHAPE_EXTENTS[obj.shape])
     x, y = obj.pixel_centres[:, 0] + 0.5, obj.pixel_centres[:, 1] + 0.5  # renderer coordinates
-    return float(min((x - left).min(), (facts.width - x - right).min(), (y - up).min(), (facts.height - y - down).min()))
+    gaps = (x - left, facts.width - x - right, y - up, facts.height - y - down)
+    return float(min(gap.min() for gap in gaps))
 
 
-def _prompt(seed: int, k: int, colour: str, shape: str, direction: str | None, size: tuple[int, int, int]) -> ProbePrompt:
+def _prompt(
+    seed: int, k: int, colour: str, shape: str, direction: str | None, size: tuple[int, int, int]
+) -> ProbePrompt:
     """Search world indices for a clip of this design cell and caption it."""
     options = _options(colour, shape, still=direction in (None, "still"))
     for index in range(k * _INDEX_STRIDE, k * _INDEX_STRIDE + _TRIES):
@@ -131,7 +138,10 @@ def probe_prompt_set(
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
         raise ValueError(f"n={n!r} must be a positive int; ask for e.g. 72 prompts.")
     if isinstance(num_frames, bool) or not isinstance(num_frames, int) or num_frames < 2:
-        raise ValueError(f"num_frames={num_frames!r} must be an int >= 2 (video prompts need motion); images are added separately.")
+        raise ValueError(
+            f"num_frames={num_frames!r} must be an int >= 2 (video prompts need motion); "
+            "image prompts are added separately through image_share."
+        )
     if not 0.0 <= image_share < 1.0:
         raise ValueError(f"image_share={image_share} must be in [0, 1); use 0 for videos only.")
     sizes = [tuple(int(v) for v in s) for s in sizes]

@@ -4,9 +4,11 @@ The world draws five shapes that are never rotated (the triangle points up, the 
 on a corner) and places each one by its area centroid. So instead of generic descriptors (fill
 ratio, corner counts), which blur away on objects 9 pixels wide, each candidate shape is rendered
 with the renderer's signed distance functions at the mask's centroid, with the radius its area
-implies, and nudged over a small grid of offsets and scales; the shape whose best template
-differs least from the mask wins. A soft mask (coverage in [0, 1], as antialiasing and blur
-produce) is used as is; a boolean mask works too.
+implies, and nudged over a small grid of offsets, scales and blurs (generated videos are soft,
+and a blurred cross is closer to a sharp diamond than to a sharp cross); the shape whose best
+template differs least from the mask wins. A soft mask (coverage in [0, 1], as antialiasing and
+blur produce) is used as is; a boolean mask works too. Cut objects (by a wall or the frame edge)
+get a wider search that lets the template extend into the hidden part.
 """
 
 from __future__ import annotations
@@ -72,7 +74,9 @@ def _best_fit(
     for scale in scales:
         sharp = np.clip(0.5 - shape_distance(shape, dx, dy, float(radius * scale)), 0.0, 1.0)
         for sigma in blurs:
-            template = sharp if sigma == 0.0 else ndimage.gaussian_filter(sharp, (0.0, sigma, sigma), mode="constant")
+            template = sharp
+            if sigma > 0.0:
+                template = ndimage.gaussian_filter(sharp, (0.0, sigma, sigma), mode="constant")
             # Least-squares gain per template: a blurred object never reaches its full colour, so
             # its coverage map is dimmer (or, normalised by a dimmed core, fatter) than a template.
             if free_gain:
@@ -105,20 +109,23 @@ def shape_errors(mask: np.ndarray, ignore: np.ndarray | None = None) -> dict[str
         )
     weight = np.ones_like(alpha) if ignore is None else 1.0 - np.asarray(ignore, np.float64)
     if weight.shape != alpha.shape:
-        raise ValueError(f"ignore has shape {weight.shape} but mask has {alpha.shape}; pass the same frame's wall mask.")
+        raise ValueError(
+            f"ignore has shape {weight.shape} but mask has {alpha.shape}; pass the same frame's wall mask."
+        )
     solid = alpha >= 0.5
     edge = solid[0].any() or solid[-1].any() or solid[:, 0].any() or solid[:, -1].any()
     cut = bool(edge or (ndimage.binary_dilation(solid, iterations=2) & (weight < 0.5)).any())
     pad = _PAD + (int(np.ceil(2.0 * np.sqrt(area / np.pi))) if cut else 0)
     rows, cols = np.nonzero(alpha > 0.05)
     r0, c0 = max(0, rows.min() - pad), max(0, cols.min() - pad)
-    window = (slice(r0, min(alpha.shape[0], rows.max() + pad + 1)), slice(c0, min(alpha.shape[1], cols.max() + pad + 1)))
-    crop, weight = alpha[window].astype(np.float32), weight[window].astype(np.float32)
+    r1, c1 = rows.max() + pad + 1, cols.max() + pad + 1
+    crop, weight = alpha[r0:r1, c0:c1].astype(np.float32), weight[r0:r1, c0:c1].astype(np.float32)
+    mass = float(crop.sum())
     r, c = np.indices(crop.shape, dtype=np.float32)
-    centre_all = np.array([(c * crop).sum() / area, (r * crop).sum() / area])
+    centre_all = np.array([(c * crop).sum() / mass, (r * crop).sum() / mass])
     errors: dict[str, float] = {}
     for shape in SHAPES:
-        radius = float(np.sqrt(area / SHAPE_AREAS[shape]))
+        radius = float(np.sqrt(mass / SHAPE_AREAS[shape]))
         if cut:  # coarse search for the hidden part, then a finer one around the best coarse fit
             step = max(1.0, float(np.ceil(1.2 * radius)) / 6.0)
             coarse = step * np.arange(-6.0, 7.0)
@@ -128,8 +135,10 @@ def shape_errors(mask: np.ndarray, ignore: np.ndarray | None = None) -> dict[str
             )
         else:
             centre = centre_all
-        error, _, _ = _best_fit(shape, crop, weight, centre, radius, _OFFSETS, _SCALES, _BLURS, free_gain=True)
-        errors[shape] = error / area
+        error, _, _ = _best_fit(
+            shape, crop, weight, centre, radius, _OFFSETS, _SCALES, _BLURS, free_gain=True
+        )
+        errors[shape] = error / mass
     return errors
 
 

@@ -21,6 +21,7 @@ INSTALL_REQUIRES = [
     "mediapy==1.2.7",
     "imageio-ffmpeg==0.8.1",
     "pillow>=10",
+    "scipy>=1.11",  # connected components in the world probes
     "safetensors==0.8.0",
     "tokenizers==0.23.3",
     "absl-py==2.5.1",

@@ -47,6 +47,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         grad_clip_norm=1.0,
         kl_weight=1e-6,
         l2_weight=1.0,
+        noise_ramp_steps=400,  # posterior noise faded in (sorajax.train.vae_step.posterior_noise_scale)
         log_every=25,
         save_every=250,
         keep_checkpoints=3,

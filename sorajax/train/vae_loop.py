@@ -63,7 +63,10 @@ def train_vae(config: ml_collections.ConfigDict, workdir: str) -> dict[str, floa
     os.makedirs(workdir, exist_ok=True)
     vae = build_vae(config)
     optimizer = make_optimizer(config.train)
-    train_step = jax.jit(make_train_step(vae, optimizer, config.train.kl_weight, config.train.l2_weight), donate_argnums=0)
+    train_step = jax.jit(
+        make_train_step(vae, optimizer, config.train.kl_weight, config.train.l2_weight, config.train.noise_ramp_steps),
+        donate_argnums=0,
+    )
     reconstruct = jax.jit(make_reconstruct_step(vae))
 
     dataset = world_batch_dataset(

@@ -35,12 +35,29 @@ def pixels_from_uint8(video: jax.Array) -> jax.Array:
     return video.astype(jnp.float32) / 127.5 - 1.0
 
 
+def posterior_noise_scale(step: jax.Array, ramp_steps: int) -> jax.Array:
+    """0 -> 1 linearly over `ramp_steps`: the posterior's noise is faded in.
+
+    At init the posterior std is about 1, as large as the latent means; a decoder
+    that sees mostly noise learns to ignore its input and predict the mean colour,
+    and leaves that basin slowly. Fading the noise in lets it first learn to
+    reconstruct, then become robust to the posterior's spread (a proper VAE again
+    from `ramp_steps` on).
+    """
+    if ramp_steps <= 0:
+        return jnp.float32(1.0)
+    return jnp.clip(step.astype(jnp.float32) / ramp_steps, 0.0, 1.0)
+
+
 def vae_loss(
-    vae: Any, params: Any, latent_stats: Any, video: jax.Array, rng: jax.Array, kl_weight: float, l2_weight: float
+    vae: Any, params: Any, latent_stats: Any, video: jax.Array, rng: jax.Array, kl_weight: float, l2_weight: float,
+    noise_scale: jax.Array | float = 1.0,
 ) -> tuple[jax.Array, dict[str, jax.Array]]:
     """L1 (+ optional L2) reconstruction plus a small KL term."""
-    recon, mean, logvar = vae.apply({"params": params, "latent_stats": latent_stats}, video, rngs={"sample": rng})
-    recon = recon.astype(jnp.float32)
+    variables = {"params": params, "latent_stats": latent_stats}
+    mean, logvar = vae.apply(variables, video, method="encode")
+    z = mean + noise_scale * jnp.exp(0.5 * logvar) * jax.random.normal(rng, mean.shape, mean.dtype)
+    recon = vae.apply(variables, z, method="decode").astype(jnp.float32)
     l1 = jnp.mean(jnp.abs(recon - video))
     l2 = jnp.mean((recon - video) ** 2)
     kl = jnp.mean(kl_divergence(mean.astype(jnp.float32), logvar.astype(jnp.float32)))
@@ -48,12 +65,17 @@ def vae_loss(
     return loss, {"loss": loss, "l1": l1, "l2": l2, "kl": kl, "psnr": jnp.mean(psnr(recon, video))}
 
 
-def make_train_step(vae: Any, optimizer: optax.GradientTransformation, kl_weight: float, l2_weight: float = 0.0) -> Callable:
+def make_train_step(
+    vae: Any, optimizer: optax.GradientTransformation, kl_weight: float, l2_weight: float = 0.0, noise_ramp_steps: int = 0
+) -> Callable:
     def train_step(state: VAETrainState, batch: dict[str, jax.Array]) -> tuple[VAETrainState, dict[str, jax.Array]]:
         video = pixels_from_uint8(batch["video"])
         rng, step_rng = jax.random.split(state.rng)
         grad_fn = jax.value_and_grad(vae_loss, argnums=1, has_aux=True)
-        (_, metrics), grads = grad_fn(vae, state.params, state.latent_stats, video, step_rng, kl_weight, l2_weight)
+        noise_scale = posterior_noise_scale(state.step, noise_ramp_steps)
+        (_, metrics), grads = grad_fn(
+            vae, state.params, state.latent_stats, video, step_rng, kl_weight, l2_weight, noise_scale
+        )
         updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
         metrics["grad_norm"] = optax.tree.norm(grads)

@@ -40,7 +40,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     ))
 
     c.train = ml_collections.ConfigDict(dict(
-        steps=2000,
+        steps=1500,
         learning_rate=1e-3,
         warmup_steps=100,
         end_lr_fraction=0.1,

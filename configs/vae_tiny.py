@@ -37,9 +37,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.data.worker_count = 0
 
     c.train = ml_collections.ConfigDict(dict(
-        steps=1500,
-        learning_rate=1e-3,
-        warmup_steps=100,
+        steps=1200,
+        learning_rate=2e-3,
+        warmup_steps=50,
         end_lr_fraction=0.05,
         weight_decay=1e-4,
         adam_b1=0.9,
@@ -47,15 +47,15 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         grad_clip_norm=1.0,
         kl_weight=1e-6,
         l2_weight=1.0,
-        noise_ramp_steps=400,  # posterior noise faded in (sorajax.train.vae_step.posterior_noise_scale)
+        noise_ramp_steps=600,  # posterior noise faded in (sorajax.train.vae_step.posterior_noise_scale)
         log_every=25,
-        save_every=250,
+        save_every=300,
         keep_checkpoints=3,
         async_checkpoints=True,
     ))
 
     c.eval = ml_collections.ConfigDict(dict(
-        every=500,
+        every=600,
         sizes=((9, 64, 64), (1, 64, 64), (9, 48, 80), (9, 80, 48)),
         batch_size=4,
         num_batches=2,  # per eval size

@@ -14,7 +14,7 @@ Decisions (the contract other modules rely on):
 - Conditioning: `Sample.cond_mask` marks latent positions given clean (`[t, h, w]`, or `[t]` for
   whole frames). A token is conditioning iff EVERY latent element of its patch is given (padded
   frames copy the last frame's mask). Conditioning tokens get `t = 0` and `loss_mask = False`.
-- Noise level placeholder: the trainer draws `t`; until then `pack` writes `Sample.t` (a scalar or
+- Noise level before the trainer sets it: the trainer draws `t`; until then `pack` writes `Sample.t` (a scalar or
   one value per token) on generated tokens, or 1.0 when it is None; conditioning and padding get 0.
 - Text: the kept caption tokens (`text_mask` True, in order) are packed into text rows of length
   `text_len` with the same segment id as the sample's video tokens; 0 marks text padding.

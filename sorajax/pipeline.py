@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import os
 from typing import Any, Sequence
 
 import jax
@@ -29,7 +28,7 @@ from sorajax.diffusion.timesteps import TrainingTimeConfig, sampling_timesteps, 
 from sorajax.models.build import build_dit, build_text_encoder
 from sorajax.models.vae_pretrained import load_trained_vae
 from sorajax.patches import Sample, pack, patch_grid, unpack
-from sorajax.train.checkpoint import Checkpointer, CheckpointNotFoundError
+from sorajax.train.checkpoint import restore_run
 from sorajax.video_io import to_uint8
 
 MAX_STEPS = 1000
@@ -62,17 +61,7 @@ class Pipeline:
     @classmethod
     def from_run(cls, dit_workdir: str, step: int | None = None, use_ema: bool = True) -> "Pipeline":
         """Loads the DiT saved in `dit_workdir` and the autoencoder it was trained on."""
-        ckpt_dir = os.path.join(dit_workdir, "checkpoints")
-        if not os.path.isdir(ckpt_dir):
-            raise CheckpointNotFoundError(
-                f"no DiT checkpoints under {dit_workdir!r}: train one with `python -m sorajax.train_dit "
-                f"--workdir={dit_workdir}` (or run `python -m sorajax.main`), or pass the right run directory"
-            )
-        ckpt = Checkpointer(ckpt_dir, async_save=False)
-        try:
-            state, meta = ckpt.restore(step=step)
-        finally:
-            ckpt.close()
+        state, meta = restore_run(dit_workdir, step, "python -m sorajax.train_dit (or python -m sorajax.main)")
         config = ml_collections.ConfigDict(meta["config"])
         trained = load_trained_vae(config.vae_workdir)
         text_encoder = build_text_encoder(config.text_encoder)

@@ -1,5 +1,7 @@
 """Causal video autoencoder: shapes, causality, chunked == whole clip, latent stats, errors."""
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -7,6 +9,7 @@ import numpy as np
 import pytest
 
 from sorajax.models import vae_chunked
+from sorajax.models.vae_layers import FrameGroupNorm
 from sorajax.models.vae import (
     CausalVAE,
     VAEConfig,
@@ -264,3 +267,25 @@ def test_bfloat16_compute_keeps_float32_params_and_outputs(model):
     assert recon.dtype == mean.dtype == logvar.dtype == jnp.float32
     reference = decode(variables, encode(variables, x)[0])
     assert float(jnp.mean(jnp.abs(recon - reference))) < 0.02 and float(jnp.max(jnp.abs(recon - reference))) < 0.5
+
+
+def test_rms_norm_variant_is_causal_chunkable_and_keeps_flat_colours():
+    """norm_groups=0 (per-pixel RMS norm, the tiny default): chunking stays exact, and unlike
+    per-frame GroupNorm a flat frame's colour survives the normalisation."""
+    cfg = dataclasses.replace(SMALL, norm_groups=0, mid_attention=False)
+    vae = CausalVAE(cfg)
+    variables = jax.jit(vae.init)(jax.random.key(1), _video(0, 1))
+    x = _video(7, 9, 16, 32)
+    mean, _ = jax.jit(lambda v, x: vae.apply(v, x, method=CausalVAE.encode))(variables, x)
+    chunk_mean, _ = vae_chunked.encode_chunked(vae, variables, x, chunk_latents=1)
+    np.testing.assert_allclose(chunk_mean, mean, atol=1e-5)
+    decoded = vae_chunked.decode_chunked(vae, variables, mean, chunk_latents=1)
+    whole = jax.jit(lambda v, z: vae.apply(v, z, method=CausalVAE.decode))(variables, mean)
+    np.testing.assert_allclose(decoded, whole, atol=5e-5)
+
+    flat = jnp.ones((1, 1, 4, 4, 2)) * jnp.array([0.3, -0.6])
+    rms = FrameGroupNorm(0)
+    out = rms.apply(rms.init(jax.random.key(0), flat), flat)
+    np.testing.assert_allclose(out[0, 0, 0, 0], np.array([0.3, -0.6]) / np.sqrt((0.09 + 0.36) / 2), rtol=1e-5)
+    group = FrameGroupNorm(2)
+    assert float(jnp.abs(group.apply(group.init(jax.random.key(0), flat), flat)).max()) < 1e-3  # colour erased

@@ -7,7 +7,6 @@ the checkpoint alone: no need to remember which config file made it.
 
 from __future__ import annotations
 
-import os
 from typing import Any, NamedTuple
 
 import jax
@@ -15,7 +14,7 @@ import jax.numpy as jnp
 import ml_collections
 
 from sorajax.models.vae import CausalVAE, VAEConfig
-from sorajax.train.checkpoint import Checkpointer, CheckpointNotFoundError
+from sorajax.train.checkpoint import restore_run
 
 
 class TrainedVAE(NamedTuple):
@@ -27,17 +26,7 @@ class TrainedVAE(NamedTuple):
 
 def load_trained_vae(workdir: str, step: int | None = None) -> TrainedVAE:
     """Rebuilds the autoencoder saved in `workdir` (newest checkpoint unless `step`)."""
-    ckpt_dir = os.path.join(workdir, "checkpoints")
-    if not os.path.isdir(ckpt_dir):
-        raise CheckpointNotFoundError(
-            f"no autoencoder checkpoints under {workdir!r} (expected {ckpt_dir}); train one with "
-            f"`python -m sorajax.train_vae --config=configs/vae_tiny.py --workdir={workdir}`"
-        )
-    ckpt = Checkpointer(ckpt_dir, async_save=False)
-    try:
-        state, meta = ckpt.restore(step=step)
-    finally:
-        ckpt.close()
+    state, meta = restore_run(workdir, step, "python -m sorajax.train_vae --config=configs/vae_tiny.py")
     config = ml_collections.ConfigDict(meta["config"])
     vae = CausalVAE(VAEConfig.from_dict(config.vae.to_dict()))
     variables = {

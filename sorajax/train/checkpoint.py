@@ -105,3 +105,21 @@ class Checkpointer:
     def close(self) -> None:
         self._manager.wait_until_finished()
         self._manager.close()
+
+
+def restore_run(workdir: str, step: int | None, train_command: str) -> tuple[Any, dict]:
+    """The saved tree and metadata of a run directory's newest (or `step`) checkpoint, for inference.
+
+    `train_command` completes the error message when the run has no checkpoints.
+    """
+    ckpt_dir = os.path.join(workdir, "checkpoints")
+    if not os.path.isdir(ckpt_dir):
+        raise CheckpointNotFoundError(
+            f"no checkpoints under {workdir!r} (expected {ckpt_dir}); train one with `{train_command} "
+            f"--workdir={workdir}`, or pass the run directory that has one"
+        )
+    ckpt = Checkpointer(ckpt_dir, async_save=False)
+    try:
+        return ckpt.restore(step=step)
+    finally:
+        ckpt.close()

@@ -10,7 +10,7 @@ def test_variant_and_override_values():
     assert config.train.steps == 7
     assert config.data.sizes == ((5, 16, 16),)
     assert config.vae.base_channels == 8  # from the smoke variant
-    assert load_config("configs/vae_tiny.py").vae.base_channels == 32
+    assert load_config("configs/vae_tiny.py").vae.base_channels == 16
 
 
 def test_unknown_key_names_the_key_and_the_known_fields():

@@ -27,6 +27,8 @@ from typing import Any, Mapping
 import jax
 import jax.numpy as jnp
 
+from sorajax.config_dataclasses import from_mapping
+
 # Keeps logit-normal draws strictly inside (0, 1): sigmoid rounds to exactly 1.0 in float32 beyond ~17.
 _OPEN_INTERVAL_EPS = 1e-6
 
@@ -59,11 +61,7 @@ class TrainingTimeConfig:
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any]) -> "TrainingTimeConfig":
         """Build from a dict or ml_collections ConfigDict, naming any unknown key."""
-        known = {field.name for field in dataclasses.fields(cls)}
-        unknown = sorted(set(values.keys()) - known)
-        if unknown:
-            raise ValueError(f"unknown training-time config keys {unknown}; valid keys are {sorted(known)}.")
-        return cls(**{key: values[key] for key in values.keys()})
+        return from_mapping(cls, values, "training-time")
 
 
 def sample_logit_normal(

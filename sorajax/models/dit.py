@@ -39,6 +39,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from sorajax.config_dataclasses import from_mapping
 from sorajax.models.attention import IMPLEMENTATIONS
 from sorajax.models.dit_layers import (
     CaptionPooler,
@@ -162,13 +163,7 @@ class DiTConfig:
     @classmethod
     def from_dict(cls, d: Mapping[str, Any] | Any) -> DiTConfig:
         """Build from a dict or ml_collections ConfigDict; unknown keys are an error."""
-        if hasattr(d, "to_dict"):
-            d = d.to_dict()
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ValueError(f"unknown DiT config keys {unknown}; valid keys are {sorted(known)}")
-        return cls(**{k: tuple(v) if isinstance(v, (list, tuple)) else v for k, v in d.items()})
+        return from_mapping(cls, d, "DiT")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -44,6 +44,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from sorajax.config_dataclasses import from_mapping
 from sorajax.models.vae_layers import (
     Array,
     Cache,
@@ -134,14 +135,7 @@ class VAEConfig:
     @classmethod
     def from_dict(cls, d: Mapping[str, Any] | Any) -> VAEConfig:
         """Build from a dict or ml_collections ConfigDict; unknown keys are an error."""
-        if hasattr(d, "to_dict"):
-            d = d.to_dict()
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ValueError(f"unknown VAE config keys {unknown}; valid keys are {sorted(known)}")
-        values = {k: tuple(v) if isinstance(v, (list, tuple)) else v for k, v in d.items()}
-        return cls(**values)
+        return from_mapping(cls, d, "VAE")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -38,7 +38,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
     c.train = ml_collections.ConfigDict(dict(
         steps=1200,
-        learning_rate=2e-3,
+        learning_rate=3e-4,  # measured: 3e-4 > 1e-4 > 1e-3 > 5e-3 in held-out PSNR at 200 steps
         warmup_steps=50,
         end_lr_fraction=0.05,
         weight_decay=1e-4,

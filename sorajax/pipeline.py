@@ -118,14 +118,15 @@ class Pipeline:
                        negative: Sequence[str] | None = None) -> list[np.ndarray]:
         """Normalised latents [t, h, w, c], one per prompt, by the ODE sampler over the DiT."""
         texts = self._caption_tokens(prompts)
+        negative_texts = self._caption_tokens(negative) if negative else []
         keys = jax.random.split(jax.random.PRNGKey(request.seed), len(prompts))
         noise = [np.asarray(jax.random.normal(k, tuple(latent_shape), jnp.float32)) for k in keys]
         num_tokens = int(np.prod(patch_grid(latent_shape, self.patch)))
-        text_len = max(t.shape[0] for t in texts + (self._caption_tokens(negative) if negative else []))
+        text_len = max(t.shape[0] for t in texts + negative_texts)
         batch, layout = pack([Sample(latent=z, text=t) for z, t in zip(noise, texts)], num_tokens, text_len,
                              self.patch, rows=len(prompts))
         if negative:
-            neg_batch, _ = pack([Sample(latent=z, text=t) for z, t in zip(noise, self._caption_tokens(negative))],
+            neg_batch, _ = pack([Sample(latent=z, text=t) for z, t in zip(noise, negative_texts)],
                                 num_tokens, text_len, self.patch, rows=len(prompts))
             uncond = (neg_batch.text, neg_batch.text_segment_ids)
         else:  # training's dropped caption: zero embeddings over the same text positions.

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from sorajax.config_loading import load_config
-from sorajax.pipeline import Pipeline
+from sorajax.pipeline import Pipeline, SampleRequest
 from sorajax.train.checkpoint import CheckpointNotFoundError
 from sorajax.train.dit_loop import train_dit
 from sorajax.train.metrics import read_jsonl
@@ -80,10 +80,17 @@ def test_bad_requests_name_the_fix(vae_dir, tmp_path_factory, bad, message):
 
 def test_prompt_list_errors_and_missing_run(vae_dir, tmp_path):
     run = str(tmp_path / "dit")
-    train_dit(_config(vae_dir, 1), run)
+    train_dit(_config(vae_dir, 3), run)  # step 1 has lr 0 (warmup): the output layer is still zero
     pipeline = Pipeline.from_run(run)
     with pytest.raises(ValueError, match="non-empty list of strings"):
         pipeline.generate("a red ball")
+    # Latents, not uint8 frames: a 1-step model's text dependence is below one pixel level.
+    request = SampleRequest(frames=5, height=16, width=16, steps=2, seed=1, guidance=3.0)
+    shape = pipeline.latent_shape(5, 16, 16)
+    plain = pipeline.sample_latents(["a red ball"], shape, request)
+    steered = pipeline.sample_latents(["a red ball"], shape, request, negative=["a blue square"])
+    assert steered[0].shape == plain[0].shape == shape
+    assert not np.array_equal(steered[0], plain[0])  # the negative prompt replaced the null caption
     with pytest.raises(ValueError, match="2 negative prompts for 1 prompts"):
         pipeline.generate(["a red ball"], negative_prompt=["x", "y"], frames=5, height=16, width=16)
     with pytest.raises(CheckpointNotFoundError, match="python -m sorajax.train_dit"):

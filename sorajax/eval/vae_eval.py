@@ -39,6 +39,9 @@ def evaluate_reconstruction(
     return result
 
 
-def collect_latents(reconstruct: Callable, variables: Any, batches: Iterable[dict[str, np.ndarray]]) -> list[np.ndarray]:
-    """Posterior-mean latents of every batch (clip sizes may differ), for latent statistics."""
-    return [np.asarray(jax.device_get(reconstruct(variables, batch["video"])[1])) for batch in batches]
+def collect_latents(encode: Callable, variables: Any, batches: Iterable[dict[str, np.ndarray]]) -> list[np.ndarray]:
+    """Posterior-mean latents of every batch (clip sizes may differ), for latent statistics.
+
+    `encode(variables, uint8 video) -> latents`: encoder only, no decode wasted on statistics.
+    """
+    return [np.asarray(jax.device_get(encode(variables, batch["video"]))) for batch in batches]

@@ -23,7 +23,7 @@ from sorajax.train.checkpoint import Checkpointer
 from sorajax.train.loop import LoopSettings, fingerprint, resume, run_loop
 from sorajax.train.metrics import MetricsWriter
 from sorajax.train.optim import make_optimizer
-from sorajax.train.vae_step import VAETrainState, make_reconstruct_step, make_train_step
+from sorajax.train.vae_step import VAETrainState, make_encode_step, make_reconstruct_step, make_train_step
 
 
 def build_vae(config: ml_collections.ConfigDict) -> CausalVAE:
@@ -68,6 +68,7 @@ def train_vae(config: ml_collections.ConfigDict, workdir: str) -> dict[str, floa
         donate_argnums=0,
     )
     reconstruct = jax.jit(make_reconstruct_step(vae))
+    encode = jax.jit(make_encode_step(vae))
 
     dataset = world_batch_dataset(
         config.data.sizes, config.data.batch_size, config.seed, WorldOptions(**config.world), crop=config.data.crop
@@ -87,7 +88,7 @@ def train_vae(config: ml_collections.ConfigDict, workdir: str) -> dict[str, floa
         """Held-out PSNR/SSIM; also refreshes the latent statistics stored with the weights."""
         variables = state.variables()
         metrics = evaluate_reconstruction(reconstruct, variables, eval_batches)
-        stats = compute_latent_stats(collect_latents(reconstruct, variables, stats_batches))
+        stats = compute_latent_stats(collect_latents(encode, variables, stats_batches))
         metrics["latent_std_mean"] = float(np.mean(stats["std"]))
         return state.replace(latent_stats=stats), metrics
 

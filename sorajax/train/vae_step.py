@@ -85,6 +85,15 @@ def make_train_step(
     return train_step
 
 
+def make_encode_step(vae: Any) -> Callable:
+    """(variables, uint8 video) -> posterior mean latents (unnormalised)."""
+
+    def encode(variables: dict[str, Any], video_uint8: jax.Array) -> jax.Array:
+        return vae.apply(variables, pixels_from_uint8(video_uint8), method="encode")[0]
+
+    return encode
+
+
 def make_reconstruct_step(vae: Any) -> Callable:
     """(variables, uint8 video) -> (reconstruction in [-1, 1], posterior mean latents)."""
 

@@ -9,6 +9,13 @@ Any width x height x frames the autoencoder and patch size allow (landscape,
 portrait, square, a single frame for an image) comes from the same weights.
 The step count, sampler and guidance are per call; the noise-level shift follows
 the sample's token count exactly as in training.
+
+Prompting with images and videos uses one mechanism (`sorajax.conditioning`): a
+`Conditioning` per prompt names latent positions given clean; they are packed as
+tokens with t = 0 and held at their values at every sampler step. SDEdit (`edit`,
+`strength`) starts the sampler from the input latents noised to t = strength. The
+modes built on this (animate, extend, loop, connect, inpaint, long videos) live in
+`sorajax.prompting` and `sorajax.long_video`.
 """
 
 from __future__ import annotations
@@ -22,14 +29,16 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from sorajax.conditioning import Conditioning
 from sorajax.diffusion.guidance import guided_velocity_fn
-from sorajax.diffusion.samplers import SAMPLER_METHODS, sample
+from sorajax.diffusion.samplers import SAMPLER_METHODS, sample, sdedit_start
 from sorajax.diffusion.timesteps import TrainingTimeConfig, sampling_timesteps, shift_for_num_tokens
 from sorajax.models.build import build_dit, build_text_encoder
+from sorajax.models.vae_chunked import ChunkedCodec
 from sorajax.models.vae_pretrained import load_trained_vae
-from sorajax.patches import Sample, pack, patch_grid, unpack
+from sorajax.patches import PackedBatch, PackLayout, Sample, pack, patch_grid, unpack
 from sorajax.train.checkpoint import restore_run
-from sorajax.video_io import to_uint8
+from sorajax.video_io import to_float, to_uint8
 
 MAX_STEPS = 1000
 
@@ -47,6 +56,18 @@ class SampleRequest:
     guidance: float = 4.0
 
 
+@dataclasses.dataclass(frozen=True)
+class SamplingInputs:
+    """Everything one sampler run needs, built on the host (see `Pipeline.sampling_inputs`)."""
+
+    batch: PackedBatch  # positions, segments and caption tokens; tokens = the starting point
+    layout: PackLayout
+    cond_mask: np.ndarray  # [B, L] bool: tokens given clean (held at x_cond, shown with t = 0)
+    x_cond: np.ndarray  # [B, L, P] the given tokens' clean values (0 elsewhere)
+    uncond: tuple[np.ndarray, np.ndarray]  # caption tokens for the unconditional branch of CFG
+    timesteps: jax.Array  # decreasing from 1 (or the SDEdit strength) to 0
+
+
 class Pipeline:
     """A trained autoencoder + DiT + text encoder, ready to turn prompts into videos."""
 
@@ -57,6 +78,8 @@ class Pipeline:
         self.text_encoder, self.patch, self.time_config = text_encoder, tuple(patch), time_config
         self.defaults = defaults or SampleRequest(frames=9, height=64, width=64)
         self._decode = jax.jit(functools.partial(vae.apply, method="decode_normalized"))
+        # Chunked codec: memory bounded by the chunk, not the clip (long videos, conditioning inputs).
+        self.codec = ChunkedCodec(vae, vae_variables, chunk_latents=2)
 
     @classmethod
     def from_run(cls, dit_workdir: str, step: int | None = None, use_ema: bool = True) -> "Pipeline":
@@ -102,42 +125,124 @@ class Pipeline:
         if not (np.isfinite(request.guidance) and 0 <= request.guidance <= 50):
             raise ValueError(f"guidance must be in [0, 50], got {request.guidance}; 1 = no guidance, 3-7 is typical")
 
+    # ---- pixels <-> latents ----------------------------------------------------------------
+    @property
+    def temporal_factor(self) -> int:
+        return self.vae.config.temporal_factor
+
+    @property
+    def spatial_factor(self) -> int:
+        return self.vae.config.spatial_factor
+
+    def encode(self, video: np.ndarray) -> np.ndarray:
+        """uint8 or [-1, 1] float pixels [T, H, W, 3] (T = 1 + 4k) -> normalised latent [t, h, w, c].
+
+        Chunked with a carried cache, so memory does not grow with the clip's length.
+        """
+        video = to_float(video)
+        if video.ndim != 4 or video.shape[-1] != 3:
+            raise ValueError(f"a video to encode must be [T, H, W, 3], got shape {video.shape}; an image is [1, H, W, 3]")
+        self.latent_shape(*video.shape[:3])  # a clear error if the size does not fit
+        return np.asarray(self.codec.encode_normalized(jnp.asarray(video)[None]))[0]
+
+    def decode(self, latent: np.ndarray, chunked: bool = False) -> np.ndarray:
+        """Normalised latent [t, h, w, c] -> uint8 pixels [1 + 4(t - 1), H, W, 3] (chunked: bounded memory)."""
+        z = jnp.asarray(latent, jnp.float32)[None]
+        pixels = self.codec.decode_normalized(z) if chunked else self._decode(self.vae_variables, z)
+        # The decoder is unbounded; samples of a small model can overshoot [-1, 1].
+        return to_uint8(np.clip(np.asarray(pixels)[0], -1, 1))
+
     # ---- sampling ---------------------------------------------------------------------------
     def generate(self, prompts: Sequence[str], request: SampleRequest | None = None,
-                 negative_prompt: str | Sequence[str] | None = None, **overrides: Any) -> list[np.ndarray]:
-        """uint8 videos [T, H, W, 3], one per prompt. `overrides` set SampleRequest fields."""
+                 negative_prompt: str | Sequence[str] | None = None,
+                 conditions: Sequence[Conditioning | None] | None = None,
+                 edit: Sequence[np.ndarray] | None = None, strength: float = 1.0,
+                 **overrides: Any) -> list[np.ndarray]:
+        """uint8 videos [T, H, W, 3], one per prompt. `overrides` set SampleRequest fields.
+
+        `conditions`: per prompt, latents given clean (or None); `edit`: per prompt, latents to start
+        from at t = `strength` (SDEdit). Both must have the latent shape of the requested size.
+        """
         request = dataclasses.replace(request or self.defaults, **overrides)
         negative = [negative_prompt] * len(prompts) if isinstance(negative_prompt, str) else negative_prompt
         self._check_request(prompts, request, negative)
         latent_shape = self.latent_shape(request.frames, request.height, request.width)
-        latents = self.sample_latents(prompts, latent_shape, request, negative)
-        # The decoder is unbounded; samples of a small model can overshoot [-1, 1].
-        return [to_uint8(np.clip(np.asarray(self._decode(self.vae_variables, z[None]))[0], -1, 1)) for z in latents]
+        latents = self.sample_latents(prompts, latent_shape, request, negative, conditions, edit, strength)
+        return [self.decode(z) for z in latents]
 
     def sample_latents(self, prompts: Sequence[str], latent_shape: Sequence[int], request: SampleRequest,
-                       negative: Sequence[str] | None = None) -> list[np.ndarray]:
+                       negative: Sequence[str] | None = None, conditions: Sequence[Conditioning | None] | None = None,
+                       edit: Sequence[np.ndarray] | None = None, strength: float = 1.0) -> list[np.ndarray]:
         """Normalised latents [t, h, w, c], one per prompt, by the ODE sampler over the DiT."""
+        inputs = self.sampling_inputs(prompts, latent_shape, request, negative, conditions, edit, strength)
+        batch = inputs.batch
+        tokens = _run_sampler(self.dit, request.method, self.dit_params, batch.tokens, batch.positions,
+                              batch.segment_ids, (batch.text, batch.text_segment_ids), inputs.uncond,
+                              inputs.timesteps, jnp.float32(request.guidance), inputs.cond_mask, inputs.x_cond)
+        return unpack(np.asarray(tokens), inputs.layout)
+
+    def sampling_inputs(self, prompts: Sequence[str], latent_shape: Sequence[int], request: SampleRequest,
+                        negative: Sequence[str] | None = None, conditions: Sequence[Conditioning | None] | None = None,
+                        edit: Sequence[np.ndarray] | None = None, strength: float = 1.0) -> SamplingInputs:
+        """Packs noise (or the SDEdit start), the given tokens and the captions for one sampler run."""
+        latent_shape = tuple(int(s) for s in latent_shape)
+        count = len(prompts)
+        conditions = self._checked_conditions(conditions, count, latent_shape)
         texts = self._caption_tokens(prompts)
         negative_texts = self._caption_tokens(negative) if negative else []
-        keys = jax.random.split(jax.random.PRNGKey(request.seed), len(prompts))
-        noise = [np.asarray(jax.random.normal(k, tuple(latent_shape), jnp.float32)) for k in keys]
+        keys = jax.random.split(jax.random.PRNGKey(request.seed), count)
+        noise = [np.asarray(jax.random.normal(k, latent_shape, jnp.float32)) for k in keys]
         num_tokens = int(np.prod(patch_grid(latent_shape, self.patch)))
         text_len = max(t.shape[0] for t in texts + negative_texts)
-        batch, layout = pack([Sample(latent=z, text=t) for z, t in zip(noise, texts)], num_tokens, text_len,
-                             self.patch, rows=len(prompts))
+        masks = [None if c is None else c.mask for c in conditions]
+
+        def packed(latents: Sequence[np.ndarray], captions: Sequence[np.ndarray]) -> tuple[PackedBatch, PackLayout]:
+            samples = [Sample(latent=z, text=t, cond_mask=m) for z, t, m in zip(latents, captions, masks)]
+            return pack(samples, num_tokens, text_len, self.patch, rows=count)
+
+        batch, layout = packed(noise, texts)
+        given = [np.zeros(latent_shape, np.float32) if c is None else c.latent for c in conditions]
+        x_cond = packed(given, texts)[0].tokens
+        cond_mask = (batch.segment_ids > 0) & ~batch.loss_mask
         if negative:
-            neg_batch, _ = pack([Sample(latent=z, text=t) for z, t in zip(noise, negative_texts)],
-                                num_tokens, text_len, self.patch, rows=len(prompts))
+            neg_batch = packed(noise, negative_texts)[0]
             uncond = (neg_batch.text, neg_batch.text_segment_ids)
         else:  # training's dropped caption: zero embeddings over the same text positions.
             uncond = (np.zeros_like(batch.text), batch.text_segment_ids)
         shift = shift_for_num_tokens(num_tokens, self.time_config.base_tokens, self.time_config.base_shift,
                                      self.time_config.max_tokens, self.time_config.max_shift)
-        timesteps = sampling_timesteps(request.steps, shift)
-        tokens = _run_sampler(self.dit, request.method, self.dit_params, batch.tokens, batch.positions,
-                              batch.segment_ids, (batch.text, batch.text_segment_ids), uncond, timesteps,
-                              jnp.float32(request.guidance))
-        return unpack(np.asarray(tokens), layout)
+        start = 1.0
+        if edit is not None:
+            start = self._check_strength(strength)
+            start_tokens = packed(self._checked_edit(edit, count, latent_shape), texts)[0].tokens
+            batch = batch.replace(tokens=np.asarray(sdedit_start(start_tokens, batch.tokens, start)))
+        timesteps = sampling_timesteps(request.steps, shift, start=start)
+        return SamplingInputs(batch, layout, cond_mask, x_cond, uncond, timesteps)
+
+    def _checked_conditions(self, conditions: Sequence[Conditioning | None] | None, count: int,
+                            latent_shape: tuple[int, ...]) -> list[Conditioning | None]:
+        if conditions is None:
+            return [None] * count
+        if len(conditions) != count:
+            raise ValueError(f"got {len(conditions)} conditionings for {count} prompts: give one per prompt (None: none)")
+        return [None if c is None else c.checked(latent_shape, self.patch) for c in conditions]
+
+    @staticmethod
+    def _checked_edit(edit: Sequence[np.ndarray], count: int, latent_shape: tuple[int, ...]) -> list[np.ndarray]:
+        if len(edit) != count:
+            raise ValueError(f"got {len(edit)} videos to edit for {count} prompts: give one per prompt")
+        for z in edit:
+            if np.shape(z) != latent_shape:
+                raise ValueError(f"the latent to edit has shape {np.shape(z)} but the request is {latent_shape}: "
+                                 "ask for the input video's frames, height and width")
+        return [np.asarray(z, np.float32) for z in edit]
+
+    @staticmethod
+    def _check_strength(strength: float) -> float:
+        if not (np.isfinite(strength) and 0.0 <= strength <= 1.0):
+            raise ValueError(f"SDEdit strength must be in [0, 1], got {strength}: 0 keeps the input, 1 ignores it, "
+                             "0.5-0.8 is typical")
+        return float(strength)
 
     def _caption_tokens(self, prompts: Sequence[str]) -> list[np.ndarray]:
         embeddings, masks = self.text_encoder.encode(list(prompts))
@@ -146,7 +251,8 @@ class Pipeline:
 
 @functools.partial(jax.jit, static_argnums=(0, 1))
 def _run_sampler(dit: Any, method: str, params: Any, tokens: jax.Array, positions: jax.Array, segment_ids: jax.Array,
-                 cond_text: Any, uncond_text: Any, timesteps: jax.Array, guidance: jax.Array) -> jax.Array:
+                 cond_text: Any, uncond_text: Any, timesteps: jax.Array, guidance: jax.Array,
+                 cond_mask: jax.Array, x_cond: jax.Array) -> jax.Array:
     def denoise(x_t: jax.Array, t_tokens: jax.Array, text: Any) -> jax.Array:
         text_tokens, text_segments = text
         seg = jnp.concatenate([segment_ids] * (x_t.shape[0] // segment_ids.shape[0]), axis=0)
@@ -154,7 +260,7 @@ def _run_sampler(dit: Any, method: str, params: Any, tokens: jax.Array, position
         return dit.apply({"params": params}, x_t, pos, seg, t_tokens, text_tokens, text_segments)
 
     velocity_fn = guided_velocity_fn(denoise, cond_text, uncond_text, guidance)
-    return sample(velocity_fn, tokens, timesteps, method=method)
+    return sample(velocity_fn, tokens, timesteps, method=method, cond_mask=cond_mask, x_cond=x_cond)
 
 
 def _nearest(value: int, step: int) -> int:

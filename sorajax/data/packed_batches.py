@@ -5,6 +5,12 @@ first-fit-decreasing (`patches.plan_rows`) and keeps the `rows` fullest rows, so
 images and videos of every size and aspect ratio share rows (NaViT packing) and
 padding stays small. Because batch `j` depends only on `(seed, j)`, the grain
 iterator's state is a position and resumption is exact.
+
+Conditioning masks (`mask_rates`, see `sorajax.conditioning`): each chosen sample may
+get a random frame or region mask; its given tokens are packed clean with
+`loss_mask = False`, so the train step keeps them at t = 0 and out of the loss. The
+masks come from a second RNG seeded by `(seed, j, 1)`: the clip choice is unchanged,
+and with every rate 0 (the default) the batches are exactly the unmasked ones.
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ from typing import Sequence
 import grain
 import numpy as np
 
+from sorajax.conditioning import MaskRates, sample_training_mask
 from sorajax.data.latent_cache import LatentClipSet
 from sorajax.patches import PackedBatch, Sample, num_patches, pack, plan_rows
 
@@ -23,11 +30,13 @@ ENDLESS = 2**31 - 1
 class PackedBatchMaker:
     """Maps a batch index to a numpy `PackedBatch` of `rows` rows of `seq_len` tokens."""
 
-    def __init__(self, clips: LatentClipSet, rows: int, seq_len: int, text_len: int, patch: Sequence[int], seed: int):
+    def __init__(self, clips: LatentClipSet, rows: int, seq_len: int, text_len: int, patch: Sequence[int], seed: int,
+                 mask_rates: MaskRates | None = None):
         if len(clips) == 0:
             raise ValueError("the latent clip set is empty: encode at least one clip (data.num_clips >= 1)")
         self.clips, self.rows, self.seq_len, self.text_len = clips, rows, seq_len, text_len
         self.patch, self.seed = tuple(patch), seed
+        self.mask_rates = mask_rates or MaskRates()
         self.token_counts = np.array([num_patches(l.shape, self.patch) for l in clips.latents])
         self.text_counts = np.array([t.shape[0] for t in clips.texts])
         too_long = np.flatnonzero((self.token_counts > seq_len) | (self.text_counts > text_len))
@@ -49,13 +58,20 @@ class PackedBatchMaker:
 
     def __call__(self, batch_index: int) -> PackedBatch:
         chosen = self.select(batch_index)
-        samples = [Sample(latent=self.clips.latents[i], text=self.clips.texts[i]) for i in chosen]
+        mask_rng = np.random.default_rng([self.seed, batch_index, 1])
+        samples = [
+            Sample(latent=self.clips.latents[i], text=self.clips.texts[i],
+                   cond_mask=sample_training_mask(mask_rng, self.clips.latents[i].shape, self.mask_rates, self.patch))
+            for i in chosen
+        ]
         batch, _ = pack(samples, self.seq_len, self.text_len, self.patch, rows=self.rows)
         return batch
 
 
 def packed_batch_dataset(
     clips: LatentClipSet, rows: int, seq_len: int, text_len: int, patch: Sequence[int], seed: int,
-    num_batches: int = ENDLESS,
+    num_batches: int = ENDLESS, mask_rates: MaskRates | None = None,
 ) -> grain.MapDataset:
-    return grain.MapDataset.range(num_batches).map(PackedBatchMaker(clips, rows, seq_len, text_len, patch, seed))
+    """Batch j of the returned dataset is `PackedBatchMaker(...)(j)`; `mask_rates` None means no conditioning."""
+    maker = PackedBatchMaker(clips, rows, seq_len, text_len, patch, seed, mask_rates)
+    return grain.MapDataset.range(num_batches).map(maker)

@@ -59,6 +59,14 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
     c.sample = ml_collections.ConfigDict(dict(method="dpmpp_2m", steps=10, guidance=4.0, use_ema=True))
 
+    # Prompting with images and videos (sorajax.conditioning.MaskRates): the share of training samples
+    # given clean frames or regions, per mode (at most one per sample; ~35% in total). Images (one
+    # latent frame) can only get the spatial (inpaint) mode; the frame modes need videos.
+    c.conditioning = ml_collections.ConfigDict(dict(
+        image_to_video=0.12, extend_forward=0.06, extend_backward=0.06, connect=0.05, random_frames=0.03,
+        inpaint=0.03, max_given_fraction=0.5,
+    ))
+
     if arg == "smoke":
         c.text_encoder = ml_collections.ConfigDict(dict(kind="tiny", max_length=48))
         c.model.width, c.model.depth, c.model.num_heads = 32, 1, 2

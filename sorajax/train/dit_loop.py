@@ -19,6 +19,7 @@ import ml_collections
 import numpy as np
 
 from sorajax.data.latent_cache import LatentClipSet, cache_key, encode_world_clips, load_or_build, make_latent_encoder
+from sorajax.conditioning import MaskRates
 from sorajax.data.packed_batches import packed_batch_dataset
 from sorajax.data.world import WorldOptions
 from sorajax.diffusion.timesteps import TrainingTimeConfig
@@ -76,7 +77,8 @@ def train_dit(config: ml_collections.ConfigDict, workdir: str) -> dict[str, floa
                                          config.train.ema_decay, config.prediction), donate_argnums=0)
 
     data = packed_batch_dataset(train_clips, config.data.rows, config.data.seq_len, config.data.text_len,
-                                config.patch, config.seed)
+                                config.patch, config.seed,
+                                mask_rates=MaskRates.from_mapping(config.get("conditioning")))
     data_iter = iter(data.to_iter_dataset())
     eval_data = packed_batch_dataset(eval_clips, config.data.rows, config.data.seq_len, config.data.text_len,
                                      config.patch, config.seed + 1, num_batches=2)

@@ -1,0 +1,222 @@
+"""Real data end to end: a folder of mp4s and PNGs -> TFDS -> grain -> packed batches -> one DiT step.
+
+The folder is made here from world clips: landscape, portrait and square videos, a one-frame
+image, a corrupt mp4 and an empty PNG. Checks: bad files are counted, logged and skipped; records
+keep native size and fps and decode to the exact stored frames; packing and resumption are exact;
+hosts read disjoint shards; the native/square framing switch; clear errors.
+"""
+
+import dataclasses
+import json
+import logging
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from sorajax.config_loading import load_config
+from sorajax.data.clip_pipeline import (
+    BatchEncoder,
+    PackingConfig,
+    PixelBatchMaker,
+    batch_iterator,
+    caption_token_counts,
+    host_shard,
+    packing_efficiency_of,
+    pixel_batch_dataset,
+)
+from sorajax.data.clip_sizing import SizingConfig, latent_token_count
+from sorajax.data.clip_sources import TfdsClipSource, WorldClipSource
+from sorajax.data.latent_cache import make_latent_encoder
+from sorajax.data.media_files import MediaLimits
+from sorajax.data.tfds_builder import BuildOptions, build_dataset
+from sorajax.data.world import generate_clip
+from sorajax.diffusion.timesteps import TrainingTimeConfig
+from sorajax.models.build import build_dit
+from sorajax.models.text_encoder import tiny_text_encoder
+from sorajax.models.vae import CausalVAE, VAEConfig
+from sorajax.train.checkpoint import Checkpointer
+from sorajax.train.dit_loop import init_state
+from sorajax.train.dit_step import make_train_step
+from sorajax.train.optim import make_optimizer
+from sorajax.video_io import read_video, write_image, write_video
+
+GOOD = {  # file -> (frames, height, width)
+    "wide.mp4": (9, 32, 48),
+    "tall.mp4": (9, 48, 32),
+    "square.mp4": (5, 32, 32),
+    "still.png": (1, 32, 48),
+}
+FPS = 8.0
+
+
+@pytest.fixture(scope="module")
+def media_dir(tmp_path_factory):
+    root = tmp_path_factory.mktemp("media")
+    for i, (name, (frames, height, width)) in enumerate(GOOD.items()):
+        clip = generate_clip(3, frames, height, width, index=i)
+        if name.endswith(".png"):
+            write_image(root / name, clip.video[0])
+        else:
+            write_video(root / name, clip.video, FPS)
+        (root / name).with_suffix(".txt").write_text(clip.caption, encoding="utf-8")
+    (root / "broken.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42 this is not a video" * 20)
+    (root / "empty.png").write_bytes(b"")
+    return root
+
+
+@pytest.fixture(scope="module")
+def built(media_dir, tmp_path_factory):
+    out = tmp_path_factory.mktemp("data")
+    dataset_dir, report = build_dataset(media_dir, out, BuildOptions(num_shards=2))
+    return out, dataset_dir, report
+
+
+@pytest.fixture(scope="module")
+def text_encoder():
+    return tiny_text_encoder(seed=0, max_length=48)
+
+
+PACKING = PackingConfig(rows=2, seq_len=48, text_len=96, patch=(1, 2, 2), spatial_factor=8, temporal_factor=4)
+
+
+def _maker(source, text_encoder, sizing=None, seed=0, records=None, stream=0, packing=PACKING):
+    records = np.arange(len(source)) if records is None else records
+    counts = caption_token_counts(text_encoder, [source.info(int(r)).caption for r in records])
+    sizing = sizing or SizingConfig(pixel_budget=32 * 48, size_multiple=16, max_frames=9)
+    return PixelBatchMaker(source, records, sizing, packing, counts, seed, stream=stream)
+
+
+def test_bad_files_are_counted_logged_and_skipped(media_dir, tmp_path, caplog):
+    with caplog.at_level(logging.WARNING):
+        dataset_dir, report = build_dataset(media_dir, tmp_path)
+    assert report.used == 4
+    assert report.counts == {"corrupt": 1, "empty": 1}
+    assert sorted(k for k, _, _ in report.skipped) == ["broken.mp4", "empty.png"]
+    assert "skipping broken.mp4 (corrupt)" in caplog.text and "skipping empty.png (empty)" in caplog.text
+    saved = json.loads((dataset_dir / "build_report.json").read_text())
+    assert saved["used"] == 4 and saved["skipped_counts"] == {"corrupt": 1, "empty": 1}
+
+
+def test_records_keep_native_size_fps_caption_and_exact_frames(media_dir, built):
+    _, dataset_dir, _ = built
+    source = TfdsClipSource(dataset_dir)
+    assert len(source) == 4
+    by_key = {source.info(i).key: i for i in range(len(source))}
+    assert sorted(by_key) == sorted(GOOD)
+    for name, (frames, height, width) in GOOD.items():
+        info = source.info(by_key[name])
+        assert (info.num_frames, info.height, info.width) == (frames, height, width)
+        assert info.fps == (0.0 if frames == 1 else pytest.approx(FPS))
+        assert info.caption == (media_dir / name).with_suffix(".txt").read_text()
+        record = source.record(by_key[name])
+        assert record["kind"].decode() == ("image" if frames == 1 else "video")
+        if frames > 1:  # PNG frames are lossless: exactly what ffmpeg decodes from the mp4
+            np.testing.assert_array_equal(source.frames(by_key[name], [0, frames - 1]),
+                                          read_video(media_dir / name).frames[[0, frames - 1]])
+
+
+def test_too_large_files_are_skipped_and_no_usable_file_is_a_clear_error(media_dir, tmp_path):
+    _, report = build_dataset(media_dir, tmp_path / "a", BuildOptions(limits=MediaLimits(max_side=40)))
+    assert report.used == 1 and report.counts["too large"] == 3  # only the 32x32 square fits a 40-pixel side
+    assert sorted(k for k, r, _ in report.skipped if r == "too large") == ["still.png", "tall.mp4", "wide.mp4"]
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "empty.mp4").write_bytes(b"")
+    (bad / "junk.png").write_bytes(b"not a png")
+    with pytest.raises(ValueError, match="no usable video or image"):
+        build_dataset(bad, tmp_path / "b")
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        build_dataset(tmp_path / "nowhere", tmp_path / "c")
+
+
+def test_end_to_end_packed_batches_and_one_train_step(built, text_encoder):
+    _, dataset_dir, _ = built
+    source = TfdsClipSource(dataset_dir)
+    maker = _maker(source, text_encoder)
+    pixel_batch = pixel_batch_dataset(maker)[0]
+    assert len(pixel_batch.videos) >= 2
+    for video, record in zip(pixel_batch.videos, pixel_batch.record_indices):
+        info = source.info(int(record))
+        assert video.dtype == np.uint8 and video.shape[0] == info.num_frames  # 1, 5 or 9 frames: all 1 + 4k
+        assert video.shape[1:3] == (info.height, info.width)  # within budget already: native size kept
+    vae = CausalVAE(VAEConfig.from_dict(load_config("configs/vae_tiny.py:smoke").vae.to_dict()))
+    variables = vae.init(jax.random.key(0), jnp.zeros((1, 1, 16, 16, 3)))
+    batch = BatchEncoder(make_latent_encoder(vae, variables), text_encoder, PACKING)(pixel_batch)
+    latent_channels = vae.config.latent_channels
+    assert batch.tokens.shape == (2, 48, 4 * latent_channels) and batch.text.shape == (2, 96, text_encoder.dim)
+    planned = sum(int(maker.token_counts[i]) for i in maker.select(0))
+    assert int(np.count_nonzero(batch.segment_ids)) == planned
+    assert np.all(batch.text_segment_ids.max(axis=1) == batch.segment_ids.max(axis=1))
+
+    config = load_config("configs/dit_tiny.py:smoke")
+    dit = build_dit(config.model, PACKING.patch, latent_channels, text_encoder.dim)
+    optimizer = make_optimizer(config.train)
+    state = init_state(dit, optimizer, batch, seed=0)
+    step = jax.jit(make_train_step(dit, optimizer, TrainingTimeConfig.from_mapping(config.time), 0.1, 0.99))
+    state, metrics = step(state, batch)
+    assert int(state.step) == 1 and np.isfinite(float(metrics["loss"])) and float(metrics["loss_tokens"]) > 0
+
+
+def test_resume_from_a_checkpoint_sees_the_same_batches(built, text_encoder, tmp_path):
+    source = TfdsClipSource(built[1])
+    dataset = pixel_batch_dataset(_maker(source, text_encoder, seed=5))
+    straight = batch_iterator(dataset)
+    reference = [next(straight) for _ in range(6)]
+
+    interrupted = batch_iterator(dataset)
+    for _ in range(3):
+        next(interrupted)
+    ckpt = Checkpointer(str(tmp_path / "ckpt"), async_save=False)
+    ckpt.save(3, {"w": jnp.ones(2)}, data_iterator=interrupted)
+    ckpt.close()
+    resumed = batch_iterator(dataset)
+    restored = Checkpointer(str(tmp_path / "ckpt"), async_save=False)
+    restored.restore({"w": jnp.zeros(2)}, data_iterator=resumed)
+    restored.close()
+    for expected in reference[3:]:
+        got = next(resumed)
+        np.testing.assert_array_equal(got.record_indices, expected.record_indices)
+        for a, b in zip(got.videos, expected.videos, strict=True):
+            np.testing.assert_array_equal(a, b)
+    assert any(not np.array_equal(reference[0].record_indices, r.record_indices) for r in reference[1:])
+
+
+def test_hosts_read_disjoint_shards_and_streams():
+    shards = [host_shard(11, p, 3, holdout=2) for p in range(3)]
+    assert sorted(np.concatenate(shards).tolist()) == list(range(9))
+    assert host_shard(11, 0, 1, holdout=2, split="eval").tolist() == [9, 10]
+    with pytest.raises(ValueError, match="no train records"):
+        host_shard(2, 2, 3)
+
+
+def test_native_vs_square_framing_is_a_switch(built, text_encoder):
+    source = TfdsClipSource(built[1])
+    expected = {"native": {"wide.mp4": (32, 48), "tall.mp4": (48, 32), "square.mp4": (32, 32), "still.png": (32, 48)},
+                "square": dict.fromkeys(GOOD, (32, 32))}
+    makers = {}
+    for framing, shapes in expected.items():
+        sizing = SizingConfig(pixel_budget=32 * 48, size_multiple=16, framing=framing, max_frames=9)
+        makers[framing] = _maker(source, text_encoder, sizing)
+        assert {source.info(p.index).key: (p.height, p.width) for p in makers[framing].plans} == shapes
+    wide = next(i for i, p in enumerate(makers["native"].plans) if source.info(p.index).key == "wide.mp4")
+    native, square = makers["native"].load(wide), makers["square"].load(wide)
+    np.testing.assert_array_equal(square, native[:, :, 8:40])  # the centre square, not a squashed frame
+
+
+def test_world_source_through_the_same_pipeline_packs_densely(text_encoder):
+    source = WorldClipSource([(9, 32, 48), (5, 48, 32), (1, 32, 32), (9, 16, 16)], length=40, seed=1)
+    maker = _maker(source, text_encoder, packing=dataclasses.replace(PACKING, text_len=400))
+    tokens = [latent_token_count(p, 8, 4, (1, 2, 2)) for p in maker.plans]
+    assert tokens == maker.token_counts.tolist() and min(tokens) >= 1
+    assert packing_efficiency_of(maker, 20) > 0.9
+    batch = maker(0)
+    info = source.info(int(batch.record_indices[0]))
+    assert batch.captions[0] == info.caption and batch.videos[0].shape[0] == info.num_frames
+
+
+def test_clips_too_big_for_a_row_name_the_fix(built, text_encoder):
+    source = TfdsClipSource(built[1])
+    with pytest.raises(ValueError, match="lower pixel_budget / max_frames"):
+        _maker(source, text_encoder, SizingConfig(pixel_budget=96 * 96, size_multiple=16, max_frames=9, allow_upscale=True))

@@ -2,9 +2,13 @@
 
 Packed rows hold several samples (NaViT "patch n' pack"); a token may attend
 only to keys of its own sample. Every attention in the models goes through
-:func:`dot_product_attention`, so a later backend (ring / Ulysses context
-parallelism over the ``sequence`` mesh axis, Pallas splash attention on TPU)
-slots in behind the same ``implementation`` switch without touching a layer.
+:func:`dot_product_attention`; one ``implementation`` switch picks the backend:
+
+- 'xla': ``jax.nn.dot_product_attention`` with a block-diagonal mask (everywhere);
+- 'cudnn': cuDNN flash attention (GPU, half precision); 'auto': cuDNN where it can run, else XLA;
+- 'splash': Pallas splash attention with segment ids (TPU; interpreted elsewhere, for tests);
+- 'ring' / 'ulysses': context parallelism over the ``sequence`` mesh axis
+  (``sorajax.parallel.context_parallel``), each device running ``local_implementation``.
 
 Masking rule: query ``i`` may see key ``j`` iff both are in the same segment
 and the segment id is > 0 (0 is padding). A query that may see no key at all
@@ -23,7 +27,9 @@ import jax.numpy as jnp
 
 Array = jax.Array
 
-IMPLEMENTATIONS = ("xla", "cudnn", "auto")
+LOCAL_IMPLEMENTATIONS = ("xla", "cudnn", "auto", "splash")
+CONTEXT_PARALLEL_IMPLEMENTATIONS = ("ring", "ulysses")
+IMPLEMENTATIONS = (*LOCAL_IMPLEMENTATIONS, *CONTEXT_PARALLEL_IMPLEMENTATIONS)
 # cuDNN's fused attention handles half precision and head dims up to 128 in steps of 8.
 _CUDNN_DTYPES = (jnp.bfloat16, jnp.float16)
 _CUDNN_MAX_HEAD_DIM = 128
@@ -42,13 +48,15 @@ def segment_mask(q_segment_ids: Array, kv_segment_ids: Array) -> Array:
 
 
 def resolve_implementation(implementation: str, dtype: Any, head_dim: int) -> str:
-    """The concrete backend ('xla' or 'cudnn') for a requested one ('xla', 'cudnn' or 'auto').
+    """The concrete backend ('xla', 'cudnn' or 'splash') for a local one ('xla', 'cudnn', 'auto', 'splash').
 
     'auto' picks cuDNN only where it can run: a GPU backend, half-precision
     inputs and a supported head dim; everywhere else XLA.
     """
-    if implementation not in IMPLEMENTATIONS:
+    if implementation not in LOCAL_IMPLEMENTATIONS:
         raise ValueError(f"attention implementation {implementation!r} is unknown: use one of {IMPLEMENTATIONS}")
+    if implementation == "splash":
+        return "splash"
     on_gpu = jax.default_backend() == "gpu"
     if implementation == "cudnn":
         if not on_gpu:
@@ -75,6 +83,7 @@ def dot_product_attention(
     q_segment_ids: Array,
     kv_segment_ids: Array,
     implementation: str = "xla",
+    local_implementation: str = "auto",
 ) -> Array:
     """Softmax attention restricted to segments; layout ``[B, L, heads, head_dim]`` (BTNH).
 
@@ -83,7 +92,10 @@ def dot_product_attention(
       q_segment_ids: ``[B, Lq]`` int, 0 = padding, 1..n = sample within the row.
       kv_segment_ids: ``[B, Lkv]`` int, same numbering (token ids for self-attention,
         text segment ids for cross-attention).
-      implementation: 'xla', 'cudnn' or 'auto' (see :func:`resolve_implementation`).
+      implementation: 'xla', 'cudnn', 'auto' (see :func:`resolve_implementation`), 'splash',
+        or 'ring' / 'ulysses' (self-attention split over the ``sequence`` mesh axis).
+      local_implementation: what 'ring' / 'ulysses' run on each device's part
+        ('ulysses' uses it; 'ring' has its own online-softmax block loop).
 
     Returns:
       ``[B, Lq, N, H]`` in q's dtype; rows of queries with no visible key are zero.
@@ -98,10 +110,68 @@ def dot_product_attention(
             f"segment ids {q_segment_ids.shape} / {kv_segment_ids.shape} do not match q {q.shape[:2]} / "
             f"k {k.shape[:2]} in [B, L]"
         )
+    if implementation in CONTEXT_PARALLEL_IMPLEMENTATIONS:
+        from sorajax.parallel.context_parallel import context_parallel_attention  # the parallel package needs models
+
+        def local(q_, k_, v_, q_seg, kv_seg):
+            return dot_product_attention(q_, k_, v_, q_seg, kv_seg, local_implementation)
+
+        return context_parallel_attention(q, k, v, q_segment_ids, kv_segment_ids, implementation, local)
     backend = resolve_implementation(implementation, q.dtype, q.shape[-1])
+    if backend == "splash":
+        return splash_attention(q, k, v, q_segment_ids, kv_segment_ids)
     allowed = segment_mask(q_segment_ids, kv_segment_ids)
     has_key = jnp.any(allowed, axis=-1, keepdims=True)  # [B, 1, Lq, 1]
     mask = allowed | ~has_key  # a query with nothing to see looks at everything (finite), then is zeroed
     out = jax.nn.dot_product_attention(q, k, v, mask=mask, implementation=backend)
     query_is_live = jnp.transpose(has_key, (0, 2, 1, 3))  # [B, Lq, 1, 1], broadcasts over heads and features
     return jnp.where(query_is_live, out, jnp.zeros_like(out))
+
+
+def _compiling_for_tpu() -> bool:
+    """True when the program targets TPU: the active mesh's devices (AOT from a CPU host) or the backend."""
+    mesh = jax.sharding.get_abstract_mesh()
+    if not mesh.empty and getattr(mesh, "abstract_device", None) is not None:
+        return mesh.abstract_device.platform == "tpu"
+    return jax.default_backend() == "tpu"
+
+
+def _splash_block(length: int) -> int:
+    for block in (512, 256, 128):
+        if length % block == 0:
+            return block
+    return 0
+
+
+def splash_attention(q: Array, k: Array, v: Array, q_segment_ids: Array, kv_segment_ids: Array) -> Array:
+    """Pallas TPU splash attention with segment ids; blockwise, so the score matrix is never stored.
+
+    Off TPU the kernel runs in Pallas interpret mode (slow; for checking numerics).
+    Needs query and key lengths that are multiples of 128 on TPU. Every query must
+    see at least one key (true for self-attention: a token sees itself); padding
+    queries (segment 0) see only padding and are zeroed afterwards.
+    """
+    from jax.experimental.pallas.ops.tpu.splash_attention import splash_attention_kernel as splash
+    from jax.experimental.pallas.ops.tpu.splash_attention import splash_attention_mask as splash_mask
+
+    on_tpu = _compiling_for_tpu()
+    lq, lkv, heads = q.shape[1], k.shape[1], q.shape[2]
+    bq, bkv = _splash_block(lq), _splash_block(lkv)
+    if on_tpu and not (bq and bkv):
+        raise ValueError(
+            f"splash attention on TPU needs sequence lengths divisible by 128, got q {lq} and kv {lkv}: "
+            "pad the packed rows (data.seq_len) to a multiple of 128, or use attention_impl='xla'"
+        )
+    bq, bkv = (bq or lq), (bkv or lkv)
+    sizes = splash.BlockSizes(block_q=bq, block_kv=bkv, block_kv_compute=bkv, block_q_dkv=bq, block_kv_dkv=bkv,
+                              block_kv_dkv_compute=bkv, block_q_dq=bq, block_kv_dq=bkv)
+    mask = splash_mask.MultiHeadMask([splash_mask.FullMask((lq, lkv)) for _ in range(heads)])
+    kernel = splash.make_splash_mha(mask, block_sizes=sizes, head_shards=1, q_seq_shards=1, interpret=not on_tpu)
+    to_heads_first = lambda x: jnp.transpose(x, (0, 2, 1, 3))  # noqa: E731  BTNH -> BNTH
+    scale = 1.0 / jnp.sqrt(jnp.asarray(q.shape[-1], q.dtype))
+    segments = splash.SegmentIds(q=q_segment_ids.astype(jnp.int32), kv=kv_segment_ids.astype(jnp.int32))
+    out = jax.vmap(lambda q_, k_, v_, seg: kernel(q_, k_, v_, segment_ids=seg))(
+        to_heads_first(q * scale), to_heads_first(k), to_heads_first(v), segments
+    )
+    out = jnp.transpose(out, (0, 2, 1, 3)).astype(q.dtype)
+    return jnp.where((q_segment_ids > 0)[:, :, None, None], out, jnp.zeros_like(out))

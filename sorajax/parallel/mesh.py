@@ -22,7 +22,7 @@ from typing import Any, Mapping, Sequence
 import jax
 import numpy as np
 from jax.experimental import mesh_utils
-from jax.sharding import AxisType, Mesh
+from jax.sharding import AxisType, Mesh, PartitionSpec
 
 MESH_AXES: tuple[str, ...] = ("data", "fsdp", "sequence", "tensor")
 
@@ -117,3 +117,27 @@ def describe(mesh: Mesh) -> str:
     """``data=2 fsdp=4 sequence=1 tensor=1 (8 devices)`` for logs."""
     axes = " ".join(f"{name}={size}" for name, size in mesh.shape.items())
     return f"{axes} ({mesh.size} devices)"
+
+
+def fit_spec(spec: PartitionSpec, shape: Sequence[int], mesh: Any) -> PartitionSpec:
+    """Drop mesh axes from dimensions they do not divide (those dimensions are replicated instead).
+
+    Lets one rule table serve every model size: e.g. 6 heads on tensor=4 stay whole.
+    """
+    fitted = []
+    for dim, axes in zip(shape, tuple(spec) + (None,) * (len(shape) - len(spec))):
+        names = () if axes is None else (axes,) if isinstance(axes, str) else tuple(axes)
+        kept = []
+        for name in names:
+            size = mesh.shape[name] * _product(mesh, kept)
+            if dim % size == 0:
+                kept.append(name)
+        fitted.append(None if not kept else kept[0] if len(kept) == 1 else tuple(kept))
+    return PartitionSpec(*fitted)
+
+
+def _product(mesh: Any, names: Sequence[str]) -> int:
+    out = 1
+    for name in names:
+        out *= mesh.shape[name]
+    return out

@@ -21,6 +21,7 @@ import jax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from sorajax.models.dit import DIT_LOGICAL_AXIS_RULES
+from sorajax.parallel.mesh import fit_spec
 
 Rules = tuple[tuple[str, Any], ...]
 
@@ -58,30 +59,6 @@ def rules_from_config(rules: Sequence[Sequence[Any]] | None, default: Rules) -> 
         axes = entry[1]
         table.append((entry[0], tuple(axes) if isinstance(axes, (list, tuple)) else axes))
     return tuple(table)
-
-
-def fit_spec(spec: PartitionSpec, shape: Sequence[int], mesh: Mesh) -> PartitionSpec:
-    """Drop mesh axes from dimensions they do not divide (those dimensions are replicated instead).
-
-    Lets one rule table serve every model size: e.g. 6 heads on tensor=4 stay whole.
-    """
-    fitted = []
-    for dim, axes in zip(shape, tuple(spec) + (None,) * (len(shape) - len(spec))):
-        names = () if axes is None else (axes,) if isinstance(axes, str) else tuple(axes)
-        kept = []
-        for name in names:
-            size = mesh.shape[name] * _product(mesh, kept)
-            if dim % size == 0:
-                kept.append(name)
-        fitted.append(None if not kept else kept[0] if len(kept) == 1 else tuple(kept))
-    return PartitionSpec(*fitted)
-
-
-def _product(mesh: Mesh, names: Sequence[str]) -> int:
-    out = 1
-    for name in names:
-        out *= mesh.shape[name]
-    return out
 
 
 def logical_shardings(abstract_tree: Any, mesh: Mesh, rules: Rules) -> Any:

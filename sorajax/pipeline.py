@@ -41,6 +41,7 @@ from sorajax.train.checkpoint import restore_run
 from sorajax.video_io import to_float, to_uint8
 
 MAX_STEPS = 1000
+TEXT_LEN_STEP = 16
 
 
 @dataclasses.dataclass
@@ -112,7 +113,7 @@ class Pipeline:
         patch_grid(shape, self.patch)
         return shape
 
-    def _check_request(self, prompts: Sequence[str], request: SampleRequest, negative: Sequence[str] | None) -> None:
+    def check_request(self, prompts: Sequence[str], request: SampleRequest, negative: Sequence[str] | None) -> None:
         if isinstance(prompts, str) or not prompts or not all(isinstance(p, str) for p in prompts):
             raise ValueError("prompts must be a non-empty list of strings, e.g. ['a red ball moves to the left']")
         if negative is not None and len(negative) != len(prompts):
@@ -165,7 +166,7 @@ class Pipeline:
         """
         request = dataclasses.replace(request or self.defaults, **overrides)
         negative = [negative_prompt] * len(prompts) if isinstance(negative_prompt, str) else negative_prompt
-        self._check_request(prompts, request, negative)
+        self.check_request(prompts, request, negative)
         latent_shape = self.latent_shape(request.frames, request.height, request.width)
         latents = self.sample_latents(prompts, latent_shape, request, negative, conditions, edit, strength)
         return [self.decode(z) for z in latents]
@@ -193,7 +194,8 @@ class Pipeline:
         keys = jax.random.split(jax.random.PRNGKey(request.seed), count)
         noise = [np.asarray(jax.random.normal(k, latent_shape, jnp.float32)) for k in keys]
         num_tokens = int(np.prod(patch_grid(latent_shape, self.patch)))
-        text_len = max(t.shape[0] for t in texts + negative_texts)
+        # Rounded up so prompts of similar length share one compiled sampler (padding text is masked out).
+        text_len = -(-max(t.shape[0] for t in texts + negative_texts) // TEXT_LEN_STEP) * TEXT_LEN_STEP
         masks = [None if c is None else c.mask for c in conditions]
 
         def packed(latents: Sequence[np.ndarray], captions: Sequence[np.ndarray]) -> tuple[PackedBatch, PackLayout]:

@@ -44,12 +44,14 @@ class Prompted:
     window: the clip the model generated, decoded.
     given: bool [T, H, W] over `window`: pixels decoded from given (clean) latents.
     reference: uint8 [T, H, W, 3]: the input pixels those given pixels stand for (0 elsewhere).
+    latent: the window's sampled latent [t, h, w, c] (given positions hold their values exactly).
     """
 
     video: np.ndarray
     window: np.ndarray
     given: np.ndarray
     reference: np.ndarray
+    latent: np.ndarray
 
 
 def given_psnr(result: Prompted) -> float:
@@ -123,10 +125,14 @@ def _reference(window: np.ndarray, frames: slice, pixels: np.ndarray) -> np.ndar
 
 
 def _generate(pipeline: Pipeline, prompt: str, request: SampleRequest, condition: Conditioning | None,
-              negative_prompt: str | None, edit: np.ndarray | None = None, strength: float = 1.0) -> np.ndarray:
-    edits = None if edit is None else [edit]
-    return pipeline.generate([prompt], request, negative_prompt=negative_prompt, conditions=[condition],
-                             edit=edits, strength=strength)[0]
+              negative_prompt: str | None, edit: np.ndarray | None = None,
+              strength: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
+    """(decoded window uint8, its latent) for one prompt."""
+    pipeline.check_request([prompt], request, None if negative_prompt is None else [negative_prompt])
+    shape = pipeline.latent_shape(request.frames, request.height, request.width)
+    latent = pipeline.sample_latents([prompt], shape, request, None if negative_prompt is None else [negative_prompt],
+                                     [condition], None if edit is None else [edit], strength)[0]
+    return pipeline.decode(latent), latent
 
 
 # ---- modes ----------------------------------------------------------------------------------------
@@ -140,9 +146,9 @@ def animate(pipeline: Pipeline, prompt: str, image: np.ndarray, request: SampleR
     shape = _check_size(pipeline, request.frames, image, "image")
     latent = np.zeros(shape, np.float32)
     latent[:1] = pipeline.encode(image)
-    window = _generate(pipeline, prompt, request, Conditioning(latent, first_frames_mask(shape[0], 1)), negative_prompt)
+    window, z = _generate(pipeline, prompt, request, Conditioning(latent, first_frames_mask(shape[0], 1)), negative_prompt)
     first = slice(0, 1)
-    return Prompted(window, window, _frames_mask(window, first), _reference(window, first, image))
+    return Prompted(window, window, _frames_mask(window, first), _reference(window, first, image), z)
 
 
 def extend(pipeline: Pipeline, prompt: str, video: np.ndarray, direction: str = "forward",
@@ -170,18 +176,18 @@ def extend(pipeline: Pipeline, prompt: str, video: np.ndarray, direction: str = 
         video = fit_frames(video, f, span, "video")
         tail = video[-span:]
         latent[:k] = pipeline.encode(tail)
-        window = _generate(pipeline, prompt, request, Conditioning(latent, first_frames_mask(n, k)), negative_prompt)
+        window, z = _generate(pipeline, prompt, request, Conditioning(latent, first_frames_mask(n, k)), negative_prompt)
         given = slice(0, span)
         joined = np.concatenate([to_uint8(video), window[span:]])
-        return Prompted(joined, window, _frames_mask(window, given), _reference(window, given, tail))
+        return Prompted(joined, window, _frames_mask(window, given), _reference(window, given, tail), z)
     span = 1 + f * k
     video = fit_frames(video, f, span, "video")
     latent[n - k:] = pipeline.encode(video[:span])[1:]
-    window = _generate(pipeline, prompt, request, Conditioning(latent, last_frames_mask(n, k)), negative_prompt)
+    window, z = _generate(pipeline, prompt, request, Conditioning(latent, last_frames_mask(n, k)), negative_prompt)
     total = window.shape[0]
     given = slice(total - f * k, total)
     joined = np.concatenate([window[: total - f * k - 1], to_uint8(video)])
-    return Prompted(joined, window, _frames_mask(window, given), _reference(window, given, video[1:span]))
+    return Prompted(joined, window, _frames_mask(window, given), _reference(window, given, video[1:span]), z)
 
 
 def connect(pipeline: Pipeline, prompt: str, first: np.ndarray, second: np.ndarray,
@@ -210,13 +216,13 @@ def connect(pipeline: Pipeline, prompt: str, first: np.ndarray, second: np.ndarr
     latent[:a] = pipeline.encode(first[-head_span:])
     if n - b > a:  # otherwise validate_mask says that nothing is left to generate
         latent[n - b:] = pipeline.encode(second[:tail_span])[1:]
-    window = _generate(pipeline, prompt, request, Conditioning(latent, first_and_last_mask(n, a, b)), negative_prompt)
+    window, z = _generate(pipeline, prompt, request, Conditioning(latent, first_and_last_mask(n, a, b)), negative_prompt)
     total = window.shape[0]
     given = _frames_mask(window, slice(0, head_span)) | _frames_mask(window, slice(total - f * b, total))
     reference = _reference(window, slice(0, head_span), first[-head_span:])
     reference[total - f * b:] = to_uint8(second[1:tail_span])
     joined = np.concatenate([to_uint8(first), window[head_span: total - f * b - 1], to_uint8(second)])
-    return Prompted(joined, window, given, reference)
+    return Prompted(joined, window, given, reference, z)
 
 
 def loop(pipeline: Pipeline, prompt: str, video: np.ndarray | None = None, request: SampleRequest | None = None,
@@ -233,7 +239,8 @@ def loop(pipeline: Pipeline, prompt: str, video: np.ndarray | None = None, reque
     f = pipeline.temporal_factor
     new_frames = result.window[1: result.window.shape[0] - f - 1]
     fitted = to_uint8(fit_frames(video, f, 1 + f, "video"))
-    return Prompted(np.concatenate([fitted, new_frames]), result.window, result.given, result.reference)
+    return Prompted(np.concatenate([fitted, new_frames]), result.window, result.given, result.reference,
+                    result.latent)
 
 
 def edit(pipeline: Pipeline, prompt: str, video: np.ndarray, strength: float, request: SampleRequest | None = None,
@@ -247,9 +254,9 @@ def edit(pipeline: Pipeline, prompt: str, video: np.ndarray, strength: float, re
     request = _request(pipeline, request, overrides, *video.shape[1:3])
     request = dataclasses.replace(request, frames=video.shape[0])
     _check_size(pipeline, video.shape[0], video, "video")
-    window = _generate(pipeline, prompt, request, None, negative_prompt, edit=pipeline.encode(video),
+    window, z = _generate(pipeline, prompt, request, None, negative_prompt, edit=pipeline.encode(video),
                        strength=strength)
-    return Prompted(window, window, np.zeros(window.shape[:3], bool), np.zeros_like(window))
+    return Prompted(window, window, np.zeros(window.shape[:3], bool), np.zeros_like(window), z)
 
 
 def box_mask(frames: int, height: int, width: int, box: tuple[int, int, int, int],
@@ -293,11 +300,11 @@ def inpaint(pipeline: Pipeline, prompt: str, video: np.ndarray, regenerate: np.n
         raise ValueError(f"no whole token ({token}x{token} pixels, one latent frame) of the kept region is given, so "
                          "the input would be ignored: keep a larger region, aligned to multiples of "
                          f"{token} pixels")
-    window = _generate(pipeline, prompt, request, condition, negative_prompt)
+    window, z = _generate(pipeline, prompt, request, condition, negative_prompt)
     given = _latent_mask_to_pixels(condition.mask, pipeline.spatial_factor, pipeline.temporal_factor)
     reference = np.where(given[..., None], to_uint8(video), 0).astype(np.uint8)
     composite = np.where(given[..., None], to_uint8(video), window).astype(np.uint8)
-    return Prompted(composite, window, given, reference)
+    return Prompted(composite, window, given, reference, z)
 
 
 def outpaint(pipeline: Pipeline, prompt: str, video: np.ndarray, height: int, width: int,

@@ -1,21 +1,42 @@
-"""Generate videos (mp4) and images (png) from prompts with a trained DiT run.
+"""Generate videos (mp4) and images (png) from prompts with a trained DiT run, optionally prompted
+with images and videos.
 
     python -m sorajax.generate --run=runs/main/dit --prompt="A red ball moves to the left" \
         --width=80 --height=48 --frames=9 --seed=0 --steps=10 --sampler=dpmpp_2m --guidance=4 --out=outputs/
 
 Repeat --prompt (or use --prompts_file, one prompt per line) for several prompts. One frame
 (--frames=1) makes an image. A contact sheet of everything generated is written to <out>/contact_sheet.png.
+
+Prompting with images and videos (at most one mode; --frames is the window the model generates,
+the width and height come from the input):
+    --image in.png                               animate an image (it becomes the first frame)
+    --extend forward|backward --video in.mp4     extend a clip in time (--context latent frames given)
+    --loop [--video in.mp4 | --image in.png]     a seamless loop (of the clip, or of one generated)
+    --connect a.mp4 b.mp4                        a transition from the end of a to the start of b
+    --edit in.mp4 --strength 0.6                 SDEdit: re-imagine a clip with the prompt
+    --inpaint in.mp4 --region top,left,bottom,right [--region_frames 5:9]
+                                                 regenerate a box (pixels; whole frames by default)
+    --outpaint in.mp4 --width W --height H [--offset top,left]
+                                                 place a clip on a larger canvas and fill the rest
+    --long N [--image in.png]                    N frames, past the trained window, by repeated
+                                                 forward extension (--context latent frames overlap)
 """
+
+from __future__ import annotations
 
 import os
 import re
+from typing import Any
 
+import numpy as np
 from absl import app, flags
 
+from sorajax import prompting
 from sorajax.eval.contact_sheet import contact_sheet
 from sorajax.logging_setup import quiet_library_logs
+from sorajax.long_video import generate_long_video
 from sorajax.pipeline import Pipeline
-from sorajax.video_io import write_image, write_video
+from sorajax.video_io import read_image, read_video, write_image, write_video
 
 _RUN = flags.DEFINE_string("run", "runs/main/dit", "DiT run directory (sorajax.train_dit --workdir)")
 _PROMPT = flags.DEFINE_multi_string("prompt", [], "a prompt; repeat the flag for several")
@@ -31,6 +52,21 @@ _GUIDANCE = flags.DEFINE_float("guidance", None, "classifier-free guidance scale
 _FPS = flags.DEFINE_float("fps", 8.0, "frames per second of the written mp4")
 _OUT = flags.DEFINE_string("out", "outputs", "output folder")
 _NO_EMA = flags.DEFINE_bool("no_ema", False, "sample with the raw instead of the EMA weights")
+# Prompting with images and videos.
+_IMAGE = flags.DEFINE_string("image", None, "png/jpg to animate (first frame of the video)")
+_VIDEO = flags.DEFINE_string("video", None, "mp4 to extend (--extend) or to loop (--loop)")
+_EXTEND = flags.DEFINE_enum("extend", None, ["forward", "backward"], "extend --video in time")
+_CONTEXT = flags.DEFINE_integer("context", None, "latent frames of the input given (extend, long)")
+_LOOP = flags.DEFINE_bool("loop", False, "make a seamless loop")
+_CONNECT = flags.DEFINE_string("connect", None, "first video of a transition; the second follows: --connect a.mp4 b.mp4")
+_EDIT = flags.DEFINE_string("edit", None, "mp4 to edit with SDEdit (with --strength)")
+_STRENGTH = flags.DEFINE_float("strength", 0.6, "SDEdit strength in [0, 1]: 0 keeps the input, 1 ignores it")
+_INPAINT = flags.DEFINE_string("inpaint", None, "mp4 whose --region is regenerated")
+_REGION = flags.DEFINE_string("region", None, "top,left,bottom,right in pixels (inpaint)")
+_REGION_FRAMES = flags.DEFINE_string("region_frames", None, "start:stop frames of the region (default: all)")
+_OUTPAINT = flags.DEFINE_string("outpaint", None, "mp4 placed on a --width x --height canvas")
+_OFFSET = flags.DEFINE_string("offset", None, "top,left of the clip on the outpaint canvas (default: centred)")
+_LONG = flags.DEFINE_integer("long", None, "total frames of a long video (repeated forward extension)")
 
 
 def _prompts() -> list[str]:
@@ -47,9 +83,90 @@ def _slug(text: str, limit: int = 40) -> str:
     return re.sub(r"[^a-z0-9]+", "_", text.lower()).strip("_")[:limit] or "prompt"
 
 
+def _ints(text: str, count: int, flag: str, separator: str = ",") -> list[int]:
+    try:
+        values = [int(v) for v in text.split(separator)]
+    except ValueError:
+        values = []
+    if len(values) != count:
+        raise app.UsageError(f"--{flag}={text!r} must be {count} integers separated by {separator!r}")
+    return values
+
+
+def selected_mode(second_video: str | None) -> str | None:
+    """The one prompting mode the flags ask for (None: text only); a UsageError for conflicting modes."""
+    modes = {
+        "extend": _EXTEND.value is not None, "loop": _LOOP.value, "connect": _CONNECT.value is not None,
+        "edit": _EDIT.value is not None, "inpaint": _INPAINT.value is not None,
+        "outpaint": _OUTPAINT.value is not None, "long": _LONG.value is not None,
+    }
+    chosen = [name for name, on in modes.items() if on]
+    if len(chosen) > 1:
+        raise app.UsageError(f"choose one prompting mode, got {chosen}")
+    if chosen == ["connect"] and second_video is None:
+        raise app.UsageError("--connect needs two videos: --connect a.mp4 b.mp4")
+    if chosen == ["extend"] and not _VIDEO.value:
+        raise app.UsageError("--extend needs --video in.mp4")
+    if chosen == ["inpaint"] and not _REGION.value:
+        raise app.UsageError("--inpaint needs --region top,left,bottom,right")
+    if chosen == ["outpaint"] and not (_WIDTH.value and _HEIGHT.value):
+        raise app.UsageError("--outpaint needs the canvas size: --width W --height H")
+    if _IMAGE.value and chosen not in ([], ["loop"], ["long"]):
+        raise app.UsageError(f"--image works alone (animate), with --loop or with --long, not with --{chosen[0]}")
+    if _VIDEO.value and chosen not in (["extend"], ["loop"]):
+        raise app.UsageError("--video is the input of --extend or --loop; the other modes name their video")
+    if chosen:
+        return chosen[0]
+    return "animate" if _IMAGE.value else None
+
+
+def run_mode(pipeline: Pipeline, mode: str, prompt: str, second_video: str | None,
+             overrides: dict[str, Any]) -> prompting.Prompted | np.ndarray:
+    """One prompt through one prompting mode: a `Prompted` result, or frames for a long video."""
+    negative = _NEGATIVE.value
+    window = {k: v for k, v in overrides.items() if k not in ("width", "height")}
+    image = read_image(_IMAGE.value) if _IMAGE.value else None
+    if mode == "animate":
+        return prompting.animate(pipeline, prompt, image, negative_prompt=negative, **window)
+    if mode == "extend":
+        return prompting.extend(pipeline, prompt, read_video(_VIDEO.value).frames, _EXTEND.value,
+                                context=_CONTEXT.value, negative_prompt=negative, **window)
+    if mode == "loop":
+        base = read_video(_VIDEO.value).frames if _VIDEO.value else None
+        if image is not None:
+            base = prompting.animate(pipeline, prompt, image, negative_prompt=negative, **window).video
+        return prompting.loop(pipeline, prompt, base, negative_prompt=negative, **(window if base is not None else overrides))
+    if mode == "connect":
+        return prompting.connect(pipeline, prompt, read_video(_CONNECT.value).frames, read_video(second_video).frames,
+                                 negative_prompt=negative, **window)
+    if mode == "edit":
+        return prompting.edit(pipeline, prompt, read_video(_EDIT.value).frames, _STRENGTH.value,
+                              negative_prompt=negative, **window)
+    if mode == "inpaint":
+        video = read_video(_INPAINT.value).frames
+        frames = None if not _REGION_FRAMES.value else _ints(_REGION_FRAMES.value, 2, "region_frames", ":")
+        region = prompting.box_mask(video.shape[0], video.shape[1], video.shape[2],
+                                    tuple(_ints(_REGION.value, 4, "region")), frames)
+        return prompting.inpaint(pipeline, prompt, video, region, negative_prompt=negative, **window)
+    if mode == "outpaint":
+        top, left = _ints(_OFFSET.value, 2, "offset") if _OFFSET.value else (None, None)
+        return prompting.outpaint(pipeline, prompt, read_video(_OUTPAINT.value).frames, overrides["height"],
+                                  overrides["width"], top, left, negative_prompt=negative, **window)
+    if mode == "long":
+        return generate_long_video(pipeline, prompt, _LONG.value, context=_CONTEXT.value or 1, image=image,
+                                   negative_prompt=negative, **(window if image is not None else overrides))
+    raise ValueError(f"unknown prompting mode {mode!r}")
+
+
 def main(argv: list[str]) -> None:
+    second_video = None
+    if _CONNECT.value and len(argv) == 2:  # `--connect a.mp4 b.mp4`: b.mp4 arrives as an argument
+        second_video = argv.pop(1)
+    elif _CONNECT.value and "," in _CONNECT.value:
+        _CONNECT.value, second_video = _CONNECT.value.split(",", 1)
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    mode = selected_mode(second_video)
     quiet_library_logs()
     prompts = _prompts()
     pipeline = Pipeline.from_run(_RUN.value, use_ema=not _NO_EMA.value)
@@ -57,10 +174,24 @@ def main(argv: list[str]) -> None:
         width=_WIDTH.value, height=_HEIGHT.value, frames=_FRAMES.value, seed=_SEED.value, steps=_STEPS.value,
         method=_SAMPLER.value, guidance=_GUIDANCE.value,
     ).items() if v is not None}
-    videos = pipeline.generate(prompts, negative_prompt=_NEGATIVE.value, **overrides)
+    if mode is None:
+        videos = pipeline.generate(prompts, negative_prompt=_NEGATIVE.value, **overrides)
+    else:
+        videos = []
+        for prompt in prompts:
+            result = run_mode(pipeline, mode, prompt, second_video, overrides)
+            if isinstance(result, prompting.Prompted):
+                if result.given.any():
+                    print(f"{mode}: given frames reproduced at {prompting.given_psnr(result):.1f} dB PSNR")
+                if mode == "loop":
+                    seam = prompting.loop_seam(result.video)
+                    print(f"loop: last->first change {seam['jump']:.1f}, typical frame step {seam['typical']:.1f}")
+                result = result.video
+            videos.append(result)
     os.makedirs(_OUT.value, exist_ok=True)
+    tag = "" if mode is None else f"{mode}_"
     for i, (prompt, video) in enumerate(zip(prompts, videos)):
-        stem = os.path.join(_OUT.value, f"{i:02d}_{_slug(prompt)}")
+        stem = os.path.join(_OUT.value, f"{i:02d}_{tag}{_slug(prompt)}")
         path = write_image(stem + ".png", video[0]) if video.shape[0] == 1 else write_video(stem + ".mp4", video, _FPS.value)
         print(f"{path}  <- {prompt!r}")
     print(write_image(os.path.join(_OUT.value, "contact_sheet.png"), contact_sheet(videos)))

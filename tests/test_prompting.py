@@ -1,5 +1,6 @@
 """Prompting modes on a random-weight pipeline: behaviour, not quality (quality: experiments/prompting_demo.py)."""
 
+import dataclasses
 import functools
 
 import jax
@@ -8,7 +9,7 @@ import numpy as np
 import pytest
 
 from sorajax import prompting
-from sorajax.conditioning import Conditioning, first_and_last_mask, first_frames_mask
+from sorajax.conditioning import Conditioning, first_and_last_mask
 from sorajax.diffusion.guidance import guided_velocity_fn
 from sorajax.diffusion.samplers import SAMPLER_METHODS, sample
 from sorajax.diffusion.timesteps import TrainingTimeConfig
@@ -62,8 +63,9 @@ def test_given_latents_are_held_exactly_and_seen_clean_at_every_step(pipeline, c
 
     def denoise(x_t, t_tokens, text):
         jax.debug.callback(lambda x, t: seen.append((np.asarray(x), np.asarray(t))), x_t, t_tokens)
-        pos = jnp.concatenate([inputs.batch.positions] * (x_t.shape[0] // 1), axis=0)
-        seg = jnp.concatenate([inputs.batch.segment_ids] * (x_t.shape[0] // 1), axis=0)
+        copies = x_t.shape[0] // inputs.batch.positions.shape[0]  # CFG stacks both branches
+        pos = jnp.concatenate([inputs.batch.positions] * copies, axis=0)
+        seg = jnp.concatenate([inputs.batch.segment_ids] * copies, axis=0)
         return pipeline.dit.apply({"params": pipeline.dit_params}, x_t, pos, seg, t_tokens, *text)
 
     batch = inputs.batch
@@ -144,7 +146,7 @@ def test_loop_is_the_clip_followed_by_a_transition_back_to_its_start(pipeline, c
 def test_sdedit_strength_zero_keeps_the_input_and_one_ignores_it(pipeline, clip):
     shape = pipeline.latent_shape(9, 16, 16)
     latent = pipeline.encode(clip[:9])
-    request = dataclass_request(pipeline, seed=4)
+    request = dataclasses.replace(pipeline.defaults, seed=4)
     kept = pipeline.sample_latents(["a blue square"], shape, request, edit=[latent], strength=0.0)[0]
     np.testing.assert_array_equal(kept, latent)
     edited = prompting.edit(pipeline, "a blue square", clip[:9], 0.0, seed=4)
@@ -153,11 +155,6 @@ def test_sdedit_strength_zero_keeps_the_input_and_one_ignores_it(pipeline, clip)
     np.testing.assert_array_equal(ignored.window, pipeline.generate(["a blue square"], seed=4)[0])
     halfway = prompting.edit(pipeline, "a blue square", clip[:9], 0.5, seed=4)
     assert 0 < _mad(halfway.window, edited.window) < _mad(ignored.window, edited.window)
-
-
-def dataclass_request(pipeline, **fields):
-    import dataclasses
-    return dataclasses.replace(pipeline.defaults, **fields)
 
 
 def test_inpaint_regenerates_only_the_region_and_outpaint_keeps_the_input(pipeline, clip):

@@ -40,7 +40,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from sorajax.config_dataclasses import from_mapping
-from sorajax.models.attention import IMPLEMENTATIONS
+from sorajax.models.attention import CONTEXT_PARALLEL_IMPLEMENTATIONS, LOCAL_IMPLEMENTATIONS
 from sorajax.models.dit_layers import (
     CaptionPooler,
     DiTBlock,
@@ -73,7 +73,18 @@ DIT_LOGICAL_AXIS_RULES: tuple[tuple[str, str | tuple[str, ...] | None], ...] = (
     ("text_length", None),
     ("text_embed", None),
     ("patch", None),
+    ("layers", None),
 )
+
+CONTEXT_PARALLEL = ("none", *CONTEXT_PARALLEL_IMPLEMENTATIONS)
+
+# Which activations a rematerialised block keeps for the backward pass.
+REMAT_POLICIES: dict[str, Any] = {
+    "none": None,  # no remat: every activation is stored (fastest, most memory)
+    "full": jax.checkpoint_policies.nothing_saveable,  # keep only each block's input
+    "save_dots_without_batch": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,  # keep matmul outputs
+    "offload": jax.checkpoint_policies.offload_dot_with_no_batch_dims("device", "pinned_host"),  # ...in host RAM
+}
 
 # DiT paper sizes (width, depth, heads) plus a CPU-sized model.
 _PRESETS: dict[str, dict[str, int]] = {
@@ -99,6 +110,12 @@ class DiTConfig:
     attention_impl: 'xla', 'cudnn' or 'auto' (cuDNN on GPU when it supports the
       dtype/head dim, XLA otherwise).
     dropout_rate: residual dropout after attention and MLP (active when deterministic=False).
+    context_parallel: 'none', or 'ring' / 'ulysses' to split self-attention over the
+      ``sequence`` mesh axis (each device then runs ``attention_impl`` locally).
+    remat_policy: one of :data:`REMAT_POLICIES`: what each block keeps for backward.
+    scan_layers: run the blocks with ``nn.scan`` (one compiled block instead of
+      ``depth``: much faster compiles). Parameters are then stacked under
+      ``blocks/block`` with a leading ``layers`` axis instead of ``block_0..``.
     """
 
     patch_dim: int = 64
@@ -113,6 +130,9 @@ class DiTConfig:
     dtype: str = "float32"
     attention_impl: str = "auto"
     dropout_rate: float = 0.0
+    context_parallel: str = "none"
+    remat_policy: str = "none"
+    scan_layers: bool = False
 
     def __post_init__(self) -> None:
         for name in ("patch_dim", "text_dim", "width", "depth", "num_heads"):
@@ -128,8 +148,15 @@ class DiTConfig:
             )
         if self.dtype not in _DTYPES:
             raise ValueError(f"dtype {self.dtype!r} is not supported: use one of {sorted(_DTYPES)}")
-        if self.attention_impl not in IMPLEMENTATIONS:
-            raise ValueError(f"attention_impl {self.attention_impl!r} is unknown: use one of {IMPLEMENTATIONS}")
+        if self.attention_impl not in LOCAL_IMPLEMENTATIONS:
+            hint = f" (set context_parallel={self.attention_impl!r} instead)" if self.attention_impl in CONTEXT_PARALLEL else ""
+            raise ValueError(
+                f"attention_impl {self.attention_impl!r} is unknown{hint}: use one of {LOCAL_IMPLEMENTATIONS}"
+            )
+        if self.context_parallel not in CONTEXT_PARALLEL:
+            raise ValueError(f"context_parallel {self.context_parallel!r} is unknown: use one of {CONTEXT_PARALLEL}")
+        if self.remat_policy not in REMAT_POLICIES:
+            raise ValueError(f"remat_policy {self.remat_policy!r} is unknown: use one of {list(REMAT_POLICIES)}")
         if self.mlp_ratio <= 0:
             raise ValueError(f"mlp_ratio must be > 0, got {self.mlp_ratio}")
         if not 0.0 <= self.dropout_rate < 1.0:
@@ -198,22 +225,61 @@ class DiT(nn.Module):
         cond = cond + CaptionPooler(cfg.width, dtype, name="caption_pool")(text_normed, text_segment_ids, segment_ids)
         cond = constrain(cond, ("batch", "length", "embed"))
 
-        for i in range(cfg.depth):
-            x = DiTBlock(
-                num_heads=cfg.num_heads,
-                mlp_hidden=cfg.mlp_hidden,
-                qk_norm=cfg.qk_norm,
-                rope_axis_dims=cfg.rope_axis_dims,
-                rope_theta=cfg.rope_theta,
-                implementation=cfg.attention_impl,
-                dropout_rate=cfg.dropout_rate,
-                dtype=dtype,
-                name=f"block_{i}",
-            )(x, cond, positions, segment_ids, context, text_segment_ids, deterministic)
+        block_args = dict(
+            num_heads=cfg.num_heads,
+            mlp_hidden=cfg.mlp_hidden,
+            qk_norm=cfg.qk_norm,
+            rope_axis_dims=cfg.rope_axis_dims,
+            rope_theta=cfg.rope_theta,
+            implementation=cfg.attention_impl,
+            dropout_rate=cfg.dropout_rate,
+            dtype=dtype,
+            context_parallel=cfg.context_parallel,
+        )
+        inputs = (cond, positions, segment_ids, context, text_segment_ids)
+        if cfg.scan_layers:
+            x, _ = _scanned_blocks(cfg)(block_args, deterministic, name="blocks")(x, *inputs)
+        else:
+            block = _block_class(cfg.remat_policy)
+            for i in range(cfg.depth):
+                x = block(**block_args, name=f"block_{i}")(x, *inputs, deterministic)
 
         out = FinalLayer(cfg.patch_dim, dtype, name="final")(x, cond).astype(jnp.float32)
         # Padding tokens predict nothing: downstream losses and unpacking never see their values.
         return jnp.where((segment_ids > 0)[..., None], out, 0.0)
+
+
+def _block_class(remat_policy: str) -> type[nn.Module]:
+    """DiTBlock, rematerialised under the named policy (argument 7, ``deterministic``, counting self, is static)."""
+    if remat_policy == "none":
+        return DiTBlock
+    return nn.remat(DiTBlock, policy=REMAT_POLICIES[remat_policy], static_argnums=(7,))
+
+
+class _ScanStep(nn.Module):
+    """One block as an ``nn.scan`` body: the residual stream is the carry, everything else is broadcast."""
+
+    block_args: dict
+    deterministic: bool
+    remat_policy: str = "none"
+
+    @nn.compact
+    def __call__(self, x: Array, *inputs: Array) -> tuple[Array, None]:
+        block = _block_class(self.remat_policy)(**self.block_args, name="block")
+        return block(x, *inputs, self.deterministic), None
+
+
+def _scanned_blocks(cfg: DiTConfig):
+    """``depth`` blocks as one scanned module; parameters get a leading 'layers' axis."""
+    scanned = nn.scan(
+        _ScanStep,
+        variable_axes={"params": 0},
+        split_rngs={"params": True, "dropout": True},
+        in_axes=(nn.broadcast,) * 5,
+        length=cfg.depth,
+        metadata_params={nn.PARTITION_NAME: "layers"},
+    )
+    return lambda block_args, deterministic, name: scanned(block_args, deterministic, cfg.remat_policy, name=name)
 
 
 def _check_inputs(

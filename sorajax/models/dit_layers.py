@@ -213,6 +213,7 @@ class Attention(nn.Module):
     rope_theta: float = 10_000.0
     zero_init_output: bool = False
     context_length_axis: str = "length"
+    local_implementation: str = "auto"  # what each device runs under 'ring' / 'ulysses'
 
     @nn.compact
     def __call__(
@@ -239,7 +240,8 @@ class Attention(nn.Module):
             q = apply_rope(q, positions, self.rope_axis_dims, self.rope_theta)
             k = apply_rope(k, positions, self.rope_axis_dims, self.rope_theta)
         q, k, v = constrain(q, q_names), constrain(k, kv_names), constrain(v, kv_names)
-        out = dot_product_attention(q, k, v, segment_ids, context_segment_ids, self.implementation)
+        out = dot_product_attention(q, k, v, segment_ids, context_segment_ids, self.implementation,
+                                    self.local_implementation)
         out = constrain(out, q_names)
         return dense(
             width, ("heads", "kv", "embed"), self.dtype, "out", contract_dims=2, zero_init=self.zero_init_output
@@ -271,6 +273,7 @@ class DiTBlock(nn.Module):
     implementation: str
     dropout_rate: float = 0.0
     dtype: Any = jnp.float32
+    context_parallel: str = "none"  # 'ring' / 'ulysses': self-attention split over the sequence axis
 
     @nn.compact
     def __call__(
@@ -292,17 +295,21 @@ class DiTBlock(nn.Module):
             mods[:, :, i] for i in range(ADALN_CHUNKS)
         )
         drop = nn.Dropout(self.dropout_rate)
-        common = dict(num_heads=self.num_heads, head_dim=head_dim, qk_norm=self.qk_norm,
-                      implementation=self.implementation, dtype=self.dtype)
+        common = dict(num_heads=self.num_heads, head_dim=head_dim, qk_norm=self.qk_norm, dtype=self.dtype)
+        self_impl = self.implementation if self.context_parallel == "none" else self.context_parallel
+        # Captions are short and unsplit: cross-attention stays local (splash wants 128-multiples, so XLA/cuDNN).
+        cross_impl = "auto" if self.implementation == "splash" else self.implementation
 
         h = modulate(layer_norm(self.dtype, "norm_attn", affine=False)(x), shift_attn, scale_attn)
-        h = Attention(rope_axis_dims=self.rope_axis_dims, rope_theta=self.rope_theta, name="self_attn", **common)(
+        h = Attention(rope_axis_dims=self.rope_axis_dims, rope_theta=self.rope_theta, name="self_attn",
+                      implementation=self_impl, local_implementation=self.implementation, **common)(
             h, segment_ids, h, segment_ids, positions
         )
         x = x + gate_attn * drop(h, deterministic=deterministic)
 
         h = layer_norm(self.dtype, "norm_cross", affine=True)(x)
-        h = Attention(zero_init_output=True, context_length_axis="text_length", name="cross_attn", **common)(
+        h = Attention(zero_init_output=True, context_length_axis="text_length", name="cross_attn",
+                      implementation=cross_impl, **common)(
             h, segment_ids, text, text_segment_ids
         )
         x = x + drop(h, deterministic=deterministic)

@@ -220,3 +220,53 @@ def test_clips_too_big_for_a_row_name_the_fix(built, text_encoder):
     source = TfdsClipSource(built[1])
     with pytest.raises(ValueError, match="lower pixel_budget / max_frames"):
         _maker(source, text_encoder, SizingConfig(pixel_budget=96 * 96, size_multiple=16, max_frames=9, allow_upscale=True))
+
+
+class _MetadataOnlySource:
+    """Sizes and captions without pixels: packing plans need nothing else."""
+
+    def __init__(self, count, seed):
+        rng = np.random.default_rng(seed)
+        sizes = [(96, 160), (160, 96), (128, 128), (64, 112), (112, 64), (80, 80), (144, 256), (256, 144)]
+        self.items = [(int(rng.choice([1, 9, 17, 33])), *sizes[rng.integers(len(sizes))]) for _ in range(count)]
+
+    def __len__(self):
+        return len(self.items)
+
+    def info(self, index):
+        from sorajax.data.clip_sources import ClipInfo
+
+        frames, height, width = self.items[index]
+        return ClipInfo(frames, height, width, 8.0 if frames > 1 else 0.0, f"clip {index}", str(index))
+
+
+def test_packing_fills_at_least_95_percent_of_tokens_on_a_mixed_size_dataset(text_encoder):
+    source = _MetadataOnlySource(300, seed=0)
+    packing = PackingConfig(rows=4, seq_len=1024, text_len=1024)
+    sizing = SizingConfig(pixel_budget=96 * 160, size_multiple=16, max_frames=33)
+    maker = _maker(source, text_encoder, sizing, packing=packing)
+    assert len(set(maker.token_counts.tolist())) >= 8  # really mixed: many different token counts
+    assert packing_efficiency_of(maker, 100) >= 0.95
+
+
+def test_trainer_entry_points_from_a_config(built, text_encoder, tmp_path):
+    from sorajax.data.packed_batches import packed_batch_dataset
+    from sorajax.data.tfds_training import tfds_latent_clip_set, tfds_streaming_batches
+    from sorajax.models.vae_pretrained import TrainedVAE
+
+    vae_config = load_config("configs/vae_tiny.py:smoke")
+    vae = CausalVAE(VAEConfig.from_dict(vae_config.vae.to_dict()))
+    trained = TrainedVAE(vae, vae.init(jax.random.key(0), jnp.zeros((1, 1, 16, 16, 3))), vae_config, 0)
+    config = load_config("configs/dit_tfds.py:smoke", {"data.tfds_dir": str(built[0])})
+    train = tfds_latent_clip_set(config, trained, text_encoder, str(tmp_path), "train")
+    held_out = tfds_latent_clip_set(config, trained, text_encoder, str(tmp_path), "eval")
+    assert (len(train), len(held_out)) == (3, 1) and not set(train.facts) & set(held_out.facts)
+    assert {l.shape for l in train.latents} <= {(3, 4, 6, 4), (3, 6, 4, 4), (2, 4, 4, 4), (1, 4, 6, 4)}
+    again = tfds_latent_clip_set(config, trained, text_encoder, str(tmp_path), "train")  # from the cache file
+    for a, b in zip(train.latents, again.latents, strict=True):
+        np.testing.assert_array_equal(a, b)
+    batch = packed_batch_dataset(train, 2, 48, 96, (1, 2, 2), seed=0)[0]
+    assert batch.tokens.shape == (2, 48, 16) and np.count_nonzero(batch.segment_ids) > 0
+    pixels, encoder = tfds_streaming_batches(config, trained, text_encoder)
+    streamed = encoder(pixels[0])
+    assert streamed.tokens.shape == (2, 48, 16) and streamed.text.shape == (2, 96, text_encoder.dim)

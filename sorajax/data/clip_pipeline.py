@@ -166,6 +166,10 @@ def batch_iterator(dataset: grain.MapDataset, worker_count: int = 0, buffer_size
     """A checkpointable iterator; with workers, decoding runs in `worker_count` processes."""
     iter_ds = dataset.to_iter_dataset()
     if worker_count > 0:
+        from absl import flags
+
+        if not flags.FLAGS.is_parsed():  # grain's workers read absl flags; scripts without app.run have none
+            flags.FLAGS.mark_as_parsed()
         iter_ds = iter_ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=worker_count,
                                                                    per_worker_buffer_size=buffer_size))
     return iter(iter_ds)

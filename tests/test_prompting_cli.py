@@ -1,0 +1,80 @@
+"""The generate command's prompting modes on a smoke-trained run: files written, shapes, usage errors.
+
+Every case uses one 9x16x16 window so the sampler compiles once (loop and outpaint: tests/test_prompting.py).
+"""
+
+import os
+
+import numpy as np
+import pytest
+from absl import app, flags
+from absl.testing import flagsaver
+
+from sorajax import generate
+from sorajax.config_loading import load_config
+from sorajax.train.dit_loop import train_dit
+from sorajax.train.vae_loop import train_vae
+from sorajax.video_io import read_image, read_video, write_image, write_video
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("prompting_cli")
+    vae_dir, dit_dir = str(root / "vae"), str(root / "dit")
+    train_vae(load_config("configs/vae_tiny.py:smoke", {"train.steps": 1}), vae_dir)
+    train_dit(load_config("configs/dit_tiny.py:smoke", {"vae_workdir": vae_dir, "train.steps": 1}), dit_dir)
+    rng = np.random.default_rng(0)
+    clip = rng.integers(0, 255, (9, 16, 16, 3), np.uint8)
+    write_video(str(root / "a.mp4"), clip)
+    write_video(str(root / "b.mp4"), clip[::-1])
+    write_image(str(root / "still.png"), clip[0])
+    return root, dit_dir
+
+
+def _generate(argv: list[str]) -> None:
+    with flagsaver.flagsaver():
+        rest = flags.FLAGS(["generate"] + argv)
+        generate.main(rest)
+
+
+def _common(root, dit_dir, out):
+    return [f"--run={dit_dir}", "--prompt=a red ball", "--steps=2", f"--out={root / out}"]
+
+
+@pytest.mark.parametrize("name,args,frames", [
+    ("animate", ["--image={root}/still.png", "--frames=9"], 9),
+    ("extend", ["--extend=backward", "--video={root}/a.mp4", "--frames=9", "--context=1"], 4 + 9),
+    ("connect", ["--connect={root}/a.mp4", "{root}/b.mp4", "--frames=9"], 9 + 3 + 9),
+    ("edit", ["--edit={root}/a.mp4", "--strength=0.5"], 9),
+    ("inpaint", ["--inpaint={root}/a.mp4", "--region=0,0,8,16", "--region_frames=1:5"], 9),
+    ("long", ["--long=17", "--frames=9"], 17),
+])
+def test_each_mode_writes_its_video_and_a_contact_sheet(run, name, args, frames):
+    root, dit_dir = run
+    _generate(_common(root, dit_dir, name) + [a.format(root=root) for a in args])
+    written = sorted(os.listdir(root / name))
+    video_name = next(n for n in written if n.endswith(".mp4"))
+    assert video_name.startswith(f"00_{name}_a_red_ball")
+    video = read_video(str(root / name / video_name)).frames
+    assert video.shape == (frames, 16, 16, 3)
+    assert read_image(str(root / name / "contact_sheet.png")).ndim == 3
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--loop", "--edit={root}/a.mp4"], "choose one prompting mode"),
+    (["--connect={root}/a.mp4"], "needs two videos"),
+    (["--extend=forward"], "needs --video"),
+    (["--inpaint={root}/a.mp4"], "needs --region"),
+    (["--image={root}/still.png", "--edit={root}/a.mp4"], "--image works alone"),
+])
+def test_conflicting_or_missing_flags_are_usage_errors(run, args, message):
+    root, dit_dir = run
+    with pytest.raises(app.UsageError, match=message):
+        _generate(_common(root, dit_dir, "errors") + [a.format(root=root) for a in args])
+
+
+def test_an_image_that_does_not_fit_names_the_fix(run):
+    root, dit_dir = run
+    write_image(str(root / "odd.png"), np.zeros((20, 20, 3), np.uint8))
+    with pytest.raises(ValueError, match="20x20 pixels, which does not fit.*multiple of 16"):
+        _generate(_common(root, dit_dir, "odd") + [f"--image={root}/odd.png"])

@@ -55,6 +55,15 @@ def state_shardings(dit: Any, optimizer: Any, example: PackedBatch, mesh: Mesh, 
     return logical_shardings(abstract, mesh, rules)
 
 
+def abstract_sharded_state(dit: Any, optimizer: Any, example: PackedBatch, mesh: Mesh, rules: Rules) -> Any:
+    """The train state as ShapeDtypeStructs carrying their shardings: a restore target, or AOT compile input."""
+    example = _first_row(example)
+    with nn.logical_axis_rules(rules):
+        abstract = nn.meta.unbox(jax.eval_shape(_boxed_state_fn(dit, optimizer, example, 0)))
+    shardings = state_shardings(dit, optimizer, example, mesh, rules)
+    return jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), abstract, shardings)
+
+
 def init_sharded_state(
     dit: Any, optimizer: Any, example: PackedBatch, seed: int, mesh: Mesh, rules: Rules
 ) -> tuple[DiTTrainState, Any]:

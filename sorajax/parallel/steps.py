@@ -70,15 +70,17 @@ def sample_packed(
     Returns tokens ``[B, L, P]`` (padding keeps its input values).
     """
 
-    def denoise(x_t: jax.Array, t_tokens: jax.Array, text_inputs: Any) -> jax.Array:
-        text, text_segments = text_inputs
-        return dit.apply({"params": params}, x_t, batch.positions, batch.segment_ids, t_tokens, text, text_segments)
+    def denoise(x_t: jax.Array, t_tokens: jax.Array, row_inputs: Any) -> jax.Array:
+        text, text_segments, positions, segment_ids = row_inputs
+        return dit.apply({"params": params}, x_t, positions, segment_ids, t_tokens, text, text_segments)
 
-    caption = (batch.text, batch.text_segment_ids)
+    layout = (batch.positions, batch.segment_ids)  # per-row inputs travel with the rows CFG doubles
+    caption = (batch.text, batch.text_segment_ids, *layout)
     if guidance == 1.0:
         velocity = lambda x_t, t_tokens: denoise(x_t, t_tokens, caption)  # noqa: E731
     else:
-        velocity = guided_velocity_fn(denoise, caption, null_caption_like(*caption), guidance)
+        null = (*null_caption_like(batch.text, batch.text_segment_ids), *layout)
+        velocity = guided_velocity_fn(denoise, caption, null, guidance)
     tokens = batch.tokens.astype(jnp.float32)
     return sample(velocity, noise.astype(jnp.float32), timesteps, method=method,
                   cond_mask=~batch.loss_mask, x_cond=tokens)

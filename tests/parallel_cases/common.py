@@ -18,7 +18,7 @@ SEGMENT_LENGTHS = (11, 7, 9)  # three samples per row, then 5 padding tokens
 
 
 def tiny_config(**overrides) -> DiTConfig:
-    fields = dict(patch_dim=PATCH_DIM, text_dim=TEXT_DIM, width=64, depth=2, num_heads=4, attention_impl="xla")
+    fields = dict(patch_dim=PATCH_DIM, text_dim=TEXT_DIM, width=32, depth=1, num_heads=4, attention_impl="xla")
     return DiTConfig.from_dict({**fields, **overrides})
 
 

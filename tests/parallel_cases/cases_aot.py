@@ -1,0 +1,29 @@
+"""The AOT report's logic, compiled for the 8 fake CPU devices (no libtpu needed)."""
+
+import pytest
+
+from sorajax.aot_compile import CompileReport, compile_train_step, topology_devices
+from sorajax.config_loading import load_config
+
+
+def test_compile_report_for_the_tiny_scale_config_on_eight_devices():
+    config = load_config("configs/dit_scale.py:tiny8")
+    report = compile_train_step(config, topology_devices("cpu"), "cpu")
+    assert report.chips == 8 and report.mesh.startswith("data=2 fsdp=2 sequence=2 tensor=1")
+    assert report.tokens_per_step == 4 * 64
+    assert 1.6e6 < report.params < 1.8e6
+    # Per chip the state is about 1/fsdp of params + EMA + 2 Adam moments (4 copies x 4 bytes)...
+    full_state = 4 * 4 * report.params
+    assert full_state / 2 * 0.9 < report.state_bytes_per_chip < full_state / 2 * 1.5
+    assert report.bytes_per_chip >= report.state_bytes_per_chip
+    # ...and the FLOPs are at least 6 x params x tokens / chips (forward + backward of the matmuls).
+    assert report.flops_per_chip > 6 * report.params * report.tokens_per_step / 8 * 0.5
+    assert report.fits is None and any("TFLOP" in line for line in report.lines())
+
+
+def test_fits_compares_against_the_chip_memory():
+    small = CompileReport("v5p:2x2x1", "TPU v5", 4, "m", 1, 1, 10, 5, 5, 1e12, hbm_bytes=100)
+    big = CompileReport("v5p:2x2x1", "TPU v5", 4, "m", 1, 1, 200, 5, 5, 1e12, hbm_bytes=100)
+    assert small.fits is True and big.fits is False
+    assert small.tflops_per_step == pytest.approx(4.0)
+    assert "DOES NOT FIT" in "\n".join(big.lines())

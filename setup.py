@@ -43,5 +43,9 @@ setup(
     packages=find_packages(include=["sorajax", "sorajax.*"]),
     python_requires=">=3.11",
     install_requires=INSTALL_REQUIRES,
-    extras_require={"test": ["pytest==9.2.0", "scikit-image==0.26.0"]},
+    extras_require={
+        "test": ["pytest==9.2.0", "scikit-image==0.26.0"],
+        # Ahead-of-time compiles for TPU slices on any machine (python -m sorajax.aot_compile); TPU runs.
+        "tpu": ["libtpu==0.0.52"],
+    },
 )

@@ -5,6 +5,10 @@
       -> packed batches (grain, NaViT rows of mixed sizes) -> train_step -> checkpoints
 Evaluation is the rectified-flow loss of fixed held-out batches at fixed noise
 levels, for the raw and the EMA weights.
+
+With ``config.mesh`` (sorajax.parallel.mesh.MeshConfig fields) the state is created
+sharded over that mesh, the step is jitted with in/out shardings, and each host
+feeds only its rows; without it, everything runs on one device exactly as before.
 """
 
 from __future__ import annotations
@@ -25,6 +29,11 @@ from sorajax.data.world import WorldOptions
 from sorajax.diffusion.timesteps import TrainingTimeConfig
 from sorajax.models.build import build_dit, build_text_encoder
 from sorajax.models.vae_pretrained import TrainedVAE, load_trained_vae
+from sorajax.parallel.distributed import global_batch, host_rows
+from sorajax.parallel.mesh import describe, make_mesh
+from sorajax.parallel.rules import DIT_RULES, rules_from_config
+from sorajax.parallel.sharded_state import batch_shardings, init_sharded_state
+from sorajax.parallel.steps import MeshStep, sharded_train_step
 from sorajax.train.checkpoint import Checkpointer
 from sorajax.train.dit_step import DiTTrainState, make_train_step, make_validation_loss
 from sorajax.train.loop import LoopSettings, fingerprint, resume, run_loop
@@ -57,6 +66,23 @@ def init_state(dit: Any, optimizer: Any, example: Any, seed: int) -> DiTTrainSta
                          opt_state=optimizer.init(params), rng=state_rng)
 
 
+def _sharded_setup(config: ml_collections.ConfigDict, dit: Any, optimizer: Any, step_fn: Any, validation_fn: Any,
+                   example: Any) -> tuple[DiTTrainState, Any, Any, Any]:
+    """(initial state, train step, batch -> step input, validation loss), all over ``config.mesh``."""
+    mesh = make_mesh(config.mesh)
+    rules = rules_from_config(config.get("parallel", {}).get("rules"), DIT_RULES)
+    print(f"mesh: {describe(mesh)}")
+    state, shardings = init_sharded_state(dit, optimizer, example, config.seed, mesh, rules)
+    batch_sharding = batch_shardings(example, mesh, rules)
+    rows = host_rows(example.tokens.shape[0])
+
+    def to_step_input(batch: Any) -> Any:  # every host builds the global batch; each feeds its own rows
+        return global_batch(jax.tree.map(lambda x: x[rows], batch), batch_sharding)
+
+    return (state, sharded_train_step(step_fn, mesh, rules, shardings, batch_sharding), to_step_input,
+            MeshStep(validation_fn, mesh, rules))
+
+
 def model_fingerprint(config: ml_collections.ConfigDict) -> str:
     return fingerprint({"model": config.model.to_dict(), "patch": list(config.patch),
                         "text_encoder": config.text_encoder.to_dict(), "prediction": config.prediction})
@@ -73,8 +99,8 @@ def train_dit(config: ml_collections.ConfigDict, workdir: str) -> dict[str, floa
     dit = build_dit(config.model, config.patch, trained.vae.config.latent_channels, text_encoder.dim)
     optimizer = make_optimizer(config.train)
     time_config = TrainingTimeConfig.from_mapping(config.time)
-    train_step = jax.jit(make_train_step(dit, optimizer, time_config, config.train.caption_dropout,
-                                         config.train.ema_decay, config.prediction), donate_argnums=0)
+    step_fn = make_train_step(dit, optimizer, time_config, config.train.caption_dropout, config.train.ema_decay,
+                              config.prediction)
 
     data = packed_batch_dataset(train_clips, config.data.rows, config.data.seq_len, config.data.text_len,
                                 config.patch, config.seed,
@@ -87,11 +113,17 @@ def train_dit(config: ml_collections.ConfigDict, workdir: str) -> dict[str, floa
     ckpt = Checkpointer(os.path.join(workdir, "checkpoints"), max_to_keep=config.train.keep_checkpoints,
                         save_every=config.train.save_every, async_save=config.train.async_checkpoints)
     fp = model_fingerprint(config)
-    state = resume(ckpt, init_state(dit, optimizer, eval_batches[0], config.seed), data_iter, fp, workdir, "DiT")
+    validation_fn = make_validation_loss(dit, prediction=config.prediction)
+    if config.get("mesh") is None:
+        initial = init_state(dit, optimizer, eval_batches[0], config.seed)
+        train_step, to_step_input = jax.jit(step_fn, donate_argnums=0), lambda batch: batch
+        validation_loss = jax.jit(validation_fn)
+    else:
+        initial, train_step, to_step_input, validation_loss = _sharded_setup(
+            config, dit, optimizer, step_fn, validation_fn, eval_batches[0])
+    state = resume(ckpt, initial, data_iter, fp, workdir, "DiT")
     with open(os.path.join(workdir, "config.json"), "w", encoding="utf-8") as f:
         f.write(config.to_json_best_effort(indent=2))
-
-    validation_loss = jax.jit(make_validation_loss(dit, prediction=config.prediction))
 
     def evaluate(state: DiTTrainState) -> tuple[DiTTrainState, dict]:
         def mean_loss(params):
@@ -104,7 +136,7 @@ def train_dit(config: ml_collections.ConfigDict, workdir: str) -> dict[str, floa
     writer = MetricsWriter(workdir)
     try:
         _, eval_metrics = run_loop(
-            settings, state, train_step, data_iter, lambda batch: batch, ckpt, writer, evaluate=evaluate,
+            settings, state, train_step, data_iter, to_step_input, ckpt, writer, evaluate=evaluate,
             count_items=lambda batch: int(np.count_nonzero(batch.segment_ids)),
         )
     finally:  # close files and finish pending async saves even when a step fails.

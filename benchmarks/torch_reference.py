@@ -1,0 +1,170 @@
+"""Train-step speed of the sorajax DiT against a PyTorch DiT of the same shape, from one run.
+
+    python benchmarks/torch_reference.py [--preset S] [--rows 4] [--seq_len 256] [--dtype float32]
+        [--torch_python /work/refenv/bin/python]
+
+The PyTorch side runs in a separate interpreter that has torch (sorajax never
+depends on it): this file re-runs itself there with ``--side=torch``. The reference
+is written here in plain PyTorch with the same computation per block: per-token
+adaLN-Zero modulation (width -> 6 width), QK-normed self-attention over packed
+segments (``scaled_dot_product_attention`` with the block-diagonal mask),
+cross-attention to the caption, a 4x GELU MLP; AdamW; random weights, the same
+token and caption shapes. Printed: tokens/s of each and the JAX / PyTorch ratio.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+
+PATCH_DIM, TEXT_DIM, SAMPLES_PER_ROW, CAPTION = 32, 384, 4, 48
+PRESETS = {"tiny": (128, 4, 4), "S": (384, 12, 6), "B": (768, 12, 12)}
+
+
+def jax_side(preset: str, rows: int, seq_len: int, dtype: str, repeats: int) -> float:
+    """Best train-step time (s) of the real sorajax step."""
+    import jax
+    import jax.numpy as jnp
+
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    from dit_throughput import packed_batch
+
+    from sorajax.config_loading import load_config
+    from sorajax.diffusion.timesteps import TrainingTimeConfig
+    from sorajax.models.dit import DiT, DiTConfig
+    from sorajax.train.dit_loop import init_state
+    from sorajax.train.dit_step import make_train_step
+    from sorajax.train.optim import make_optimizer
+
+    dit = DiT(DiTConfig.preset(preset, patch_dim=PATCH_DIM, text_dim=TEXT_DIM, dtype=dtype, attention_impl="auto"))
+    batch = packed_batch(rows, seq_len)
+    optimizer = make_optimizer(load_config("configs/dit_tiny.py").train)
+    state = init_state(dit, optimizer, jax.tree.map(jnp.asarray, batch), 0)
+    step = jax.jit(make_train_step(dit, optimizer, TrainingTimeConfig(), 0.1, 0.999))
+    jax.block_until_ready(step(state, batch))
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        jax.block_until_ready(step(state, batch)[1]["loss"])
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+def torch_side(preset: str, rows: int, seq_len: int, dtype: str, repeats: int) -> float:
+    """Best train-step time (s) of the PyTorch reference DiT at the same shape."""
+    import torch
+    from torch import nn
+    from torch.nn import functional as F
+
+    width, depth, heads = PRESETS[preset]
+    torch_dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16}[dtype]
+
+    class Block(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.adaln = nn.Linear(width, 6 * width)
+            self.qkv, self.out = nn.Linear(width, 3 * width), nn.Linear(width, width)
+            self.q_norm, self.k_norm = nn.RMSNorm(width // heads), nn.RMSNorm(width // heads)
+            self.cross_q, self.cross_kv = nn.Linear(width, width), nn.Linear(width, 2 * width)
+            self.cross_out, self.cross_norm = nn.Linear(width, width), nn.LayerNorm(width)
+            self.fc1, self.fc2 = nn.Linear(width, 4 * width), nn.Linear(4 * width, width)
+            self.norm1 = nn.LayerNorm(width, elementwise_affine=False)
+            self.norm2 = nn.LayerNorm(width, elementwise_affine=False)
+
+        def split(self, x):
+            return x.view(x.shape[0], x.shape[1], heads, -1).transpose(1, 2)
+
+        def forward(self, x, cond, mask, context, cross_mask):
+            sa, sc, ga, sm, scm, gm = self.adaln(F.silu(cond)).chunk(6, dim=-1)
+            h = self.norm1(x) * (1 + sc) + sa
+            q, k, v = (self.split(t) for t in self.qkv(h).chunk(3, dim=-1))
+            h = F.scaled_dot_product_attention(self.q_norm(q), self.k_norm(k), v, attn_mask=mask)
+            x = x + ga * self.out(h.transpose(1, 2).reshape(x.shape))
+            q = self.split(self.cross_q(self.cross_norm(x)))
+            k, v = (self.split(t) for t in self.cross_kv(context).chunk(2, dim=-1))
+            h = F.scaled_dot_product_attention(q, k, v, attn_mask=cross_mask)
+            x = x + self.cross_out(h.transpose(1, 2).reshape(x.shape))
+            h = self.norm2(x) * (1 + scm) + sm
+            return x + gm * self.fc2(F.gelu(self.fc1(h), approximate="tanh"))
+
+    class ReferenceDiT(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.embed, self.text = nn.Linear(PATCH_DIM, width), nn.Linear(TEXT_DIM, width)
+            self.t_embed = nn.Sequential(nn.Linear(256, width), nn.SiLU(), nn.Linear(width, width))
+            self.blocks = nn.ModuleList(Block() for _ in range(depth))
+            self.final = nn.Linear(width, PATCH_DIM)
+
+        def forward(self, tokens, t_features, text, mask, cross_mask):
+            x, cond, context = self.embed(tokens), self.t_embed(t_features), self.text(text)
+            for block in self.blocks:
+                x = block(x, cond, mask, context, cross_mask)
+            return self.final(x)
+
+    torch.manual_seed(0)
+    model = ReferenceDiT().to(torch_dtype)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    per = seq_len // SAMPLES_PER_ROW
+    seg = torch.arange(1, SAMPLES_PER_ROW + 1).repeat_interleave(per)
+    text_seg = torch.arange(1, SAMPLES_PER_ROW + 1).repeat_interleave(CAPTION)
+    mask = (seg[:, None] == seg[None, :])[None, None].expand(rows, 1, -1, -1)
+    cross_mask = (seg[:, None] == text_seg[None, :])[None, None].expand(rows, 1, -1, -1)
+    tokens = torch.randn(rows, seq_len, PATCH_DIM, dtype=torch_dtype)
+    t_features = torch.randn(rows, seq_len, 256, dtype=torch_dtype)
+    text = torch.randn(rows, text_seg.numel(), TEXT_DIM, dtype=torch_dtype)
+    target = torch.randn_like(tokens)
+
+    def step():
+        optimizer.zero_grad(set_to_none=True)
+        loss = F.mse_loss(model(tokens, t_features, text, mask, cross_mask).float(), target.float())
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        return loss.item()
+
+    step()
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        step()
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--preset", default="S", choices=sorted(PRESETS))
+    parser.add_argument("--rows", type=int, default=4)
+    parser.add_argument("--seq_len", type=int, default=256)
+    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--side", default="both", choices=["both", "jax", "torch"])
+    parser.add_argument("--torch_python", default="/work/refenv/bin/python")
+    args = parser.parse_args()
+    shape = (args.preset, args.rows, args.seq_len, args.dtype, args.repeats)
+    if args.side == "torch":
+        print(json.dumps({"torch_s": torch_side(*shape)}))
+        return
+    if args.side == "jax" or args.side == "both":
+        jax_s = jax_side(*shape)
+    if args.side == "jax":
+        print(json.dumps({"jax_s": jax_s}))
+        return
+    if not os.path.exists(args.torch_python):
+        raise FileNotFoundError(f"no PyTorch interpreter at {args.torch_python}: pass --torch_python=PATH")
+    cmd = [args.torch_python, os.path.abspath(__file__), "--side=torch", f"--preset={args.preset}",
+           f"--rows={args.rows}", f"--seq_len={args.seq_len}", f"--dtype={args.dtype}", f"--repeats={args.repeats}"]
+    torch_s = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.strip().splitlines()[-1])["torch_s"]
+    tokens = args.rows * args.seq_len
+    print(f"DiT-{args.preset} {args.dtype}, {args.rows} x {args.seq_len} tokens, train step (fwd+bwd+AdamW)")
+    print(f"sorajax (JAX): {jax_s:.3f} s/step = {tokens / jax_s:,.0f} tokens/s")
+    print(f"PyTorch reference: {torch_s:.3f} s/step = {tokens / torch_s:,.0f} tokens/s")
+    print(f"ratio (JAX tokens/s over PyTorch tokens/s): {torch_s / jax_s:.2f}x")
+
+
+if __name__ == "__main__":
+    main()

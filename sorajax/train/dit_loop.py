@@ -29,7 +29,7 @@ from sorajax.data.world import WorldOptions
 from sorajax.diffusion.timesteps import TrainingTimeConfig
 from sorajax.models.build import build_dit, build_text_encoder
 from sorajax.models.vae_pretrained import TrainedVAE, load_trained_vae
-from sorajax.parallel.distributed import global_batch, host_rows
+from sorajax.parallel.distributed import global_batch, host_rows, initialize_multihost
 from sorajax.parallel.mesh import describe, make_mesh
 from sorajax.parallel.rules import DIT_RULES, rules_from_config
 from sorajax.parallel.sharded_state import batch_shardings, init_sharded_state
@@ -90,6 +90,8 @@ def model_fingerprint(config: ml_collections.ConfigDict) -> str:
 
 def train_dit(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
     """Trains (or resumes) the DiT in `workdir`; returns the final eval metrics."""
+    if config.get("mesh") is not None:
+        initialize_multihost()  # before any device is touched; a no-op for a single process
     os.makedirs(workdir, exist_ok=True)
     trained = load_trained_vae(config.vae_workdir)
     text_encoder = build_text_encoder(config.text_encoder)

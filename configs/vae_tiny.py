@@ -26,7 +26,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     ))
 
     # The built-in world (sorajax.data.world.WorldOptions fields).
-    c.world = ml_collections.ConfigDict(dict(max_objects=2))
+    c.world = ml_collections.ConfigDict(dict(min_objects=1, max_objects=2))
 
     c.data = ml_collections.ConfigDict()
     # (frames, height, width): images and videos, landscape, portrait and square.

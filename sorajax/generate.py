@@ -32,6 +32,7 @@ import numpy as np
 from absl import app, flags
 
 from sorajax import prompting
+from sorajax.data.prompt_expander import build_prompt_expander
 from sorajax.eval.contact_sheet import contact_sheet
 from sorajax.logging_setup import quiet_library_logs
 from sorajax.long_video import generate_long_video
@@ -51,6 +52,9 @@ _SAMPLER = flags.DEFINE_enum("sampler", None, ["euler", "heun", "dpmpp_2m"], "OD
 _GUIDANCE = flags.DEFINE_float("guidance", None, "classifier-free guidance scale (1 = none)")
 _FPS = flags.DEFINE_float("fps", 8.0, "frames per second of the written mp4")
 _OUT = flags.DEFINE_string("out", "outputs", "output folder")
+_EXPAND = flags.DEFINE_bool(
+    "expand_prompt", False,
+    "expand short prompts into the detailed caption style the model was trained on (offline world rules)")
 _NO_EMA = flags.DEFINE_bool("no_ema", False, "sample with the raw instead of the EMA weights")
 # Prompting with images and videos.
 _IMAGE = flags.DEFINE_string("image", None, "png/jpg to animate (first frame of the video)")
@@ -169,17 +173,21 @@ def main(argv: list[str]) -> None:
     mode = selected_mode(second_video)
     quiet_library_logs()
     prompts = _prompts()
+    captions = build_prompt_expander("world" if _EXPAND.value else "none").expand_all(prompts, seed=_SEED.value)
+    for prompt, caption in zip(prompts, captions):
+        if caption != prompt:
+            print(f"expanded {prompt!r} -> {caption!r}")
     pipeline = Pipeline.from_run(_RUN.value, use_ema=not _NO_EMA.value)
     overrides = {k: v for k, v in dict(
         width=_WIDTH.value, height=_HEIGHT.value, frames=_FRAMES.value, seed=_SEED.value, steps=_STEPS.value,
         method=_SAMPLER.value, guidance=_GUIDANCE.value,
     ).items() if v is not None}
     if mode is None:
-        videos = pipeline.generate(prompts, negative_prompt=_NEGATIVE.value, **overrides)
+        videos = pipeline.generate(captions, negative_prompt=_NEGATIVE.value, **overrides)
     else:
         videos = []
-        for prompt in prompts:
-            result = run_mode(pipeline, mode, prompt, second_video, overrides)
+        for caption in captions:
+            result = run_mode(pipeline, mode, caption, second_video, overrides)
             if isinstance(result, prompting.Prompted):
                 if result.given.any():
                     print(f"{mode}: given frames reproduced at {prompting.given_psnr(result):.1f} dB PSNR")

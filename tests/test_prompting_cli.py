@@ -78,3 +78,15 @@ def test_an_image_that_does_not_fit_names_the_fix(run):
     write_image(str(root / "odd.png"), np.zeros((20, 20, 3), np.uint8))
     with pytest.raises(ValueError, match="20x20 pixels, which does not fit.*multiple of 16"):
         _generate(_common(root, dit_dir, "odd") + [f"--image={root}/odd.png"])
+
+
+def test_expand_prompt_samples_the_detailed_caption_and_names_files_by_the_prompt(run, capsys):
+    root, dit_dir = run
+    _generate([f"--run={dit_dir}", "--prompt=a red ball moving left", "--steps=2", "--frames=1",
+               f"--out={root / 'expanded'}", "--expand_prompt"])
+    printed = capsys.readouterr().out
+    expanded = [line for line in printed.splitlines() if line.startswith("expanded 'a red ball moving left' -> ")]
+    assert len(expanded) == 1
+    caption = expanded[0].split(" -> ", 1)[1]
+    assert "red ball" in caption and "left" in caption and len(caption) > len("a red ball moving left")
+    assert "00_a_red_ball_moving_left.png" in os.listdir(root / "expanded")

@@ -22,6 +22,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         norm_groups=0,  # per-pixel RMS norm: keeps flat background colours (see FrameGroupNorm)
         mid_attention=False,
         temporal_kernels=(1, 3, 3),  # no temporal mixing at full resolution: 3x cheaper there
+        shortcuts=False,
         dtype="float32",
     ))
 

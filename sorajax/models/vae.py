@@ -54,6 +54,7 @@ from sorajax.models.vae_layers import (
     FrameGroupNorm,
     FrameSelfAttention,
     Upsample,
+    match_channels,
     sub_cache,
 )
 
@@ -78,6 +79,9 @@ class VAEConfig:
     norm_groups: int = 32
     mid_attention: bool = True
     temporal_kernels: tuple[int, ...] = ()
+    # Parameter-free average/repeat paths beside every resampling conv and at the latent
+    # (vae_layers.pool_shortcut): small objects' colours reach the latent from the first step.
+    shortcuts: bool = False
     image_channels: int = 3
     dtype: str = "float32"
     logvar_min: float = -30.0
@@ -97,9 +101,11 @@ class VAEConfig:
             raise ValueError(f"num_res_blocks must be >= 0, got {self.num_res_blocks}")
         if self.dtype not in _DTYPES:
             raise ValueError(f"dtype {self.dtype!r} is not supported: use one of {sorted(_DTYPES)}")
-        if self.norm_groups < 0:
-            raise ValueError(f"norm_groups must be >= 0 (0 = per-pixel RMS norm), got {self.norm_groups}")
-        for mult in self.channel_multipliers if self.norm_groups else ():
+        if self.norm_groups < -1:
+            raise ValueError(
+                f"norm_groups must be >= -1 (-1 = no norm, 0 = per-pixel RMS norm, n = GroupNorm), got {self.norm_groups}"
+            )
+        for mult in self.channel_multipliers if self.norm_groups > 0 else ():
             if (self.base_channels * mult) % self.norm_groups:
                 raise ValueError(
                     f"{self.base_channels * mult} channels are not divisible by norm_groups={self.norm_groups}: "
@@ -230,14 +236,19 @@ class CausalEncoder(nn.Module):
             if cfg.spatial_downsample[i] or cfg.temporal_downsample[i]:
                 name = f"level{i}_down"
                 down = Downsample(
-                    cfg.base_channels * mult, cfg.spatial_downsample[i], cfg.temporal_downsample[i], dtype, name=name
+                    cfg.base_channels * mult, cfg.spatial_downsample[i], cfg.temporal_downsample[i], dtype,
+                    shortcut=cfg.shortcuts, name=name,
                 )
                 h, new[name] = down(h, sub_cache(cache, name))
         h, new = _middle(cfg, h, cache, new)
+        features = h
         h = nn.silu(FrameGroupNorm(cfg.norm_groups, name="norm_out")(h))
         moments, new["conv_out"] = CausalConv3d(
             2 * cfg.latent_channels, (kt(-1), 3, 3), dtype=dtype, name="conv_out"
         )(h, sub_cache(cache, "conv_out"))
+        if cfg.shortcuts:  # onto the mean only; the log-variance stays the conv's
+            mean_shortcut = match_channels(features, cfg.latent_channels)
+            moments = moments + jnp.concatenate([mean_shortcut, jnp.zeros_like(mean_shortcut)], axis=-1)
         return moments, new
 
 
@@ -255,13 +266,16 @@ class CausalDecoder(nn.Module):
         h, new["conv_in"] = CausalConv3d(top, (kt(-1), 3, 3), dtype=dtype, name="conv_in")(
             z, sub_cache(cache, "conv_in")
         )
+        if cfg.shortcuts:
+            h = h + match_channels(z.astype(h.dtype), top)
         h, new = _middle(cfg, h, cache, new)
         for i in reversed(range(len(cfg.channel_multipliers))):
             channels = cfg.base_channels * cfg.channel_multipliers[i]
             if cfg.spatial_downsample[i] or cfg.temporal_downsample[i]:
                 name = f"level{i}_up"
                 up = Upsample(
-                    channels, cfg.spatial_downsample[i], cfg.temporal_downsample[i], kt(i), dtype, name=name
+                    channels, cfg.spatial_downsample[i], cfg.temporal_downsample[i], kt(i), dtype,
+                    shortcut=cfg.shortcuts, name=name,
                 )
                 h, new[name] = up(h, sub_cache(cache, name))
             for j in range(cfg.num_res_blocks + 1):

@@ -25,7 +25,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
-from einops import rearrange, repeat
+from einops import rearrange, reduce, repeat
 
 Array = jax.Array
 Cache = Any  # a pytree of arrays (nested dicts), or None at the start of a video
@@ -111,7 +111,7 @@ class FrameGroupNorm(nn.Module):
 
     ``num_groups > 0``: GroupNorm over each frame's pixels and channel groups.
     ``num_groups == 0``: RMS norm over the channels of each pixel (no pooling over
-    space either). Per-frame GroupNorm subtracts every group's frame mean, and with
+    space either). ``num_groups < 0``: no normalisation (identity). Per-frame GroupNorm subtracts every group's frame mean, and with
     few channels per group that mean IS a flat background's colour; the per-pixel
     RMS norm keeps it, which small models on flat-coloured scenes need.
     Statistics are computed in float32 even when the network runs in bfloat16.
@@ -122,6 +122,8 @@ class FrameGroupNorm(nn.Module):
 
     @nn.compact
     def __call__(self, x: Array) -> Array:
+        if self.num_groups < 0:
+            return x
         if self.num_groups == 0:
             x32 = x.astype(jnp.float32)
             scale = self.param("scale", nn.initializers.ones, (x.shape[-1],), jnp.float32)
@@ -196,12 +198,17 @@ class Downsample(nn.Module):
     temporal: bool
     dtype: Any = jnp.float32
 
+    shortcut: bool = False
+
     @nn.compact
     def __call__(self, x: Array, cache: Cache = None) -> tuple[Array, Cache]:
         kernel = (3 if self.temporal else 1, 3, 3)
         s = 2 if self.spatial else 1
         strides = (2 if self.temporal else 1, s, s)
-        return CausalConv3d(self.features, kernel, strides, dtype=self.dtype, name="conv")(x, cache)
+        y, new_cache = CausalConv3d(self.features, kernel, strides, dtype=self.dtype, name="conv")(x, cache)
+        if self.shortcut:
+            y = y + match_channels(pool_shortcut(x, self.spatial, self.temporal, cache is None), self.features)
+        return y, new_cache
 
 
 class Upsample(nn.Module):
@@ -220,6 +227,7 @@ class Upsample(nn.Module):
     temporal: bool
     temporal_kernel: int = 3
     dtype: Any = jnp.float32
+    shortcut: bool = False
 
     @nn.compact
     def __call__(self, x: Array, cache: Cache = None) -> tuple[Array, Cache]:
@@ -238,4 +246,49 @@ class Upsample(nn.Module):
             h, new_cache["space"] = CausalConv3d(self.features, kernel, dtype=self.dtype, name="space_conv")(
                 h, sub_cache(cache, "space")
             )
+        if self.shortcut:
+            h = h + match_channels(unpool_shortcut(x, self.spatial, self.temporal, cache is None), self.features)
         return h, new_cache
+
+
+# ---- parameter-free shortcuts around resampling -----------------------------------------------
+# A strided convolution must LEARN to pass a region's colour to the next level; until it has, a
+# small object's colour is lost. Adding a fixed average-pool (down) / repeat (up) path beside each
+# resampling convolution gives the network that information from the first step, and the
+# convolutions learn the residual. Both paths are causal in time and chunk exactly like the
+# convolutions they sit beside: at the start of a video the first frame is summarised alone.
+
+
+def pool_shortcut(x: Array, spatial: bool, temporal: bool, starts_video: bool) -> Array:
+    """Average over 2x2 pixels and/or causal frame pairs, matching `Downsample`'s output grid."""
+    if temporal:
+        first, rest = (x[:, :1], x[:, 1:]) if starts_video else (x[:, :0], x)
+        if rest.shape[1] % 2:
+            raise ValueError(f"temporal pooling needs pairs of frames after the first, got {rest.shape[1]}")
+        x = jnp.concatenate([first, reduce(rest, "b (t two) h w c -> b t h w c", "mean", two=2)], axis=1)
+    if spatial:
+        x = reduce(x, "b t (h p) (w q) c -> b t h w c", "mean", p=2, q=2)
+    return x
+
+
+def unpool_shortcut(x: Array, spatial: bool, temporal: bool, starts_video: bool) -> Array:
+    """Repeat every frame twice (the video's first latent frame once) and/or every pixel 2x2."""
+    if temporal:
+        x = repeat(x, "b t h w c -> b (t two) h w c", two=2)
+        if starts_video:
+            x = x[:, 1:]
+    if spatial:
+        x = repeat(x, "b t h w c -> b t (h p) (w q) c", p=2, q=2)
+    return x
+
+
+def match_channels(x: Array, features: int) -> Array:
+    """Channel count to `features` without parameters: mean over groups, or repeat."""
+    channels = x.shape[-1]
+    if channels == features:
+        return x
+    if channels > features and channels % features == 0:
+        return reduce(x, "... (f g) -> ... f", "mean", f=features)
+    if features % channels == 0:
+        return repeat(x, "... c -> ... (r c)", r=features // channels)
+    raise ValueError(f"a shortcut cannot map {channels} channels to {features}: use channel counts that divide")

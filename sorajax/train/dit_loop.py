@@ -22,9 +22,10 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from sorajax.data.latent_cache import LatentClipSet, cache_key, encode_world_clips, load_or_build, make_latent_encoder
 from sorajax.conditioning import MaskRates
+from sorajax.data.latent_cache import LatentClipSet, cache_key, encode_world_clips, load_or_build, make_latent_encoder
 from sorajax.data.packed_batches import packed_batch_dataset
+from sorajax.data.tfds_training import tfds_latent_clip_set
 from sorajax.data.world import WorldOptions
 from sorajax.diffusion.timesteps import TrainingTimeConfig
 from sorajax.models.build import build_dit, build_text_encoder
@@ -95,8 +96,12 @@ def train_dit(config: ml_collections.ConfigDict, workdir: str) -> dict[str, floa
     os.makedirs(workdir, exist_ok=True)
     trained = load_trained_vae(config.vae_workdir)
     text_encoder = build_text_encoder(config.text_encoder)
-    train_clips = latent_clip_set(config, trained, text_encoder, workdir, "train", config.data.num_clips)
-    eval_clips = latent_clip_set(config, trained, text_encoder, workdir, "eval", config.eval.num_clips)
+    if config.data.get("source", "world") == "tfds":  # a user's dataset (python -m sorajax.data.build)
+        train_clips = tfds_latent_clip_set(config, trained, text_encoder, workdir, "train")
+        eval_clips = tfds_latent_clip_set(config, trained, text_encoder, workdir, "eval")
+    else:
+        train_clips = latent_clip_set(config, trained, text_encoder, workdir, "train", config.data.num_clips)
+        eval_clips = latent_clip_set(config, trained, text_encoder, workdir, "eval", config.eval.num_clips)
 
     dit = build_dit(config.model, config.patch, trained.vae.config.latent_channels, text_encoder.dim)
     optimizer = make_optimizer(config.train)

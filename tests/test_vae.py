@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from sorajax.models import vae_chunked
-from sorajax.models.vae_layers import FrameGroupNorm
+from sorajax.models.vae_layers import FrameGroupNorm, match_channels, pool_shortcut, unpool_shortcut
 from sorajax.models.vae import (
     CausalVAE,
     VAEConfig,
@@ -289,3 +289,36 @@ def test_rms_norm_variant_is_causal_chunkable_and_keeps_flat_colours():
     np.testing.assert_allclose(out[0, 0, 0, 0], np.array([0.3, -0.6]) / np.sqrt((0.09 + 0.36) / 2), rtol=1e-5)
     group = FrameGroupNorm(2)
     assert float(jnp.abs(group.apply(group.init(jax.random.key(0), flat), flat)).max()) < 1e-3  # colour erased
+
+
+def test_shortcut_variant_is_causal_chunkable_and_carries_colour_without_training():
+    """shortcuts=True with no norm (the tiny default): chunked == whole clip and causal in time,
+    and the parameter-free paths average/repeat exactly as `Downsample`/`Upsample` resample."""
+    cfg = dataclasses.replace(SMALL, norm_groups=-1, mid_attention=False, shortcuts=True,
+                              temporal_downsample=(False, True))
+    vae = CausalVAE(cfg)
+    variables = jax.jit(vae.init)(jax.random.key(1), _video(0, 1))
+    encode = jax.jit(lambda v, x: vae.apply(v, x, method=CausalVAE.encode))
+    decode = jax.jit(lambda v, z: vae.apply(v, z, method=CausalVAE.decode))
+    x = _video(7, 5, 16, 32)
+    mean, _ = encode(variables, x)
+    assert mean.shape == (1, 3, 4, 8, 4)
+    chunk_mean, _ = vae_chunked.encode_chunked(vae, variables, x, chunk_latents=1)
+    np.testing.assert_allclose(chunk_mean, mean, atol=1e-5)
+    np.testing.assert_allclose(vae_chunked.decode_chunked(vae, variables, mean, chunk_latents=1),
+                               decode(variables, mean), atol=5e-5)
+    changed, _ = encode(variables, x.at[:, 3].set(-x[:, 3]))  # frame 3 belongs to latent frame 2 (frames 3, 4)
+    np.testing.assert_array_equal(changed[:, :2], mean[:, :2])
+
+    # The paths themselves: causal frame pairs (the first frame alone), 2x2 means, channel maps.
+    frames = jnp.arange(5.0).reshape(1, 5, 1, 1, 1) * jnp.ones((1, 5, 2, 2, 2))
+    pooled = pool_shortcut(frames, spatial=True, temporal=True, starts_video=True)
+    np.testing.assert_allclose(pooled[0, :, 0, 0, 0], [0.0, 1.5, 3.5])
+    np.testing.assert_allclose(pool_shortcut(frames[:, 1:], True, True, starts_video=False)[0, :, 0, 0, 0], [1.5, 3.5])
+    unpooled = unpool_shortcut(pooled, spatial=True, temporal=True, starts_video=True)
+    assert unpooled.shape == frames.shape
+    np.testing.assert_allclose(unpooled[0, :, 1, 1, 0], [0.0, 1.5, 1.5, 3.5, 3.5])
+    np.testing.assert_allclose(match_channels(jnp.array([1.0, 3.0, 5.0, 7.0]), 2), [2.0, 6.0])
+    np.testing.assert_allclose(match_channels(jnp.array([1.0, 3.0]), 4), [1.0, 3.0, 1.0, 3.0])
+    with pytest.raises(ValueError, match="cannot map 3 channels to 2"):
+        match_channels(jnp.ones(3), 2)

@@ -26,3 +26,21 @@ def test_unknown_variant_and_missing_file():
         load_config("configs/vae_tiny.py:huge")
     with pytest.raises(FileNotFoundError, match="configs/missing.py"):
         load_config("configs/missing.py")
+
+
+@pytest.mark.parametrize("variant", ["", "smoke"])
+def test_default_dit_and_vae_configs_fit_together(variant):
+    """Every DiT training size is a valid clip for its autoencoder and fits one packed row."""
+    from sorajax.models.vae import VAEConfig
+    from sorajax.patches import num_patches
+
+    vae = VAEConfig.from_dict(load_config(f"configs/vae_tiny.py:{variant}").vae.to_dict())
+    dit = load_config(f"configs/dit_tiny.py:{variant}")
+    counts = []
+    for frames, height, width in dit.data.sizes:
+        vae.validate_video_shape(frames, height, width)
+        counts.append(num_patches(vae.latent_shape(frames, height, width), dit.patch))
+    assert max(counts) <= dit.data.seq_len
+    if not variant:  # the main job: x4 space, 1x2x2 patches -> 192 tokens per 9x64x64 clip, 2 per row
+        assert vae.latent_shape(9, 64, 64) == (3, 16, 16, 8)
+        assert counts == [192, 180, 180, 64] and dit.data.seq_len == 2 * 192

@@ -272,18 +272,20 @@ def test_trainer_entry_points_from_a_config(built, text_encoder, tmp_path):
     assert streamed.tokens.shape == (2, 48, 16) and streamed.text.shape == (2, 96, text_encoder.dim)
 
 
-def test_train_dit_command_trains_on_a_tfds_dataset(built, tmp_path):
-    """`python -m sorajax.train_dit --config=configs/dit_tfds.py` path: data.source='tfds' end to end."""
+@pytest.mark.parametrize("cache_latents", [True, False])
+def test_train_dit_command_trains_on_a_tfds_dataset(built, tmp_path, cache_latents):
+    """`python -m sorajax.train_dit --config=configs/dit_tfds.py` path: data.source='tfds' end to end,
+    with the train set's latents cached once or each batch decoded and encoded in the loop."""
     from sorajax.train.dit_loop import train_dit
     from sorajax.train.vae_loop import train_vae
 
     vae_dir, dit_dir = str(tmp_path / "vae"), str(tmp_path / "dit")
     train_vae(load_config("configs/vae_tiny.py:smoke", {"train.steps": 1}), vae_dir)
     config = load_config("configs/dit_tfds.py:smoke", {"data.tfds_dir": str(built[0]), "vae_workdir": vae_dir,
-                                                       "train.steps": 2})
+                                                       "train.steps": 2, "data.cache_latents": cache_latents})
     metrics = train_dit(config, dit_dir)
     assert np.isfinite(metrics["val_loss"])
-    assert sorted(p.name for p in (tmp_path / "dit").glob("latents_tfds_*.npz")) == [
-        "latents_tfds_eval_host0.npz", "latents_tfds_train_host0.npz"]
+    cached = ["latents_tfds_eval_host0.npz"] + (["latents_tfds_train_host0.npz"] if cache_latents else [])
+    assert sorted(p.name for p in (tmp_path / "dit").glob("latents_tfds_*.npz")) == cached
     steps = [json.loads(line)["step"] for line in open(tmp_path / "dit" / "metrics.jsonl") if '"loss"' in line]
     assert steps[-1] == 2

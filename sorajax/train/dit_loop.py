@@ -25,7 +25,8 @@ import numpy as np
 from sorajax.conditioning import MaskRates
 from sorajax.data.latent_cache import LatentClipSet, cache_key, encode_world_clips, load_or_build, make_latent_encoder
 from sorajax.data.packed_batches import packed_batch_dataset
-from sorajax.data.tfds_training import tfds_latent_clip_set
+from sorajax.data.clip_pipeline import PixelBatch, batch_iterator
+from sorajax.data.tfds_training import tfds_latent_clip_set, tfds_streaming_batches
 from sorajax.data.world import WorldOptions
 from sorajax.diffusion.timesteps import TrainingTimeConfig
 from sorajax.models.build import build_dit, build_text_encoder
@@ -84,6 +85,11 @@ def _sharded_setup(config: ml_collections.ConfigDict, dit: Any, optimizer: Any, 
             MeshStep(validation_fn, mesh, rules))
 
 
+def _count_items(batch: Any) -> int:
+    """Throughput unit: tokens of a packed batch, clips of a streamed pixel batch."""
+    return len(batch.videos) if isinstance(batch, PixelBatch) else int(np.count_nonzero(batch.segment_ids))
+
+
 def model_fingerprint(config: ml_collections.ConfigDict) -> str:
     return fingerprint({"model": config.model.to_dict(), "patch": list(config.patch),
                         "text_encoder": config.text_encoder.to_dict(), "prediction": config.prediction})
@@ -96,8 +102,11 @@ def train_dit(config: ml_collections.ConfigDict, workdir: str) -> dict[str, floa
     os.makedirs(workdir, exist_ok=True)
     trained = load_trained_vae(config.vae_workdir)
     text_encoder = build_text_encoder(config.text_encoder)
-    if config.data.get("source", "world") == "tfds":  # a user's dataset (python -m sorajax.data.build)
-        train_clips = tfds_latent_clip_set(config, trained, text_encoder, workdir, "train")
+    use_tfds = config.data.get("source", "world") == "tfds"  # a user's dataset (python -m sorajax.data.build)
+    # Streaming: decode + encode every batch in the loop instead of caching the train set's latents.
+    streaming = use_tfds and not config.data.get("cache_latents", True)
+    if use_tfds:
+        train_clips = None if streaming else tfds_latent_clip_set(config, trained, text_encoder, workdir, "train")
         eval_clips = tfds_latent_clip_set(config, trained, text_encoder, workdir, "eval")
     else:
         train_clips = latent_clip_set(config, trained, text_encoder, workdir, "train", config.data.num_clips)
@@ -109,10 +118,14 @@ def train_dit(config: ml_collections.ConfigDict, workdir: str) -> dict[str, floa
     step_fn = make_train_step(dit, optimizer, time_config, config.train.caption_dropout, config.train.ema_decay,
                               config.prediction)
 
-    data = packed_batch_dataset(train_clips, config.data.rows, config.data.seq_len, config.data.text_len,
-                                config.patch, config.seed,
-                                mask_rates=MaskRates.from_mapping(config.get("conditioning")))
-    data_iter = iter(data.to_iter_dataset())
+    if streaming:  # conditioning masks are mixed in by the cached path only
+        pixel_data, encode_pixels = tfds_streaming_batches(config, trained, text_encoder)
+        data_iter = batch_iterator(pixel_data, config.data.get("worker_count", 0))
+    else:
+        data = packed_batch_dataset(train_clips, config.data.rows, config.data.seq_len, config.data.text_len,
+                                    config.patch, config.seed,
+                                    mask_rates=MaskRates.from_mapping(config.get("conditioning")))
+        data_iter = iter(data.to_iter_dataset())
     eval_data = packed_batch_dataset(eval_clips, config.data.rows, config.data.seq_len, config.data.text_len,
                                      config.patch, config.seed + 1, num_batches=2)
     eval_batches = [eval_data[i] for i in range(len(eval_data))]
@@ -128,6 +141,9 @@ def train_dit(config: ml_collections.ConfigDict, workdir: str) -> dict[str, floa
     else:
         initial, train_step, to_step_input, validation_loss = _sharded_setup(
             config, dit, optimizer, step_fn, validation_fn, eval_batches[0])
+    if streaming:
+        feed_step = to_step_input
+        to_step_input = lambda batch: feed_step(encode_pixels(batch))  # noqa: E731
     state = resume(ckpt, initial, data_iter, fp, workdir, "DiT")
     with open(os.path.join(workdir, "config.json"), "w", encoding="utf-8") as f:
         f.write(config.to_json_best_effort(indent=2))
@@ -144,7 +160,7 @@ def train_dit(config: ml_collections.ConfigDict, workdir: str) -> dict[str, floa
     try:
         _, eval_metrics = run_loop(
             settings, state, train_step, data_iter, to_step_input, ckpt, writer, evaluate=evaluate,
-            count_items=lambda batch: int(np.count_nonzero(batch.segment_ids)),
+            count_items=_count_items,
         )
     finally:  # close files and finish pending async saves even when a step fails.
         ckpt.close()

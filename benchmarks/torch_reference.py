@@ -10,6 +10,11 @@ adaLN-Zero modulation (width -> 6 width), QK-normed self-attention over packed
 segments (``scaled_dot_product_attention`` with the block-diagonal mask),
 cross-attention to the caption, a 4x GELU MLP; AdamW; random weights, the same
 token and caption shapes. Printed: tokens/s of each and the JAX / PyTorch ratio.
+
+Each side also measures its own best 2048^2 matmul rate in the same run, and the JAX step's
+FLOPs come from XLA's cost analysis. That gives the CEILING: the ratio a JAX step doing these
+FLOPs would reach at 100% of JAX's matmul peak, against the PyTorch step as measured. Where the
+ceiling is below a target ratio, no JAX-side change can reach it on that machine.
 """
 
 from __future__ import annotations
@@ -25,8 +30,31 @@ PATCH_DIM, TEXT_DIM, SAMPLES_PER_ROW, CAPTION = 32, 384, 4, 48
 PRESETS = {"tiny": (128, 4, 4), "S": (384, 12, 6), "B": (768, 12, 12)}
 
 
-def jax_side(preset: str, rows: int, seq_len: int, dtype: str, repeats: int) -> float:
-    """Best train-step time (s) of the real sorajax step."""
+def matmul_peak(side: str, dtype: str, size: int = 2048, repeats: int = 10) -> float:
+    """Best FLOP/s of one size x size matmul on `side` ('jax' or 'torch'): that side's own peak."""
+    if side == "jax":
+        import jax
+        import jax.numpy as jnp
+
+        a = jnp.ones((size, size), dtype)
+        matmul = jax.jit(lambda x: x @ x)
+        run = lambda: jax.block_until_ready(matmul(a))  # noqa: E731
+    else:
+        import torch
+
+        a = torch.ones(size, size, dtype={"float32": torch.float32, "bfloat16": torch.bfloat16}[dtype])
+        run = lambda: a @ a  # noqa: E731
+    run()
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        run()
+        best = min(best, time.perf_counter() - start)
+    return 2 * size**3 / best
+
+
+def jax_side(preset: str, rows: int, seq_len: int, dtype: str, repeats: int) -> tuple[float, float]:
+    """(best train-step time in s, FLOPs per step from the compiled cost analysis) of the real sorajax step."""
     import jax
     import jax.numpy as jnp
 
@@ -44,14 +72,16 @@ def jax_side(preset: str, rows: int, seq_len: int, dtype: str, repeats: int) -> 
     batch = packed_batch(rows, seq_len)
     optimizer = make_optimizer(load_config("configs/dit_tiny.py").train)
     state = init_state(dit, optimizer, jax.tree.map(jnp.asarray, batch), 0)
-    step = jax.jit(make_train_step(dit, optimizer, TrainingTimeConfig(), 0.1, 0.999))
+    step = jax.jit(make_train_step(dit, optimizer, TrainingTimeConfig(), 0.1, 0.999)).lower(state, batch).compile()
+    analysis = step.cost_analysis()
+    flops = float((analysis[0] if isinstance(analysis, (list, tuple)) else analysis)["flops"])
     jax.block_until_ready(step(state, batch))
     best = float("inf")
     for _ in range(repeats):
         start = time.perf_counter()
         jax.block_until_ready(step(state, batch)[1]["loss"])
         best = min(best, time.perf_counter() - start)
-    return best
+    return best, flops
 
 
 def torch_side(preset: str, rows: int, seq_len: int, dtype: str, repeats: int) -> float:
@@ -147,23 +177,29 @@ def main() -> None:
     args = parser.parse_args()
     shape = (args.preset, args.rows, args.seq_len, args.dtype, args.repeats)
     if args.side == "torch":
-        print(json.dumps({"torch_s": torch_side(*shape)}))
+        print(json.dumps({"torch_s": torch_side(*shape), "torch_peak": matmul_peak("torch", args.dtype)}))
         return
-    if args.side == "jax" or args.side == "both":
-        jax_s = jax_side(*shape)
+    jax_s, flops = jax_side(*shape)
+    jax_peak = matmul_peak("jax", args.dtype)
     if args.side == "jax":
-        print(json.dumps({"jax_s": jax_s}))
+        print(json.dumps({"jax_s": jax_s, "flops": flops, "jax_peak": jax_peak}))
         return
     if not os.path.exists(args.torch_python):
         raise FileNotFoundError(f"no PyTorch interpreter at {args.torch_python}: pass --torch_python=PATH")
     cmd = [args.torch_python, os.path.abspath(__file__), "--side=torch", f"--preset={args.preset}",
            f"--rows={args.rows}", f"--seq_len={args.seq_len}", f"--dtype={args.dtype}", f"--repeats={args.repeats}"]
-    torch_s = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.strip().splitlines()[-1])["torch_s"]
-    tokens = args.rows * args.seq_len
-    print(f"DiT-{args.preset} {args.dtype}, {args.rows} x {args.seq_len} tokens, train step (fwd+bwd+AdamW)")
-    print(f"sorajax (JAX): {jax_s:.3f} s/step = {tokens / jax_s:,.0f} tokens/s")
-    print(f"PyTorch reference: {torch_s:.3f} s/step = {tokens / torch_s:,.0f} tokens/s")
+    torch = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.strip().splitlines()[-1])
+    torch_s, torch_peak = torch["torch_s"], torch["torch_peak"]
+    tokens, gf = args.rows * args.seq_len, 1e9
+    print(f"DiT-{args.preset} {args.dtype}, {args.rows} x {args.seq_len} tokens, train step (fwd+bwd+AdamW), "
+          f"{flops / gf:.1f} GFLOP per step (XLA cost analysis)")
+    print(f"sorajax (JAX): {jax_s:.3f} s/step = {tokens / jax_s:,.0f} tokens/s = {flops / jax_s / gf:.0f} GFLOP/s, "
+          f"{100 * flops / jax_s / jax_peak:.0f}% of its matmul peak {jax_peak / gf:.0f} GFLOP/s")
+    print(f"PyTorch reference: {torch_s:.3f} s/step = {tokens / torch_s:,.0f} tokens/s = {flops / torch_s / gf:.0f} "
+          f"GFLOP/s at the same FLOPs, {100 * flops / torch_s / torch_peak:.0f}% of its matmul peak "
+          f"{torch_peak / gf:.0f} GFLOP/s")
     print(f"ratio (JAX tokens/s over PyTorch tokens/s): {torch_s / jax_s:.2f}x")
+    print(f"ceiling (JAX at 100% of its matmul peak over PyTorch as measured): {jax_peak * torch_s / flops:.2f}x")
 
 
 if __name__ == "__main__":

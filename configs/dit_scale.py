@@ -5,9 +5,11 @@
 Variants (`--config=configs/dit_scale.py:VARIANT`):
   tiny8       tiny model on 8 devices (fake CPU devices in tests): data=2 fsdp=2 sequence=2
   S_256       S model, 16 rows of 4096 tokens (2.7 s of 256x256 video each), FSDP
-  XL_720p     XL, 8 rows of a 10-second 720p clip (216,000 tokens), FSDP + Ulysses sequence 8, splash
+  XL_720p     XL, 8 rows of a 10-second 720p clip (216,000 tokens, rows padded to 221,184), FSDP + Ulysses
+              sequence 8, splash
   XL_1080p_60s  XL, one-minute 1080p clips: 360 x 68 x 120 = 2,937,600 tokens per row
-              (24 fps -> 1440 frames -> 360 latent frames with a 4x8x8 autoencoder, 1x2x2 patches),
+              (24 fps -> 1440 frames -> 360 latent frames with a 4x8x8 autoencoder, 1x2x2 patches;
+              rows padded to 2,940,928),
               Ulysses sequence parallelism with splash attention, full remat, scanned layers.
 
 Every variant has `mesh` (sorajax.parallel.mesh.MeshConfig: data/fsdp/sequence/tensor, -1 fills)
@@ -23,6 +25,11 @@ def clip_tokens(seconds: float, height: int, width: int, fps: int = 24) -> int:
     latent_t = -(-frames // 4)
     grid_h, grid_w = -(-height // 16), -(-width // 16)  # 8x spatial, then 2x2 patches (rounded up)
     return latent_t * grid_h * grid_w
+
+
+def row_tokens(tokens: int, multiple: int = 8192) -> int:
+    """A row length holding `tokens`, rounded up so splash blocks and 16-way sequence shards divide it."""
+    return -(-tokens // multiple) * multiple
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
@@ -58,12 +65,12 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     elif variant == "XL_720p":
         c.model.update(preset="XL", attention_impl="splash", context_parallel="ulysses", remat_policy="full",
                        scan_layers=True)
-        c.data.update(rows=8, seq_len=clip_tokens(10, 720, 1280), text_len=256)
+        c.data.update(rows=8, seq_len=row_tokens(clip_tokens(10, 720, 1280)), text_len=256)
         c.mesh.update(data=1, fsdp=-1, sequence=8, tensor=1)
     elif variant == "XL_1080p_60s":
         c.model.update(preset="XL", attention_impl="splash", context_parallel="ulysses", remat_policy="full",
                        scan_layers=True)
-        c.data.update(rows=4, seq_len=clip_tokens(60, 1080, 1920), text_len=512)
+        c.data.update(rows=4, seq_len=row_tokens(clip_tokens(60, 1080, 1920)), text_len=512)
         c.mesh.update(data=1, fsdp=-1, sequence=16, tensor=1)
     else:
         raise ValueError(f"unknown variant {arg!r} for configs/dit_scale.py; use tiny8, S_256, XL_720p or XL_1080p_60s")

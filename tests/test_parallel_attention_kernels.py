@@ -5,7 +5,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from sorajax.models.attention import IMPLEMENTATIONS, dot_product_attention
+from sorajax.config_loading import load_config
+from sorajax.models.attention import IMPLEMENTATIONS, MAX_SPLASH_GRID, dot_product_attention, splash_blocks
 
 
 def _inputs(length: int = 256, heads: int = 2, head_dim: int = 16):
@@ -30,3 +31,16 @@ def test_switch_lists_every_backend_and_rejects_unknown_names():
     q, k, v, seg = _inputs(length=8)
     with pytest.raises(ValueError, match="use one of"):
         dot_product_attention(q, k, v, seg, seg, "flash")
+
+
+def test_splash_blocks_cover_a_one_minute_1080p_row_with_a_small_mask_grid():
+    # The mask grid is built in numpy when the kernel is made; 512-token blocks at 2.9 M tokens never compiled.
+    for variant in ("XL_720p", "XL_1080p_60s"):
+        length = load_config(f"configs/dit_scale.py:{variant}").data.seq_len
+        block, compute = splash_blocks(length)
+        assert block % 128 == 0 and length % block == 0 and length // block <= MAX_SPLASH_GRID, (variant, block)
+        assert compute in (128, 256, 512) and block % compute == 0
+        assert length % 16 == 0  # 16-way sequence shards
+    assert splash_blocks(2_940_928) == (4096, 512)
+    assert splash_blocks(256) == (256, 256) and splash_blocks(4096) == (512, 512)  # short rows keep small blocks
+    assert splash_blocks(216_000) == (0, 0)  # not a multiple of 128: splash cannot run it on TPU

@@ -136,11 +136,25 @@ def _compiling_for_tpu() -> bool:
     return jax.default_backend() == "tpu"
 
 
-def _splash_block(length: int) -> int:
-    for block in (512, 256, 128):
-        if length % block == 0:
-            return block
-    return 0
+# Splash builds its block mask in numpy when the kernel is made: (L / block)^2 entries per head. At
+# 512-token blocks a one-minute 1080p row (2.9 M tokens) would need 33 M entries and the compile
+# never finished; capping the grid keeps mask building to seconds at any length.
+MAX_SPLASH_GRID = 1024
+
+
+def splash_blocks(length: int) -> tuple[int, int]:
+    """(mask block, compute block) for a splash sequence of ``length``; (0, 0) if 128 does not divide it.
+
+    The mask block is the largest of 512/256/128 that divides ``length`` with at most
+    ``MAX_SPLASH_GRID`` blocks, else the smallest multiple of 128 dividing it that meets the cap.
+    The compute block (the score tile the kernel holds) is at most 512 and divides the mask block.
+    """
+    if length <= 0 or length % 128:
+        return 0, 0
+    block = next((b for b in (512, 256, 128) if length % b == 0 and length // b <= MAX_SPLASH_GRID), 0)
+    if not block:
+        block = next(b for b in range(128, length + 1, 128) if length % b == 0 and length // b <= MAX_SPLASH_GRID)
+    return block, next(c for c in (512, 256, 128) if block % c == 0)
 
 
 def splash_attention(q: Array, k: Array, v: Array, q_segment_ids: Array, kv_segment_ids: Array) -> Array:
@@ -156,15 +170,15 @@ def splash_attention(q: Array, k: Array, v: Array, q_segment_ids: Array, kv_segm
 
     on_tpu = _compiling_for_tpu()
     lq, lkv, heads = q.shape[1], k.shape[1], q.shape[2]
-    bq, bkv = _splash_block(lq), _splash_block(lkv)
+    (bq, _), (bkv, ckv) = splash_blocks(lq), splash_blocks(lkv)
     if on_tpu and not (bq and bkv):
         raise ValueError(
             f"splash attention on TPU needs sequence lengths divisible by 128, got q {lq} and kv {lkv}: "
             "pad the packed rows (data.seq_len) to a multiple of 128, or use attention_impl='xla'"
         )
-    bq, bkv = (bq or lq), (bkv or lkv)
-    sizes = splash.BlockSizes(block_q=bq, block_kv=bkv, block_kv_compute=bkv, block_q_dkv=bq, block_kv_dkv=bkv,
-                              block_kv_dkv_compute=bkv, block_q_dq=bq, block_kv_dq=bkv)
+    bq, bkv, ckv = (bq or lq), (bkv or lkv), (ckv or lkv)
+    sizes = splash.BlockSizes(block_q=bq, block_kv=bkv, block_kv_compute=ckv, block_q_dkv=bq, block_kv_dkv=bkv,
+                              block_kv_dkv_compute=ckv, block_q_dq=bq, block_kv_dq=bkv)
     mask = splash_mask.MultiHeadMask([splash_mask.FullMask((lq, lkv)) for _ in range(heads)])
     kernel = splash.make_splash_mha(mask, block_sizes=sizes, head_shards=1, q_seq_shards=1, interpret=not on_tpu)
     to_heads_first = lambda x: jnp.transpose(x, (0, 2, 1, 3))  # noqa: E731  BTNH -> BNTH

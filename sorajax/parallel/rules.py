@@ -34,14 +34,17 @@ VAE_RULES: Rules = (
     ("height", "sequence"),
     ("width", None),
     ("channels", None),
-    ("kernel", None),
+    ("kernel_t", None),
+    ("kernel_h", None),
+    ("kernel_w", None),
     ("conv_in", None),
     ("conv_out", "fsdp"),
 )
 
 # Logical names of an autoencoder parameter's dimensions, by rank (conv kernels are rank 5).
+# Each name appears once per array: Flax refuses a spec that repeats a logical name.
 VAE_PARAM_RULES: dict[int, tuple[str, ...]] = {
-    5: ("kernel", "kernel", "kernel", "conv_in", "conv_out"),
+    5: ("kernel_t", "kernel_h", "kernel_w", "conv_in", "conv_out"),
     2: ("conv_in", "conv_out"),
     1: ("channels",),
 }

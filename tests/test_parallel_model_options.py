@@ -6,6 +6,8 @@ import numpy as np
 import pytest
 
 from sorajax.models.dit import DiT, DiTConfig, REMAT_POLICIES
+from sorajax.train.dit_loop import init_state
+from tests.parallel_cases.common import max_abs_diff, optimizer, packed_batch, tiny_config, train_step_fn
 
 BASE = dict(patch_dim=8, text_dim=12, width=32, depth=2, num_heads=2, attention_impl="xla")
 
@@ -48,7 +50,7 @@ def test_scanned_layers_equal_the_unrolled_blocks_with_stacked_params():
     assert boxed.value.shape == (2, 32, 128) and boxed.names == ("layers", "embed", "mlp")
 
 
-@pytest.mark.parametrize("policy", ["full", "save_dots_without_batch"])
+@pytest.mark.parametrize("policy", ["full", "save_dots_without_batch", "offload"])
 def test_remat_policies_give_the_same_gradients(policy):
     params = _plain_params()
     inputs = _inputs()
@@ -61,6 +63,26 @@ def test_remat_policies_give_the_same_gradients(policy):
     diffs = jax.tree.leaves(jax.tree.map(lambda a, b: float(jnp.max(jnp.abs(a - b))), got, want))
     assert max(diffs) < 1e-5
     assert max(jax.tree.leaves(jax.tree.map(lambda a: float(jnp.abs(a).max()), want))) > 1e-3
+
+
+def test_host_offload_train_step_equals_no_remat_and_really_offloads():
+    """'offload' compiles on CPU too: there pinned_host is the same RAM and XLA drops the copies, numbers unchanged."""
+    batch, opt = packed_batch(), optimizer()
+    before = init_state(DiT(tiny_config()), opt, jax.tree.map(jnp.asarray, batch), 0)  # remat keeps param names
+    results, programs = {}, {}
+    for policy in ("none", "offload"):
+        step = train_step_fn(DiT(tiny_config(remat_policy=policy)), opt)
+        programs[policy] = str(jax.make_jaxpr(step)(before, batch))
+        results[policy] = jax.jit(step)(before, batch)
+    (want, want_metrics), (got, got_metrics) = results["none"], results["offload"]
+    assert float(want_metrics["loss"]) > 0.1
+    np.testing.assert_allclose(float(got_metrics["loss"]), float(want_metrics["loss"]), rtol=1e-6)
+    np.testing.assert_allclose(float(got_metrics["grad_norm"]), float(want_metrics["grad_norm"]), rtol=1e-6)
+    assert max_abs_diff(got.opt_state, want.opt_state) < 1e-6  # Adam moments: the gradients themselves
+    assert max_abs_diff(got.params, want.params) < 1e-6
+    assert max_abs_diff(want.params, before.params) > 1e-3  # the step moved the weights
+    # The traced step moves the saved matmul outputs to host memory and back; without remat it never does.
+    assert programs["offload"].count("MemorySpace.Host") >= 2 and "MemorySpace.Host" not in programs["none"]
 
 
 def test_remat_with_scan_lowers_and_the_config_rejects_unknown_options():

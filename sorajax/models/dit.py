@@ -83,7 +83,9 @@ REMAT_POLICIES: dict[str, Any] = {
     "none": None,  # no remat: every activation is stored (fastest, most memory)
     "full": jax.checkpoint_policies.nothing_saveable,  # keep only each block's input
     "save_dots_without_batch": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,  # keep matmul outputs
-    "offload": jax.checkpoint_policies.offload_dot_with_no_batch_dims("device", "pinned_host"),  # ...in host RAM
+    # ...in host RAM. On CPU that is the same memory: the lowered program has no copies and keeps the
+    # matmul outputs like 'save_dots_without_batch' (tests/test_parallel_model_options.py checks the numbers).
+    "offload": jax.checkpoint_policies.offload_dot_with_no_batch_dims("device", "pinned_host"),
 }
 
 # DiT paper sizes (width, depth, heads) plus a CPU-sized model.

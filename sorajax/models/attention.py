@@ -157,6 +157,36 @@ def splash_blocks(length: int) -> tuple[int, int]:
     return block, next(c for c in (512, 256, 128) if block % c == 0)
 
 
+class _AllTrueBlock:
+    """One block of a full mask, not materialised: splash's mask scan only asks ``.any()`` and ``.all()``."""
+
+    def __init__(self, shape: tuple[int, int]):
+        self.shape = shape
+
+    def any(self) -> bool:
+        return True
+
+    def all(self) -> bool:
+        return True
+
+
+def _lazy_full_mask(shape: tuple[int, int]) -> Any:
+    """splash's FullMask, except that a block is answered in O(1).
+
+    splash classifies every (q block, kv block) pair by building it with ``np.ones``: L^2
+    booleans in all, 8.6e12 for a 2.9 M-token row, which kept a 1080p compile busy for hours.
+    Segment ids do the real masking here, so every block is simply full.
+    """
+    from jax.experimental.pallas.ops.tpu.splash_attention import splash_attention_mask as splash_mask
+
+    class LazyFullMask(splash_mask.FullMask):
+        def __getitem__(self, idx: Any) -> _AllTrueBlock:
+            rows, cols = idx
+            return _AllTrueBlock((len(range(*rows.indices(self.shape[0]))), len(range(*cols.indices(self.shape[1])))))
+
+    return LazyFullMask(shape)
+
+
 def splash_attention(q: Array, k: Array, v: Array, q_segment_ids: Array, kv_segment_ids: Array) -> Array:
     """Pallas TPU splash attention with segment ids; blockwise, so the score matrix is never stored.
 
@@ -179,7 +209,7 @@ def splash_attention(q: Array, k: Array, v: Array, q_segment_ids: Array, kv_segm
     bq, bkv, ckv = (bq or lq), (bkv or lkv), (ckv or lkv)
     sizes = splash.BlockSizes(block_q=bq, block_kv=bkv, block_kv_compute=ckv, block_q_dkv=bq, block_kv_dkv=bkv,
                               block_kv_dkv_compute=ckv, block_q_dq=bq, block_kv_dq=bkv)
-    mask = splash_mask.MultiHeadMask([splash_mask.FullMask((lq, lkv)) for _ in range(heads)])
+    mask = splash_mask.MultiHeadMask([_lazy_full_mask((lq, lkv)) for _ in range(heads)])
     kernel = splash.make_splash_mha(mask, block_sizes=sizes, head_shards=1, q_seq_shards=1, interpret=not on_tpu)
     to_heads_first = lambda x: jnp.transpose(x, (0, 2, 1, 3))  # noqa: E731  BTNH -> BNTH
     scale = 1.0 / jnp.sqrt(jnp.asarray(q.shape[-1], q.dtype))

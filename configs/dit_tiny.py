@@ -6,6 +6,8 @@ images and videos, landscape, portrait and square, packed into rows.
 
 Variants (`--config=configs/dit_tiny.py:VARIANT`):
   (none)  the README's main job.
+  mesh    the default, over a device mesh (all devices data-parallel; override e.g.
+          --config.mesh.fsdp=4 --config.mesh.data=-1): sharded state, per-host batches.
   smoke   a few steps with a tiny random text encoder, for tests.
 """
 
@@ -77,6 +79,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         c.train.steps, c.train.warmup_steps, c.train.log_every, c.train.save_every = 4, 1, 1, 2
         c.eval.every, c.eval.num_clips = 2, 4
         c.sample.steps = 2
+    elif arg == "mesh":  # sorajax.parallel.mesh.MeshConfig fields; -1 fills with the devices left
+        c.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1, sequence=1, tensor=1))
+        c.parallel = ml_collections.ConfigDict(dict(rules=None))  # None: the default logical axis rules
     elif arg not in (None, ""):
-        raise ValueError(f"unknown variant {arg!r} for configs/dit_tiny.py; use '' or 'smoke'")
+        raise ValueError(f"unknown variant {arg!r} for configs/dit_tiny.py; use '', 'mesh' or 'smoke'")
     return c

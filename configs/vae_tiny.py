@@ -2,6 +2,8 @@
 
 Variants (`--config=configs/vae_tiny.py:VARIANT`):
   (none)  the default run used by the README's main job.
+  mesh    the default, over a device mesh (all devices data-parallel; override e.g.
+          --config.mesh.fsdp=4 --config.mesh.data=-1): sharded state, per-host batches.
   smoke   a few steps on 16x16 clips, for tests.
 """
 
@@ -83,6 +85,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         c.eval.sizes = ((5, 16, 16),)
         c.eval.batch_size = 2
         c.eval.num_batches = 1
+    elif arg == "mesh":  # sorajax.parallel.mesh.MeshConfig fields; -1 fills with the devices left
+        c.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1, sequence=1, tensor=1))
+        c.parallel = ml_collections.ConfigDict(dict(rules=None))  # None: the default logical axis rules
     elif arg not in (None, ""):
-        raise ValueError(f"unknown variant {arg!r} for configs/vae_tiny.py; use '' or 'smoke'")
+        raise ValueError(f"unknown variant {arg!r} for configs/vae_tiny.py; use '', 'mesh' or 'smoke'")
     return c

@@ -20,6 +20,7 @@ Real tokens never see another sample or padding.
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import jax
@@ -170,13 +171,9 @@ class _AllTrueBlock:
         return True
 
 
-def _lazy_full_mask(shape: tuple[int, int]) -> Any:
-    """splash's FullMask, except that a block is answered in O(1).
-
-    splash classifies every (q block, kv block) pair by building it with ``np.ones``: L^2
-    booleans in all, 8.6e12 for a 2.9 M-token row, which kept a 1080p compile busy for hours.
-    Segment ids do the real masking here, so every block is simply full.
-    """
+@functools.cache
+def _lazy_full_mask_class() -> type:
+    """One class for every head and call: splash dedupes equal masks, and FullMask equality checks the class."""
     from jax.experimental.pallas.ops.tpu.splash_attention import splash_attention_mask as splash_mask
 
     class LazyFullMask(splash_mask.FullMask):
@@ -184,7 +181,17 @@ def _lazy_full_mask(shape: tuple[int, int]) -> Any:
             rows, cols = idx
             return _AllTrueBlock((len(range(*rows.indices(self.shape[0]))), len(range(*cols.indices(self.shape[1])))))
 
-    return LazyFullMask(shape)
+    return LazyFullMask
+
+
+def _lazy_full_mask(shape: tuple[int, int]) -> Any:
+    """splash's FullMask, except that a block is answered in O(1).
+
+    splash classifies every (q block, kv block) pair by building it with ``np.ones``: L^2
+    booleans in all, 8.6e12 for a 2.9 M-token row, which kept a 1080p compile busy for hours.
+    Segment ids do the real masking here, so every block is simply full.
+    """
+    return _lazy_full_mask_class()(shape)
 
 
 def splash_attention(q: Array, k: Array, v: Array, q_segment_ids: Array, kv_segment_ids: Array) -> Array:

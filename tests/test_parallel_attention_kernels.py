@@ -44,3 +44,13 @@ def test_splash_blocks_cover_a_one_minute_1080p_row_with_a_small_mask_grid():
     assert splash_blocks(2_940_928) == (4096, 512)
     assert splash_blocks(256) == (256, 256) and splash_blocks(4096) == (512, 512)  # short rows keep small blocks
     assert splash_blocks(216_000) == (0, 0)  # not a multiple of 128: splash cannot run it on TPU
+
+
+def test_splash_full_mask_is_shared_across_heads_and_never_materialised():
+    from sorajax.models.attention import _lazy_full_mask
+
+    length = 2_940_928
+    first, second = _lazy_full_mask((length, length)), _lazy_full_mask((length, length))
+    assert first == second and hash(first) == hash(second)  # splash keeps one mask for all heads
+    block = first[(slice(0, 4096), slice(4096, 8192))]
+    assert not isinstance(block, np.ndarray) and block.shape == (4096, 4096) and block.any() and block.all()

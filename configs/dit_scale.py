@@ -9,7 +9,7 @@ Variants (`--config=configs/dit_scale.py:VARIANT`):
               sequence 8, splash
   XL_1080p_60s  XL, one-minute 1080p clips: 360 x 68 x 120 = 2,937,600 tokens per row
               (24 fps -> 1440 frames -> 360 latent frames with a 4x8x8 autoencoder, 1x2x2 patches;
-              rows padded to 2,940,928),
+              rows padded to 2,949,120 = 2^16 x 45, which splash's blocks and chunks divide),
               Ulysses sequence parallelism with splash attention, full remat, scanned layers.
 
 Every variant has `mesh` (sorajax.parallel.mesh.MeshConfig: data/fsdp/sequence/tensor, -1 fills)
@@ -70,7 +70,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     elif variant == "XL_1080p_60s":
         c.model.update(preset="XL", attention_impl="splash", context_parallel="ulysses", remat_policy="full",
                        scan_layers=True)
-        c.data.update(rows=4, seq_len=row_tokens(clip_tokens(60, 1080, 1920)), text_len=512)
+        c.data.update(rows=4, seq_len=row_tokens(clip_tokens(60, 1080, 1920), 16384), text_len=512)
         c.mesh.update(data=1, fsdp=-1, sequence=16, tensor=1)
     else:
         raise ValueError(f"unknown variant {arg!r} for configs/dit_scale.py; use tiny8, S_256, XL_720p or XL_1080p_60s")

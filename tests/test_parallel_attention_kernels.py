@@ -6,7 +6,9 @@ import numpy as np
 import pytest
 
 from sorajax.config_loading import load_config
-from sorajax.models.attention import IMPLEMENTATIONS, MAX_SPLASH_GRID, dot_product_attention, splash_blocks
+from sorajax.models import splash_attention as splash_module
+from sorajax.models.attention import IMPLEMENTATIONS, dot_product_attention
+from sorajax.models.splash_attention import MAX_GRID_ENTRIES, lazy_full_mask, splash_blocks
 
 
 def _inputs(length: int = 256, heads: int = 2, head_dim: int = 16):
@@ -33,24 +35,32 @@ def test_switch_lists_every_backend_and_rejects_unknown_names():
         dot_product_attention(q, k, v, seg, seg, "flash")
 
 
-def test_splash_blocks_cover_a_one_minute_1080p_row_with_a_small_mask_grid():
-    # The mask grid is built in numpy when the kernel is made; 512-token blocks at 2.9 M tokens never compiled.
+def test_splash_blocks_fit_a_one_minute_1080p_row_in_scalar_memory():
+    # Per call, the (q blocks) x (kv blocks) tables must fit the TPU core's 1 MiB scalar memory.
     for variant in ("XL_720p", "XL_1080p_60s"):
         length = load_config(f"configs/dit_scale.py:{variant}").data.seq_len
-        block, compute = splash_blocks(length)
-        assert block % 128 == 0 and length % block == 0 and length // block <= MAX_SPLASH_GRID, (variant, block)
-        assert compute in (128, 256, 512) and block % compute == 0
+        bq, bkv, tile, chunks = splash_blocks(length, length)
+        assert bq in (128, 256, 512) and bkv % tile == 0 and tile <= 512 and length % bkv == 0, variant
+        assert (length // bq) % chunks == 0 and (length // bq // chunks) * (length // bkv) <= MAX_GRID_ENTRIES
         assert length % 16 == 0  # 16-way sequence shards
-    assert splash_blocks(2_940_928) == (4096, 512)
-    assert splash_blocks(256) == (256, 256) and splash_blocks(4096) == (512, 512)  # short rows keep small blocks
-    assert splash_blocks(216_000) == (0, 0)  # not a multiple of 128: splash cannot run it on TPU
+    assert splash_blocks(2_949_120, 2_949_120) == (512, 2048, 512, 64)  # 64 calls of 46,080 queries
+    assert splash_blocks(256, 256) == (256, 256, 256, 1)
+    assert splash_blocks(216_000, 216_000)[0] == 0  # not a multiple of 128: splash cannot run it on TPU
+
+
+def test_chunked_splash_equals_xla(monkeypatch):
+    monkeypatch.setattr(splash_module, "MAX_GRID_ENTRIES", 3)  # 384 tokens = 3 x 3 blocks of 128: 3 query chunks
+    assert splash_module.splash_blocks(384, 384) == (128, 128, 128, 3)
+    q, k, v, seg = _inputs(length=384)
+    want = dot_product_attention(q, k, v, seg, seg, "xla")
+    got = jax.jit(splash_module.splash_attention)(q, k, v, seg, seg)
+    np.testing.assert_allclose(np.asarray(got), np.asarray(want), atol=2e-5, rtol=1e-5)
+    np.testing.assert_array_equal(np.asarray(got)[0, 240:], 0.0)
 
 
 def test_splash_full_mask_is_shared_across_heads_and_never_materialised():
-    from sorajax.models.attention import _lazy_full_mask
-
-    length = 2_940_928
-    first, second = _lazy_full_mask((length, length)), _lazy_full_mask((length, length))
+    length = 2_949_120
+    first, second = lazy_full_mask((length, length)), lazy_full_mask((length, length))
     assert first == second and hash(first) == hash(second)  # splash keeps one mask for all heads
-    block = first[(slice(0, 4096), slice(4096, 8192))]
-    assert not isinstance(block, np.ndarray) and block.shape == (4096, 4096) and block.any() and block.all()
+    block = first[(slice(0, 512), slice(2048, 4096))]
+    assert not isinstance(block, np.ndarray) and block.shape == (512, 2048) and block.any() and block.all()

@@ -64,3 +64,11 @@ def test_splash_full_mask_is_shared_across_heads_and_never_materialised():
     assert first == second and hash(first) == hash(second)  # splash keeps one mask for all heads
     block = first[(slice(0, 512), slice(2048, 4096))]
     assert not isinstance(block, np.ndarray) and block.shape == (512, 2048) and block.any() and block.all()
+
+
+def test_splash_lengths_it_cannot_tile_use_xla_off_tpu_and_fail_clearly_when_called_directly():
+    q, k, v, seg = _inputs(length=16)  # e.g. the short example that initialises a model
+    np.testing.assert_allclose(np.asarray(dot_product_attention(q, k, v, seg, seg, "splash")),
+                               np.asarray(dot_product_attention(q, k, v, seg, seg, "xla")), atol=1e-6)
+    with pytest.raises(ValueError, match="divisible by 128"):
+        splash_module.splash_attention(q, k, v, seg, seg)

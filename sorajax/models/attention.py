@@ -25,7 +25,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from sorajax.models.splash_attention import splash_attention
+from sorajax.models.splash_attention import compiling_for_tpu, splash_attention, splash_blocks
 
 Array = jax.Array
 
@@ -121,7 +121,9 @@ def dot_product_attention(
         return context_parallel_attention(q, k, v, q_segment_ids, kv_segment_ids, implementation, local)
     backend = resolve_implementation(implementation, q.dtype, q.shape[-1])
     if backend == "splash":
-        return splash_attention(q, k, v, q_segment_ids, kv_segment_ids)
+        if splash_blocks(q.shape[1], k.shape[1])[0] or compiling_for_tpu():
+            return splash_attention(q, k, v, q_segment_ids, kv_segment_ids)
+        backend = "xla"  # off TPU, lengths splash cannot tile (e.g. the short example that initialises) use XLA
     allowed = segment_mask(q_segment_ids, kv_segment_ids)
     has_key = jnp.any(allowed, axis=-1, keepdims=True)  # [B, 1, Lq, 1]
     mask = allowed | ~has_key  # a query with nothing to see looks at everything (finite), then is zeroed

@@ -93,8 +93,8 @@ def compiling_for_tpu() -> bool:
 def splash_attention(q: Array, k: Array, v: Array, q_segment_ids: Array, kv_segment_ids: Array) -> Array:
     """Softmax attention within segments, layout ``[B, L, heads, head_dim]``; padding queries give zeros.
 
-    Needs query and key lengths that are multiples of 128 on TPU. Every query must see at least
-    one key (true for self-attention: a token sees itself).
+    Needs query and key lengths that are multiples of 128 (``dot_product_attention`` falls back
+    to XLA off TPU for others). Every query must see at least one key (true for self-attention).
     """
     from jax.experimental.pallas.ops.tpu.splash_attention import splash_attention_kernel as splash
     from jax.experimental.pallas.ops.tpu.splash_attention import splash_attention_mask as splash_mask
@@ -102,13 +102,11 @@ def splash_attention(q: Array, k: Array, v: Array, q_segment_ids: Array, kv_segm
     on_tpu = compiling_for_tpu()
     lq, lkv, heads = q.shape[1], k.shape[1], q.shape[2]
     bq, bkv, tile, chunks = splash_blocks(lq, lkv)
-    if on_tpu and not bq:
+    if not bq:
         raise ValueError(
-            f"splash attention on TPU needs sequence lengths divisible by 128, got q {lq} and kv {lkv}: "
+            f"splash attention needs sequence lengths divisible by 128, got q {lq} and kv {lkv}: "
             "pad the packed rows (data.seq_len) to a multiple of 128, or use attention_impl='xla'"
         )
-    if not bq:  # interpret mode takes any length as a single block
-        bq, bkv, tile, chunks = lq, lkv, lkv, 1
     chunk_len = lq // chunks
     sizes = splash.BlockSizes(block_q=bq, block_kv=bkv, block_kv_compute=tile, block_q_dkv=bq, block_kv_dkv=bkv,
                               block_kv_dkv_compute=tile, block_q_dq=bq, block_kv_dq=bkv)

@@ -11,6 +11,7 @@ Variants (`--config=configs/dit_scale.py:VARIANT`):
               (24 fps -> 1440 frames -> 360 latent frames with a 4x8x8 autoencoder, 1x2x2 patches;
               rows padded to 2,949,120 = 2^16 x 45, which splash's blocks and chunks divide),
               Ulysses sequence parallelism with splash attention, full remat, scanned layers.
+  XL_1080p_60s_1row  the same, one row per step, all chips on `sequence` (chips must divide the 16 heads).
 
 Every variant has `mesh` (sorajax.parallel.mesh.MeshConfig: data/fsdp/sequence/tensor, -1 fills)
 and `parallel.rules` (None: the DiT's default logical axis rules).
@@ -72,6 +73,12 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
                        scan_layers=True)
         c.data.update(rows=4, seq_len=row_tokens(clip_tokens(60, 1080, 1920), 16384), text_len=512)
         c.mesh.update(data=1, fsdp=-1, sequence=16, tensor=1)
+    elif variant == "XL_1080p_60s_1row":  # one clip per step, every chip on its sequence: the smallest slices
+        c.model.update(preset="XL", attention_impl="splash", context_parallel="ulysses", remat_policy="full",
+                       scan_layers=True)
+        c.data.update(rows=1, seq_len=row_tokens(clip_tokens(60, 1080, 1920), 16384), text_len=512)
+        c.mesh.update(data=1, fsdp=1, sequence=-1, tensor=1)
     else:
-        raise ValueError(f"unknown variant {arg!r} for configs/dit_scale.py; use tiny8, S_256, XL_720p or XL_1080p_60s")
+        raise ValueError(f"unknown variant {arg!r} for configs/dit_scale.py; use tiny8, S_256, XL_720p, "
+                         "XL_1080p_60s or XL_1080p_60s_1row")
     return c

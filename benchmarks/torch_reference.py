@@ -30,6 +30,17 @@ PATCH_DIM, TEXT_DIM, SAMPLES_PER_ROW, CAPTION = 32, 384, 4, 48
 PRESETS = {"tiny": (128, 4, 4), "S": (384, 12, 6), "B": (768, 12, 12)}
 
 
+def best_time(run, repeats: int) -> float:
+    """Seconds of the fastest of `repeats` calls of `run`, after one warm-up call (compiles, allocates)."""
+    run()
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        run()
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
 def matmul_peak(side: str, dtype: str, size: int = 2048, repeats: int = 10) -> float:
     """Best FLOP/s of one size x size matmul on `side` ('jax' or 'torch'): that side's own peak."""
     if side == "jax":
@@ -44,13 +55,7 @@ def matmul_peak(side: str, dtype: str, size: int = 2048, repeats: int = 10) -> f
 
         a = torch.ones(size, size, dtype={"float32": torch.float32, "bfloat16": torch.bfloat16}[dtype])
         run = lambda: a @ a  # noqa: E731
-    run()
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        run()
-        best = min(best, time.perf_counter() - start)
-    return 2 * size**3 / best
+    return 2 * size**3 / best_time(run, repeats)
 
 
 def jax_side(preset: str, rows: int, seq_len: int, dtype: str, repeats: int) -> tuple[float, float]:
@@ -75,13 +80,7 @@ def jax_side(preset: str, rows: int, seq_len: int, dtype: str, repeats: int) -> 
     step = jax.jit(make_train_step(dit, optimizer, TrainingTimeConfig(), 0.1, 0.999)).lower(state, batch).compile()
     analysis = step.cost_analysis()
     flops = float((analysis[0] if isinstance(analysis, (list, tuple)) else analysis)["flops"])
-    jax.block_until_ready(step(state, batch))
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        jax.block_until_ready(step(state, batch)[1]["loss"])
-        best = min(best, time.perf_counter() - start)
-    return best, flops
+    return best_time(lambda: jax.block_until_ready(step(state, batch)[1]["loss"]), repeats), flops
 
 
 def torch_side(preset: str, rows: int, seq_len: int, dtype: str, repeats: int) -> float:
@@ -156,13 +155,7 @@ def torch_side(preset: str, rows: int, seq_len: int, dtype: str, repeats: int) -
         optimizer.step()
         return loss.item()
 
-    step()
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        step()
-        best = min(best, time.perf_counter() - start)
-    return best
+    return best_time(step, repeats)
 
 
 def main() -> None:

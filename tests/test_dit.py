@@ -215,7 +215,12 @@ def _expected_parameter_count(cfg: DiTConfig) -> int:
     attention = 4 * linear(w, w) + (2 * hd if cfg.qk_norm else 0)
     block = linear(w, 6 * w) + 2 * attention + 2 * w + linear(w, hidden) + linear(hidden, w)
     stem = linear(p, w) + 2 * dt + linear(dt, w) + linear(w, w) + linear(256, w) + linear(w, w)
-    stem += linear(dt, w) + linear(w, w)  # pooled caption
+    if cfg.caption_pool == "attention":  # keys, values, one query per head dim, output
+        stem += 2 * linear(dt, w) + w + linear(w, w)
+    else:
+        stem += linear(dt, w) + linear(w, w)
+    if cfg.frame_position:
+        stem += linear(48, w) + linear(w, w)  # 48 Fourier features of place in frame and frame index
     final = linear(w, 2 * w) + linear(w, p)
     return stem + cfg.depth * block + final
 

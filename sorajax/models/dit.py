@@ -41,6 +41,7 @@ import numpy as np
 
 from sorajax.config_dataclasses import from_mapping
 from sorajax.models.attention import CONTEXT_PARALLEL_IMPLEMENTATIONS, LOCAL_IMPLEMENTATIONS
+from sorajax.models.caption_pooling import CAPTION_POOLS, CaptionAttentionPooler
 from sorajax.models.dit_layers import (
     CaptionPooler,
     DiTBlock,
@@ -51,6 +52,7 @@ from sorajax.models.dit_layers import (
     dense,
     layer_norm,
 )
+from sorajax.models.frame_position import FramePositionEmbedder
 from sorajax.models.rope import rope_axis_dims
 
 Array = jax.Array
@@ -115,6 +117,12 @@ class DiTConfig:
     context_parallel: 'none', or 'ring' / 'ulysses' to split self-attention over the
       ``sequence`` mesh axis (each device then runs ``attention_impl`` locally).
     remat_policy: one of :data:`REMAT_POLICIES`: what each block keeps for backward.
+    caption_pool: how the caption becomes one vector added to the adaLN conditioning: 'mean' over its
+      tokens, or 'attention' with ``caption_pool_heads`` learned queries (``sorajax.models.caption_pooling``;
+      starts equal to the mean and learns to pick out short phrases such as the motion direction).
+    frame_position: add an absolute embedding of each token's place in its own frame (fractions of
+      the sample's patch grid) and its latent frame index (``sorajax.models.frame_position``), so
+      captions that name a place ("starts at the left") have something to attach to.
     scan_layers: run the blocks with ``nn.scan`` (one compiled block instead of
       ``depth``: much faster compiles). Parameters are then stacked under
       ``blocks/block`` with a leading ``layers`` axis instead of ``block_0..``.
@@ -135,6 +143,9 @@ class DiTConfig:
     context_parallel: str = "none"
     remat_policy: str = "none"
     scan_layers: bool = False
+    frame_position: bool = True
+    caption_pool: str = "attention"
+    caption_pool_heads: int = 4
 
     def __post_init__(self) -> None:
         for name in ("patch_dim", "text_dim", "width", "depth", "num_heads"):
@@ -163,6 +174,12 @@ class DiTConfig:
             raise ValueError(f"mlp_ratio must be > 0, got {self.mlp_ratio}")
         if not 0.0 <= self.dropout_rate < 1.0:
             raise ValueError(f"dropout_rate must be in [0, 1), got {self.dropout_rate}")
+        if self.caption_pool not in CAPTION_POOLS:
+            raise ValueError(f"caption_pool {self.caption_pool!r} is unknown: use one of {CAPTION_POOLS}")
+        if self.caption_pool == "attention" and (self.caption_pool_heads < 1 or self.width % self.caption_pool_heads):
+            raise ValueError(
+                f"caption_pool_heads={self.caption_pool_heads} must be >= 1 and divide width {self.width}"
+            )
         rope_axis_dims(self.head_dim, self.rope_axis_weights)  # validates the split
 
     @property
@@ -219,12 +236,18 @@ class DiT(nn.Module):
         _check_inputs(cfg, tokens, positions, segment_ids, t, text, text_segment_ids)
 
         x = dense(cfg.width, ("patch", "embed"), dtype, "patch_embed")(tokens.astype(dtype))
+        if cfg.frame_position:
+            x = x + FramePositionEmbedder(cfg.width, dtype, name="frame_position")(positions, segment_ids)
         x = constrain(x, ("batch", "length", "embed"))
 
         text_normed = layer_norm(dtype, "text_norm", affine=True, axis_name="text_embed")(text.astype(dtype))
         context = TextProjection(cfg.width, dtype, name="text_proj")(text_normed)
         cond = TimestepEmbedder(cfg.width, dtype, name="t_embed")(t)
-        cond = cond + CaptionPooler(cfg.width, dtype, name="caption_pool")(text_normed, text_segment_ids, segment_ids)
+        if cfg.caption_pool == "attention":
+            pooler = CaptionAttentionPooler(cfg.width, cfg.caption_pool_heads, dtype, name="caption_attention_pool")
+        else:
+            pooler = CaptionPooler(cfg.width, dtype, name="caption_pool")
+        cond = cond + pooler(text_normed, text_segment_ids, segment_ids)
         cond = constrain(cond, ("batch", "length", "embed"))
 
         block_args = dict(

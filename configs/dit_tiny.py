@@ -44,7 +44,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
     c.train = ml_collections.ConfigDict(dict(
         steps=1000,  # ~11 of the main job's ~20 minutes on the 2-core CPU (1.5 steps/s)
-        learning_rate=1e-3,
+        learning_rate=3e-3,  # held-out loss at 1,000 steps: 1e-3 0.298, 3e-3 0.246, 5e-3 0.236 (QK-norm keeps it stable)
         warmup_steps=100,
         end_lr_fraction=0.1,
         weight_decay=0.0,

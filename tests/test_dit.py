@@ -233,6 +233,12 @@ def test_preset_parameter_counts(name):
     assert {"tiny": 1e6, "S": 30e6, "B": 120e6, "L": 450e6, "XL": 700e6}[name] < count
 
 
+@pytest.mark.parametrize("overrides", [dict(caption_pool="mean"), dict(frame_position=False), dict(caption_pool_heads=8)])
+def test_conditioning_options_parameter_counts(overrides):
+    cfg = DiTConfig.preset("tiny", **overrides)
+    assert parameter_count(cfg) == _expected_parameter_count(cfg)
+
+
 def test_config_dict_round_trip_and_errors():
     cfg = DiTConfig.preset("tiny", depth=2, dtype="bfloat16")
     assert (cfg.width, cfg.depth, cfg.num_heads, cfg.dtype) == (128, 2, 4, "bfloat16")

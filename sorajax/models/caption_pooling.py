@@ -59,3 +59,22 @@ class CaptionAttentionPooler(nn.Module):
         pooled = segment_softmax_pool(logits, values, text_segment_ids).reshape(*text.shape[:2], self.width)
         per_token = segment_mean(pooled, text_segment_ids, segment_ids).astype(self.dtype)
         return dense(self.width, ("mlp", "embed"), self.dtype, "out")(nn.silu(per_token))
+
+
+class CaptionPooler(nn.Module):
+    """Each token's own caption, mean-pooled over its segment's text tokens -> ``[B, L, width]``.
+
+    Added to the timestep conditioning, so global caption content (colours,
+    object kinds) modulates every block directly, not only through cross-attention.
+    ``DiTConfig.caption_pool='mean'``; the default is :class:`CaptionAttentionPooler`.
+    """
+
+    width: int
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, text: Array, text_segment_ids: Array, segment_ids: Array) -> Array:
+        pooled = segment_mean(text, text_segment_ids, segment_ids).astype(self.dtype)
+        h = dense(self.width, ("text_embed", "mlp"), self.dtype, "fc1")(pooled)
+        h = nn.silu(h)
+        return dense(self.width, ("mlp", "embed"), self.dtype, "fc2")(h)

@@ -41,9 +41,8 @@ import numpy as np
 
 from sorajax.config_dataclasses import from_mapping
 from sorajax.models.attention import CONTEXT_PARALLEL_IMPLEMENTATIONS, LOCAL_IMPLEMENTATIONS
-from sorajax.models.caption_pooling import CAPTION_POOLS, CaptionAttentionPooler
+from sorajax.models.caption_pooling import CAPTION_POOLS, CaptionAttentionPooler, CaptionPooler
 from sorajax.models.dit_layers import (
-    CaptionPooler,
     DiTBlock,
     FinalLayer,
     TextProjection,

@@ -148,24 +148,6 @@ class TimestepEmbedder(nn.Module):
         return dense(self.width, ("mlp", "embed"), self.dtype, "fc2", init="small_normal")(h)
 
 
-class CaptionPooler(nn.Module):
-    """Each token's own caption, mean-pooled over its segment's text tokens -> ``[B, L, width]``.
-
-    Added to the timestep conditioning, so global caption content (colours,
-    object kinds) modulates every block directly, not only through cross-attention.
-    """
-
-    width: int
-    dtype: Any = jnp.float32
-
-    @nn.compact
-    def __call__(self, text: Array, text_segment_ids: Array, segment_ids: Array) -> Array:
-        pooled = segment_mean(text, text_segment_ids, segment_ids).astype(self.dtype)
-        h = dense(self.width, ("text_embed", "mlp"), self.dtype, "fc1")(pooled)
-        h = nn.silu(h)
-        return dense(self.width, ("mlp", "embed"), self.dtype, "fc2")(h)
-
-
 class TextProjection(nn.Module):
     """Caption token embeddings ``[B, Lt, D_text]`` -> cross-attention context ``[B, Lt, width]``."""
 

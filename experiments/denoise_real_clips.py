@@ -17,6 +17,7 @@ import numpy as np
 from absl import app, flags
 from PIL import Image
 
+from sorajax.diffusion import x0_from_velocity
 from sorajax.eval.probe_prompts import probe_prompt_set
 from sorajax.logging_setup import quiet_library_logs
 from sorajax.patches import unpack
@@ -38,8 +39,8 @@ def clean_prediction(pipeline: Pipeline, prompt: str, latent: np.ndarray, t: flo
     velocity = pipeline.dit.apply(
         {"params": pipeline.dit_params}, jnp.asarray(batch.tokens), jnp.asarray(batch.positions),
         jnp.asarray(batch.segment_ids), t_tokens, jnp.asarray(batch.text), jnp.asarray(batch.text_segment_ids))
-    x0 = np.asarray(batch.tokens) - t * np.asarray(velocity)
-    return unpack(x0, inputs.layout)[0]
+    x0 = x0_from_velocity(jnp.asarray(batch.tokens), velocity, t)
+    return unpack(np.asarray(x0), inputs.layout)[0]
 
 
 def main(argv: list[str]) -> None:

@@ -40,7 +40,10 @@ def segment_softmax_pool(logits: Array, values: Array, text_segment_ids: Array) 
 
 
 class CaptionAttentionPooler(nn.Module):
-    """Each token's own caption, pooled by ``num_heads`` learned queries -> ``[B, L, width]``."""
+    """Each token's own caption, pooled by ``num_heads`` learned queries -> ``[B, L, width]``.
+
+    ``num_heads`` must divide ``width`` (``DiTConfig`` checks it with the fix in its message).
+    """
 
     width: int
     num_heads: int
@@ -48,8 +51,6 @@ class CaptionAttentionPooler(nn.Module):
 
     @nn.compact
     def __call__(self, text: Array, text_segment_ids: Array, segment_ids: Array) -> Array:
-        if self.width % self.num_heads:
-            raise ValueError(f"caption pool: width {self.width} is not divisible by {self.num_heads} heads")
         head_dim = self.width // self.num_heads
         heads = (self.num_heads, head_dim)
         keys = dense(heads, ("text_embed", "heads", "kv"), self.dtype, "key")(text)

@@ -189,8 +189,8 @@ class Pipeline:
         latent_shape = tuple(int(s) for s in latent_shape)
         count = len(prompts)
         conditions = self._checked_conditions(conditions, count, latent_shape)
-        texts = self._caption_tokens(prompts)
-        negative_texts = self._caption_tokens(negative) if negative else []
+        texts = self.caption_tokens(prompts)
+        negative_texts = self.caption_tokens(negative) if negative else []
         keys = jax.random.split(jax.random.PRNGKey(request.seed), count)
         noise = [np.asarray(jax.random.normal(k, latent_shape, jnp.float32)) for k in keys]
         num_tokens = int(np.prod(patch_grid(latent_shape, self.patch)))
@@ -246,7 +246,8 @@ class Pipeline:
                              "0.5-0.8 is typical")
         return float(strength)
 
-    def _caption_tokens(self, prompts: Sequence[str]) -> list[np.ndarray]:
+    def caption_tokens(self, prompts: Sequence[str]) -> list[np.ndarray]:
+        """Each prompt's text-encoder embeddings `[n_i, D]`, real tokens only (what `pack` takes)."""
         embeddings, masks = self.text_encoder.encode(list(prompts))
         return [np.asarray(e[m], np.float32) for e, m in zip(embeddings, masks)]
 

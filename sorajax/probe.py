@@ -1,6 +1,6 @@
 """Score a trained run on the world probes: does the video show the prompt's colour, shape and motion?
 
-    python -m sorajax.probe --run=runs/main/dit [--num_prompts=48 --sampler=dpmpp_2m --steps=10]
+    python -m sorajax.probe --run=runs/main/dit [--num_prompts=48 --sampler=dpmpp_2m --steps=10 --step=500]
 """
 
 import dataclasses
@@ -19,12 +19,13 @@ _SAMPLER = flags.DEFINE_enum("sampler", None, ["euler", "heun", "dpmpp_2m"], "OD
 _GUIDANCE = flags.DEFINE_float("guidance", None, "classifier-free guidance scale")
 _SEED = flags.DEFINE_integer("seed", 0, "noise seed")
 _OUT = flags.DEFINE_string("out", None, "folder for probe_report.json and a contact sheet")
+_STEP = flags.DEFINE_integer("step", None, "checkpoint step to score (default: the latest), for agreement-vs-budget curves")
 
 
 def main(argv: list[str]) -> None:
     del argv
     quiet_library_logs()
-    pipeline = Pipeline.from_run(_RUN.value)
+    pipeline = Pipeline.from_run(_RUN.value, step=_STEP.value)
     request = pipeline.defaults
     overrides = {k: v for k, v in dict(steps=_STEPS.value, method=_SAMPLER.value, guidance=_GUIDANCE.value,
                                        seed=_SEED.value).items() if v is not None}

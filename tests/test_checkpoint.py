@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from sorajax.train.checkpoint import Checkpointer, CheckpointNotFoundError
+from sorajax.train.checkpoint import Checkpointer, CheckpointNotFoundError, restore_run
 
 
 def _iterator():
@@ -50,3 +50,15 @@ def test_missing_checkpoint_error_says_what_to_do(tmp_path):
         ckpt.restore({"x": jnp.zeros(2)})
     ckpt.close()
     assert os.path.isdir(tmp_path / "empty")
+
+
+def test_restoring_a_step_that_is_gone_names_the_saved_steps(tmp_path):
+    ckpt = Checkpointer(str(tmp_path / "checkpoints"), max_to_keep=2, async_save=False)
+    for step in (1, 2, 3):
+        ckpt.save(step, {"x": jnp.full((2,), step)}, meta={"step": step})
+    ckpt.close()
+    with pytest.raises(CheckpointNotFoundError, match=r"no checkpoint of step 1 .*saved steps: \[2, 3\]"):
+        restore_run(str(tmp_path), 1, "python -m sorajax.train_dit")
+    raw, meta = restore_run(str(tmp_path), 2, "python -m sorajax.train_dit")
+    np.testing.assert_array_equal(raw["x"], [2, 2])
+    assert meta == {"step": 2}

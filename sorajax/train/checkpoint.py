@@ -120,6 +120,11 @@ def restore_run(workdir: str, step: int | None, train_command: str) -> tuple[Any
         )
     ckpt = Checkpointer(ckpt_dir, async_save=False)
     try:
+        if step is not None and step not in ckpt.all_steps():
+            raise CheckpointNotFoundError(
+                f"no checkpoint of step {step} under {ckpt_dir}; saved steps: {ckpt.all_steps() or 'none'} "
+                "(older ones are removed after keep_checkpoints newer saves)"
+            )
         return ckpt.restore(step=step)
     finally:
         ckpt.close()

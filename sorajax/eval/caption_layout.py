@@ -14,13 +14,15 @@ caption's worth, to set the gap against. Layout is decided at high t, so look th
 
 from __future__ import annotations
 
+import dataclasses
 import re
-from typing import Sequence
+from typing import Any, Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from sorajax.data.latent_cache import LatentClipSet
 from sorajax.patches import Sample, pack, patch_grid
 from sorajax.pipeline import TEXT_LEN_STEP, Pipeline
 
@@ -31,6 +33,7 @@ MIRROR_WORDS = {
 }
 _MIRROR_PATTERN = re.compile(r"\b(" + "|".join(MIRROR_WORDS) + r")\b", re.IGNORECASE)
 DEFAULT_LEVELS = (0.5, 0.7, 0.85, 0.95)
+LAYOUT_LEVELS = (0.85, 0.95)  # where the caption alone must place the object: the training-time gap
 
 
 def mirror_caption(caption: str) -> str:
@@ -41,6 +44,18 @@ def mirror_caption(caption: str) -> str:
         return mirrored.capitalize() if word[0].isupper() else mirrored
 
     return _MIRROR_PATTERN.sub(swap, caption)
+
+
+def mirrored_clip_set(clips: LatentClipSet, text_encoder: Any) -> LatentClipSet:
+    """The same clips with every caption replaced by its mirror (and re-embedded): for paired losses.
+
+    Packing depends on the latents alone, so packing both sets with one seed pairs every clip with
+    itself; clips whose caption has no layout word get identical text (they add zero to the gap).
+    """
+    mirrored = [mirror_caption(c) for c in clips.captions]
+    embeddings, masks = text_encoder.encode(mirrored) if mirrored else (np.zeros((0, 0, 0)), np.zeros((0, 0), bool))
+    texts = [np.asarray(e[m], np.float32) for e, m in zip(embeddings, masks)]
+    return dataclasses.replace(clips, texts=texts, captions=mirrored, key=clips.key + ":mirrored")
 
 
 def caption_layout_use(

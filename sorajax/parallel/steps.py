@@ -31,7 +31,7 @@ class MeshStep:
             with nn.logical_axis_rules(rules):
                 return fn(*args)
 
-        self.mesh = mesh
+        self.mesh, self.rules = mesh, rules
         self._jitted = jax.jit(traced, **jit_kwargs)
 
     def __call__(self, *args: Any) -> Any:

@@ -4,7 +4,9 @@
       -> latent clip set (encoded once, cached in the run directory)
       -> packed batches (grain, NaViT rows of mixed sizes) -> train_step -> checkpoints
 Evaluation is the rectified-flow loss of fixed held-out batches at fixed noise
-levels, for the raw and the EMA weights.
+levels, for the raw and the EMA weights, and the layout-word gap: how much worse
+the EMA weights denoise those batches at high noise when every caption's place
+and direction words are mirrored (`sorajax.eval.caption_layout`; 0 = not read).
 
 With ``config.mesh`` (sorajax.parallel.mesh.MeshConfig fields) the state is created
 sharded over that mesh, the step is jitted with in/out shardings, and each host
@@ -29,6 +31,7 @@ from sorajax.data.clip_pipeline import PixelBatch, batch_iterator
 from sorajax.data.tfds_training import tfds_latent_clip_set, tfds_streaming_batches
 from sorajax.data.world import WorldOptions
 from sorajax.diffusion.timesteps import TrainingTimeConfig
+from sorajax.eval.caption_layout import LAYOUT_LEVELS, mirrored_clip_set
 from sorajax.models.build import build_dit, build_text_encoder
 from sorajax.models.vae_pretrained import TrainedVAE, load_trained_vae
 from sorajax.parallel.distributed import global_batch, host_rows, initialize_multihost
@@ -129,18 +132,27 @@ def train_dit(config: ml_collections.ConfigDict, workdir: str) -> dict[str, floa
     eval_data = packed_batch_dataset(eval_clips, config.data.rows, config.data.seq_len, config.data.text_len,
                                      config.patch, config.seed + 1, num_batches=2)
     eval_batches = [eval_data[i] for i in range(len(eval_data))]
+    # The same batches with place/direction words mirrored: their loss gap says whether layout words are read.
+    mirror_data = packed_batch_dataset(mirrored_clip_set(eval_clips, text_encoder), config.data.rows,
+                                       config.data.seq_len, config.data.text_len, config.patch, config.seed + 1,
+                                       num_batches=2)
+    mirror_batches = [mirror_data[i] for i in range(len(mirror_data))]
+    for true, mirrored in zip(eval_batches, mirror_batches):
+        np.testing.assert_array_equal(true.segment_ids, mirrored.segment_ids)  # packing ignores the text
 
     ckpt = Checkpointer(os.path.join(workdir, "checkpoints"), max_to_keep=config.train.keep_checkpoints,
                         save_every=config.train.save_every, async_save=config.train.async_checkpoints)
     fp = model_fingerprint(config)
     validation_fn = make_validation_loss(dit, prediction=config.prediction)
+    high_noise_fn = make_validation_loss(dit, levels=LAYOUT_LEVELS, prediction=config.prediction)
     if config.get("mesh") is None:
         initial = init_state(dit, optimizer, eval_batches[0], config.seed)
         train_step, to_step_input = jax.jit(step_fn, donate_argnums=0), lambda batch: batch
-        validation_loss = jax.jit(validation_fn)
+        validation_loss, high_noise_loss = jax.jit(validation_fn), jax.jit(high_noise_fn)
     else:
         initial, train_step, to_step_input, validation_loss = _sharded_setup(
             config, dit, optimizer, step_fn, validation_fn, eval_batches[0])
+        high_noise_loss = MeshStep(high_noise_fn, validation_loss.mesh, validation_loss.rules)
     if streaming:
         feed_step = to_step_input
         to_step_input = lambda batch: feed_step(encode_pixels(batch))  # noqa: E731
@@ -151,7 +163,11 @@ def train_dit(config: ml_collections.ConfigDict, workdir: str) -> dict[str, floa
     def evaluate(state: DiTTrainState) -> tuple[DiTTrainState, dict]:
         def mean_loss(params):
             return float(np.mean([validation_loss(params, b, i) for i, b in enumerate(eval_batches)]))
-        return state, {"val_loss": mean_loss(state.params), "val_loss_ema": mean_loss(state.ema_params)}
+        def layout_gap(params):  # same clips, same noise; only the place/direction words differ
+            return float(np.mean([high_noise_loss(params, m, i) - high_noise_loss(params, b, i)
+                                  for i, (b, m) in enumerate(zip(eval_batches, mirror_batches))]))
+        return state, {"val_loss": mean_loss(state.params), "val_loss_ema": mean_loss(state.ema_params),
+                       "val_layout_gap_ema": layout_gap(state.ema_params)}
 
     meta = {"model_fingerprint": fp, "config": json.loads(config.to_json_best_effort()),
             "vae_step": trained.step, "text_encoder": text_encoder.fingerprint}

@@ -121,6 +121,22 @@ def test_packed_samples_match_samples_alone(params, apply):
     assert float(jnp.max(jnp.abs(alone[0, :na]))) > 1e-3
 
 
+def test_frame_position_every_block_keeps_packed_equal_to_alone():
+    cfg = dataclasses.replace(CONFIG, frame_position_every_block=True)
+    params = _perturb(nn.meta.unbox(DiT(cfg).init(jax.random.key(0), *example_inputs(cfg, 2, L, LT))["params"]))
+    assert {f"place_{i}" for i in range(cfg.depth)} <= set(params)
+    run = jax.jit(lambda p, *inputs: DiT(cfg).apply({"params": p}, *inputs))
+    alone = run(params, *_batch([_row([SAMPLE_A]), _row([SAMPLE_B], pad_seed=1)]))
+    packed = run(params, *_batch([_row([SAMPLE_B, SAMPLE_A], pad_seed=2)]))
+    na, nb = len(SAMPLE_A["tokens"]), len(SAMPLE_B["tokens"])
+    np.testing.assert_allclose(packed[0, :nb], alone[1, :nb], atol=1e-5)
+    np.testing.assert_allclose(packed[0, nb:nb + na], alone[0, :na], atol=1e-5)
+    # The re-added place changes what the model computes (it is not a no-op at these weights).
+    without = {k: v for k, v in params.items() if not k.startswith("place_")}
+    plain = jax.jit(lambda p, *inputs: DiT(CONFIG).apply({"params": p}, *inputs))(without, *_batch([_row([SAMPLE_A])]))
+    assert float(jnp.max(jnp.abs(plain[0, :na] - alone[0, :na]))) > 1e-3
+
+
 def test_padding_content_does_not_matter(params, apply):
     out1 = apply(params, *_batch([_row([SAMPLE_A, SAMPLE_B], pad_seed=5)]* 2))
     out2 = apply(params, *_batch([_row([SAMPLE_A, SAMPLE_B], pad_seed=6)] * 2))
@@ -221,6 +237,8 @@ def _expected_parameter_count(cfg: DiTConfig) -> int:
         stem += linear(dt, w) + linear(w, w)
     if cfg.frame_position:
         stem += linear(48, w) + linear(w, w)  # 48 Fourier features of place in frame and frame index
+    if cfg.frame_position_every_block:
+        block += linear(48, w)  # the same features re-added before each block
     final = linear(w, 2 * w) + linear(w, p)
     return stem + cfg.depth * block + final
 
@@ -233,7 +251,8 @@ def test_preset_parameter_counts(name):
     assert {"tiny": 1e6, "S": 30e6, "B": 120e6, "L": 450e6, "XL": 700e6}[name] < count
 
 
-@pytest.mark.parametrize("overrides", [dict(caption_pool="mean"), dict(frame_position=False), dict(caption_pool_heads=8)])
+@pytest.mark.parametrize("overrides", [dict(caption_pool="mean"), dict(frame_position=False), dict(caption_pool_heads=8),
+                                       dict(frame_position_every_block=True)])
 def test_conditioning_options_parameter_counts(overrides):
     cfg = DiTConfig.preset("tiny", **overrides)
     assert parameter_count(cfg) == _expected_parameter_count(cfg)
@@ -254,6 +273,8 @@ def test_config_dict_round_trip_and_errors():
         DiTConfig(dtype="float16")
     with pytest.raises(ValueError, match="attention_impl"):
         DiTConfig(attention_impl="flash")
+    with pytest.raises(ValueError, match="needs frame_position=True"):
+        DiTConfig(frame_position=False, frame_position_every_block=True)
 
 
 def test_wrong_input_shapes_name_the_field(params):

@@ -27,8 +27,11 @@ def _inputs():
 
 def _plain_params(seed: int = 0):
     """Plain-model params with every zero-initialised output perturbed, so blocks really do something."""
-    params = jax.tree.map(lambda x: x.unbox() if hasattr(x, "unbox") else x,
-                          DiT(DiTConfig(**BASE)).init(jax.random.key(seed), *_inputs())["params"],
+    return _perturbed(DiT(DiTConfig(**BASE)).init(jax.random.key(seed), *_inputs())["params"], seed)
+
+
+def _perturbed(boxed, seed: int):
+    params = jax.tree.map(lambda x: x.unbox() if hasattr(x, "unbox") else x, boxed,
                           is_leaf=lambda x: hasattr(x, "unbox"))
     leaves, tree = jax.tree.flatten(params)
     keys = jax.random.split(jax.random.key(seed + 1), len(leaves))
@@ -48,6 +51,20 @@ def test_scanned_layers_equal_the_unrolled_blocks_with_stacked_params():
     # Its own init stacks the blocks on a leading 'layers' axis.
     boxed = scanned.init(jax.random.key(0), *_inputs())["params"]["blocks"]["block"]["mlp"]["fc1"]["kernel"]
     assert boxed.value.shape == (2, 32, 128) and boxed.names == ("layers", "embed", "mlp")
+
+
+def test_scanned_layers_with_place_every_block_equal_the_unrolled_blocks():
+    cfg = dict(BASE, frame_position_every_block=True)
+    params = _perturbed(DiT(DiTConfig(**cfg)).init(jax.random.key(3), *_inputs())["params"], seed=3)
+    want = DiT(DiTConfig(**cfg)).apply({"params": params}, *_inputs())
+    stacked = {k: v for k, v in params.items() if not k.startswith(("block_", "place_"))}
+    stacked["blocks"] = {
+        "block": jax.tree.map(lambda *xs: jnp.stack(xs), *[params[f"block_{i}"] for i in range(2)]),
+        "place": jax.tree.map(lambda *xs: jnp.stack(xs), *[params[f"place_{i}"] for i in range(2)]),
+    }
+    got = DiT(DiTConfig(**cfg, scan_layers=True)).apply({"params": stacked}, *_inputs())
+    assert float(jnp.abs(want).max()) > 1e-3
+    np.testing.assert_allclose(np.asarray(got), np.asarray(want), atol=1e-5)
 
 
 @pytest.mark.parametrize("policy", ["full", "save_dots_without_batch", "offload"])

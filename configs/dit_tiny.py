@@ -21,7 +21,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
     # sorajax.models.dit.DiTConfig fields on top of a preset; patch_dim/text_dim are filled in from the
     # autoencoder and text encoder.
-    c.model = ml_collections.ConfigDict(dict(preset="tiny", width=128, depth=4, num_heads=4, dtype="float32"))
+    c.model = ml_collections.ConfigDict(dict(preset="tiny", width=128, depth=4, num_heads=4, dtype="float32",
+                                             frame_position_every_block=False))
     c.patch = (1, 2, 2)  # on the x4 autoencoder's 16x16 latents: 8x8 tokens per latent frame of a 64x64 clip
     c.prediction = "velocity"
 

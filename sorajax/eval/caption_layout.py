@@ -53,7 +53,7 @@ def mirrored_clip_set(clips: LatentClipSet, text_encoder: Any) -> LatentClipSet:
     itself; clips whose caption has no layout word get identical text (they add zero to the gap).
     """
     mirrored = [mirror_caption(c) for c in clips.captions]
-    embeddings, masks = text_encoder.encode(mirrored) if mirrored else (np.zeros((0, 0, 0)), np.zeros((0, 0), bool))
+    embeddings, masks = text_encoder.encode(mirrored)
     texts = [np.asarray(e[m], np.float32) for e, m in zip(embeddings, masks)]
     return dataclasses.replace(clips, texts=texts, captions=mirrored, key=clips.key + ":mirrored")
 

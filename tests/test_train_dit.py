@@ -29,8 +29,9 @@ def test_loss_falls_and_resume_matches_an_uninterrupted_run(vae_dir, tmp_path):
     straight, resumed = str(tmp_path / "straight"), str(tmp_path / "resumed")
     metrics = train_dit(_config(vae_dir, 4), straight)
     assert np.isfinite(metrics["val_loss"]) and np.isfinite(metrics["val_loss_ema"])
-    # Mirrored captions are other inputs: after training on text the paired gap is finite and not exactly 0.
-    assert np.isfinite(metrics["val_layout_gap_ema"]) and metrics["val_layout_gap_ema"] != 0.0
+    # Paired (same clips, same noise, only layout words mirrored): an untrained model shows ~no gap. Were the
+    # pairs different clips or noise, the gap would be of the order of the loss itself (~2 here).
+    assert np.isfinite(metrics["val_layout_gap_ema"]) and abs(metrics["val_layout_gap_ema"]) < 1e-2
     train_dit(_config(vae_dir, 2), resumed)
     train_dit(_config(vae_dir, 4), resumed)
     a, b = Pipeline.from_run(straight, use_ema=False), Pipeline.from_run(resumed, use_ema=False)

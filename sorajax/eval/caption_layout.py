@@ -23,6 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from sorajax.data.latent_cache import LatentClipSet
+from sorajax.diffusion.flow import add_noise, flow_matching_loss, velocity_target
 from sorajax.patches import Sample, pack, patch_grid
 from sorajax.pipeline import TEXT_LEN_STEP, Pipeline
 
@@ -110,16 +111,15 @@ def _make_losses(pipeline: Pipeline):
     @jax.jit
     def losses(params, true_batch, mirror_batch, rng, t):
         x0 = jnp.asarray(true_batch.tokens, jnp.float32)
-        valid = (true_batch.segment_ids > 0)[..., None].astype(jnp.float32)
-        noise = jax.random.normal(rng, x0.shape, jnp.float32) * valid
-        t_tokens = jnp.where(true_batch.segment_ids > 0, t, 0.0).astype(jnp.float32)
-        x_t = (1.0 - t) * x0 + t * noise
-        target = noise - x0
+        real = true_batch.segment_ids > 0
+        noise = jax.random.normal(rng, x0.shape, jnp.float32)
+        t_tokens = jnp.where(real, t, 0.0).astype(jnp.float32)
+        x_t = add_noise(x0, noise, t_tokens)
 
         def loss(text, text_segment_ids):
             velocity = dit.apply({"params": params}, x_t, true_batch.positions, true_batch.segment_ids, t_tokens,
                                  text, text_segment_ids)
-            return jnp.sum(((velocity - target) * valid) ** 2) / (jnp.sum(valid) * x0.shape[-1])
+            return flow_matching_loss(velocity, velocity_target(x0, noise), real)[0]
 
         return (loss(true_batch.text, true_batch.text_segment_ids),
                 loss(mirror_batch.text, mirror_batch.text_segment_ids),

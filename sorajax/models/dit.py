@@ -245,8 +245,9 @@ class DiT(nn.Module):
         _check_inputs(cfg, tokens, positions, segment_ids, t, text, text_segment_ids)
 
         x = dense(cfg.width, ("patch", "embed"), dtype, "patch_embed")(tokens.astype(dtype))
-        if cfg.frame_position:
-            x = x + FramePositionEmbedder(cfg.width, dtype, name="frame_position")(positions, segment_ids)
+        place = frame_position_features(positions, segment_ids) if cfg.frame_position else None
+        if place is not None:
+            x = x + FramePositionEmbedder(cfg.width, dtype, name="frame_position")(place)
         x = constrain(x, ("batch", "length", "embed"))
 
         text_normed = layer_norm(dtype, "text_norm", affine=True, axis_name="text_embed")(text.astype(dtype))
@@ -271,7 +272,7 @@ class DiT(nn.Module):
             context_parallel=cfg.context_parallel,
         )
         inputs = (cond, positions, segment_ids, context, text_segment_ids)
-        place = frame_position_features(positions, segment_ids).astype(dtype) if cfg.frame_position_every_block else None
+        place = place.astype(dtype) if cfg.frame_position_every_block else None
         if cfg.scan_layers:
             scan_inputs = inputs if place is None else (*inputs, place)
             x, _ = _scanned_blocks(cfg)(block_args, deterministic, name="blocks")(x, *scan_inputs)

@@ -60,14 +60,18 @@ def frame_position_features(positions: Array, segment_ids: Array) -> Array:
 
 
 class FramePositionEmbedder(nn.Module):
-    """Token place in its frame and frame index -> ``[B, L, width]``, added to the patch embedding."""
+    """``frame_position_features`` -> ``[B, L, width]``, added to the patch embedding.
+
+    Takes the features, not positions, so the DiT computes them (a scatter-max per row) once and can
+    re-use them before every block.
+    """
 
     width: int
     dtype: Any = jnp.float32
 
     @nn.compact
-    def __call__(self, positions: Array, segment_ids: Array) -> Array:
-        features = frame_position_features(positions, segment_ids).astype(self.dtype)
+    def __call__(self, features: Array) -> Array:
+        features = features.astype(self.dtype)
         h = dense(self.width, (None, "mlp"), self.dtype, "fc1", init="small_normal")(features)
         h = nn.silu(h)
         return dense(self.width, ("mlp", "embed"), self.dtype, "fc2", init="small_normal")(h)

@@ -58,6 +58,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         save_every=500,
         keep_checkpoints=3,
         async_checkpoints=True,
+        init_from="",  # fine-tune: another DiT run's weights ('dir' or 'dir:step'), same model config
     ))
     c.eval = ml_collections.ConfigDict(dict(every=500, num_clips=64))
 

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from sorajax.train.checkpoint import Checkpointer, CheckpointNotFoundError, restore_run
+from sorajax.train.loop import fingerprint, fingerprint_differences
 
 
 def _iterator():
@@ -62,3 +63,16 @@ def test_restoring_a_step_that_is_gone_names_the_saved_steps(tmp_path):
     raw, meta = restore_run(str(tmp_path), 2, "python -m sorajax.train_dit")
     np.testing.assert_array_equal(raw["x"], [2, 2])
     assert meta == {"step": 2}
+
+
+def test_fingerprint_differences_name_the_setting_and_allow_options_added_off():
+    old = fingerprint({"model": {"width": 128, "depth": 4}, "patch": [1, 2, 2]})
+    assert fingerprint_differences(old, old) == []
+    # An option added later and left off means the same model as before it existed.
+    assert fingerprint_differences(old, fingerprint({"model": {"width": 128, "depth": 4, "new_option": False},
+                                                     "patch": [1, 2, 2]})) == []
+    assert fingerprint_differences(old, fingerprint({"model": {"width": 128, "depth": 4, "new_option": True},
+                                                     "patch": [1, 2, 2]})) == ["model.new_option: <unset> -> True"]
+    assert fingerprint_differences(old, fingerprint({"model": {"width": 96, "depth": 4}, "patch": [1, 4, 4]})) == [
+        "model.width: 128 -> 96", "patch: [1, 2, 2] -> [1, 4, 4]"]
+    assert fingerprint_differences("opaque-a", "opaque-b") == ["opaque-a -> opaque-b"]

@@ -44,6 +44,7 @@ from sorajax.train.dit_step import DiTTrainState, make_train_step, make_validati
 from sorajax.train.loop import LoopSettings, fingerprint, resume, run_loop
 from sorajax.train.metrics import MetricsWriter
 from sorajax.train.optim import make_optimizer
+from sorajax.train.warm_start import warm_start
 
 
 def latent_clip_set(config: ml_collections.ConfigDict, trained: TrainedVAE, text_encoder: Any, workdir: str,
@@ -157,6 +158,8 @@ def train_dit(config: ml_collections.ConfigDict, workdir: str) -> dict[str, floa
     if streaming:
         feed_step = to_step_input
         to_step_input = lambda batch: feed_step(encode_pixels(batch))  # noqa: E731
+    if config.train.get("init_from") and ckpt.latest_step() is None:  # fine-tuning; a restart resumes its own
+        initial = warm_start(initial, config.train.init_from, fp, trained.step)
     state = resume(ckpt, initial, data_iter, fp, workdir, "DiT")
     with open(os.path.join(workdir, "config.json"), "w", encoding="utf-8") as f:
         f.write(config.to_json_best_effort(indent=2))

@@ -58,9 +58,10 @@ def resume(ckpt: Checkpointer, state: Any, data_iter: Any, fingerprint: str, wor
     if ckpt.latest_step() is None:
         return state
     saved = ckpt.read_meta().get("model_fingerprint")
-    if saved is not None and saved != fingerprint:
+    differences = fingerprint_differences(saved, fingerprint) if saved is not None else []
+    if differences:
         raise ValueError(
-            f"the checkpoint in {workdir} was trained with a different {what} config ({saved}); "
+            f"the checkpoint in {workdir} was trained with a different {what} config ({'; '.join(differences)}); "
             f"resume with the same config, or pass a new --workdir to start a fresh run"
         )
     state, _ = ckpt.restore(state, data_iterator=data_iter)
@@ -112,6 +113,34 @@ def run_loop(
                 break
     ckpt.wait()
     return state, eval_metrics
+
+
+def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(tree, dict):
+        flat: dict[str, Any] = {}
+        for key, value in tree.items():
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        return flat
+    return {prefix[:-1]: tree}
+
+
+def fingerprint_differences(saved: str, current: str) -> list[str]:
+    """'key: saved -> current' for every model setting that differs; [] when the two mean the same model.
+
+    Options are added switched off, so a key the saved fingerprint lacks counts as the same when the
+    current config leaves it off (False, None, 0, ''): runs made before an option existed still resume.
+    """
+    try:
+        old, new = _flatten(json.loads(saved)), _flatten(json.loads(current))
+    except (TypeError, ValueError):  # not JSON: compare as opaque strings
+        return [] if saved == current else [f"{saved} -> {current}"]
+    differences = []
+    for key in sorted(old.keys() | new.keys()):
+        if key not in old and not new[key]:
+            continue
+        if old.get(key, "<unset>") != new.get(key, "<unset>"):
+            differences.append(f"{key}: {old.get(key, '<unset>')} -> {new.get(key, '<unset>')}")
+    return differences
 
 
 def fingerprint(section: Any) -> str:

@@ -241,3 +241,18 @@ def test_reference_clips_pass_their_own_probes(prompts):
 def test_chance_levels():
     assert chance_levels() == {"colour": 1 / 8, "shape": 1 / 5, "direction": 1 / 9}
     assert len(DIRECTIONS) == 9 and DIRECTIONS[0] == "right" and DIRECTIONS[-1] == "still"
+
+
+def test_report_gives_each_rate_a_95_percent_interval():
+    from sorajax.eval.probe_report import format_report, wilson_interval
+    low, high = wilson_interval(0.5, 48)
+    assert abs(low - 0.364) < 1e-3 and abs(high - 0.636) < 1e-3  # 24 of 48
+    assert wilson_interval(0.0, 42)[0] == 0.0 and 0.08 < wilson_interval(0.0, 42)[1] < 0.09
+    assert wilson_interval(1.0, 48)[1] == 1.0
+    assert wilson_interval(0.3, 0) == (0.0, 1.0)
+    report = {"rates": {"colour": 1.0, "num_colour": 48, "direction": 15 / 42, "num_direction": 42},
+              "chance": {"colour": 0.125, "direction": 1 / 9},
+              "sampler": {"method": "dpmpp_2m", "steps": 10, "guidance": 4.0}}
+    text = format_report(report)
+    assert "direction   35.7% of 42  [95%: 23%-51%]   (chance 0.11)" in text
+    assert "colour     100.0% of 48  [95%: 93%-100%]" in text

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import collections
 import json
+import math
 import os
 from typing import Any
 
@@ -57,13 +58,30 @@ def run_probe_report(pipeline: Pipeline, num_prompts: int, num_frames: int, requ
     return report
 
 
+def wilson_interval(rate: float, count: int, z: float = 1.96) -> tuple[float, float]:
+    """95% interval of an agreement rate measured on `count` prompts (Wilson score: sane at 0% and 100%).
+
+    Why: at 48 prompts a rate moves ~10 points between sampling seeds; comparing two runs needs the width.
+    """
+    if count <= 0:
+        return 0.0, 1.0
+    denominator = 1.0 + z * z / count
+    centre = (rate + z * z / (2 * count)) / denominator
+    half = z * math.sqrt(rate * (1.0 - rate) / count + z * z / (4 * count * count)) / denominator
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
 def format_report(report: dict[str, Any]) -> str:
     rates, chance = report["rates"], report["chance"]
     lines = [f"probe agreement ({report['sampler']['method']}, {report['sampler']['steps']} steps, "
              f"guidance {report['sampler']['guidance']}):"]
     for name in ("colour", "shape", "direction", "in_frame"):
         if name in rates:
-            count = rates.get(f"num_{name}", "?")
+            count = rates.get(f"num_{name}")
+            span = ""
+            if isinstance(count, int):
+                low, high = wilson_interval(rates[name], count)
+                span = f"  [95%: {low:.0%}-{high:.0%}]"
             floor = f"   (chance {chance[name]:.2f})" if name in chance else ""
-            lines.append(f"  {name:10s} {rates[name]:6.1%} of {count}{floor}")
+            lines.append(f"  {name:10s} {rates[name]:6.1%} of {count if count is not None else '?'}{span}{floor}")
     return "\n".join(lines)

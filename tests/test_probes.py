@@ -248,7 +248,7 @@ def test_report_gives_each_rate_a_95_percent_interval():
     low, high = wilson_interval(0.5, 48)
     assert abs(low - 0.364) < 1e-3 and abs(high - 0.636) < 1e-3  # 24 of 48
     assert wilson_interval(0.0, 42)[0] == 0.0 and 0.08 < wilson_interval(0.0, 42)[1] < 0.09
-    assert wilson_interval(1.0, 48)[1] == 1.0
+    assert wilson_interval(1.0, 48)[1] == pytest.approx(1.0)
     assert wilson_interval(0.3, 0) == (0.0, 1.0)
     report = {"rates": {"colour": 1.0, "num_colour": 48, "direction": 15 / 42, "num_direction": 42},
               "chance": {"colour": 0.125, "direction": 1 / 9},

@@ -34,7 +34,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.data = ml_collections.ConfigDict()
     c.data.sizes = ((9, 64, 64), (9, 48, 80), (9, 80, 48), (1, 64, 64))
     c.data.num_clips = 2048
-    c.data.rows = 8
+    # 4 rows x 2,000 steps rather than 8 x 1,000: the same clips seen in the same time, but held-out loss
+    # 0.219 instead of 0.252 (EMA); 2 rows x 4,000 gave 0.223. At this size more updates beat bigger ones.
+    c.data.rows = 4
     c.data.seq_len = 384  # two 9x64x64 clips (192 tokens each), or clips and images mixed
     c.data.text_len = 256
 
@@ -44,8 +46,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     ))
 
     c.train = ml_collections.ConfigDict(dict(
-        steps=1000,  # ~11 of the main job's ~20 minutes on the 2-core CPU (1.5 steps/s)
-        learning_rate=3e-3,  # held-out loss at 1,000 steps: 1e-3 0.298, 3e-3 0.246, 5e-3 0.236 (QK-norm keeps it stable)
+        steps=2000,  # ~11 of the main job's ~20 minutes on the 2-core CPU (~3 steps/s)
+        learning_rate=3e-3,  # held-out loss at 8 rows x 1,000 steps: 1e-3 0.298, 3e-3 0.246, 5e-3 0.236 (QK-norm keeps it stable)
         warmup_steps=100,
         end_lr_fraction=0.1,
         weight_decay=0.0,

@@ -49,6 +49,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         steps=1500, learning_rate=1e-3, warmup_steps=100, end_lr_fraction=0.1, weight_decay=0.0,
         adam_b1=0.9, adam_b2=0.99, grad_clip_norm=1.0, ema_decay=0.995, caption_dropout=0.1,
         log_every=25, save_every=500, keep_checkpoints=3, async_checkpoints=True,
+        init_from="",  # e.g. the world-trained runs/main/dit, to fine-tune it on your videos (same model config)
     ))
     c.eval = ml_collections.ConfigDict(dict(every=500, num_clips=16))
     c.sample = ml_collections.ConfigDict(dict(method="dpmpp_2m", steps=10, guidance=4.0, use_ema=True))

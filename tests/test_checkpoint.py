@@ -71,6 +71,8 @@ def test_fingerprint_differences_name_the_setting_and_allow_options_added_off():
     # An option added later and left off means the same model as before it existed.
     assert fingerprint_differences(old, fingerprint({"model": {"width": 128, "depth": 4, "new_option": False},
                                                      "patch": [1, 2, 2]})) == []
+    assert fingerprint_differences(fingerprint({"model": {"width": 128, "depth": 4, "new_option": False},
+                                                "patch": [1, 2, 2]}), old) == []
     assert fingerprint_differences(old, fingerprint({"model": {"width": 128, "depth": 4, "new_option": True},
                                                      "patch": [1, 2, 2]})) == ["model.new_option: <unset> -> True"]
     assert fingerprint_differences(old, fingerprint({"model": {"width": 96, "depth": 4}, "patch": [1, 4, 4]})) == [

@@ -127,8 +127,9 @@ def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
 def fingerprint_differences(saved: str, current: str) -> list[str]:
     """'key: saved -> current' for every model setting that differs; [] when the two mean the same model.
 
-    Options are added switched off, so a key the saved fingerprint lacks counts as the same when the
-    current config leaves it off (False, None, 0, ''): runs made before an option existed still resume.
+    Options are added switched off, so a key only one side has counts as the same when that side has
+    it off (False, None, 0, ''): runs made before an option existed still resume, and configs that
+    do not list an option match those that list it off.
     """
     try:
         old, new = _flatten(json.loads(saved)), _flatten(json.loads(current))
@@ -136,7 +137,7 @@ def fingerprint_differences(saved: str, current: str) -> list[str]:
         return [] if saved == current else [f"{saved} -> {current}"]
     differences = []
     for key in sorted(old.keys() | new.keys()):
-        if key not in old and not new[key]:
+        if (key not in old and not new[key]) or (key not in new and not old[key]):
             continue
         if old.get(key, "<unset>") != new.get(key, "<unset>"):
             differences.append(f"{key}: {old.get(key, '<unset>')} -> {new.get(key, '<unset>')}")

@@ -107,11 +107,8 @@ class Checkpointer:
         self._manager.close()
 
 
-def restore_run(workdir: str, step: int | None, train_command: str) -> tuple[Any, dict]:
-    """The saved tree and metadata of a run directory's newest (or `step`) checkpoint, for inference.
-
-    `train_command` completes the error message when the run has no checkpoints.
-    """
+def _open_run(workdir: str, step: int | None, train_command: str) -> Checkpointer:
+    """The run's checkpointer, or a clear error when it has no checkpoints or not the asked `step`."""
     ckpt_dir = os.path.join(workdir, "checkpoints")
     if not os.path.isdir(ckpt_dir):
         raise CheckpointNotFoundError(
@@ -119,12 +116,34 @@ def restore_run(workdir: str, step: int | None, train_command: str) -> tuple[Any
             f"--workdir={workdir}`, or pass the run directory that has one"
         )
     ckpt = Checkpointer(ckpt_dir, async_save=False)
+    if step is not None and step not in ckpt.all_steps():
+        saved = ckpt.all_steps()
+        ckpt.close()
+        raise CheckpointNotFoundError(
+            f"no checkpoint of step {step} under {ckpt_dir}; saved steps: {saved or 'none'} "
+            "(older ones are removed after keep_checkpoints newer saves)"
+        )
+    return ckpt
+
+
+def read_run_meta(workdir: str, step: int | None, train_command: str) -> dict:
+    """A run's checkpoint metadata (config, fingerprint, step) without reading any array."""
+    ckpt = _open_run(workdir, step, train_command)
     try:
-        if step is not None and step not in ckpt.all_steps():
-            raise CheckpointNotFoundError(
-                f"no checkpoint of step {step} under {ckpt_dir}; saved steps: {ckpt.all_steps() or 'none'} "
-                "(older ones are removed after keep_checkpoints newer saves)"
-            )
-        return ckpt.restore(step=step)
+        return ckpt.read_meta(step)
+    finally:
+        ckpt.close()
+
+
+def restore_run(workdir: str, step: int | None, train_command: str, target: Any = None) -> tuple[Any, dict]:
+    """The saved tree and metadata of a run directory's newest (or `step`) checkpoint.
+
+    Without `target` the tree comes back as saved (inference reads its params); with one, it is restored
+    into that structure, dtypes and shardings (Orbax checks the shapes). `train_command` completes the
+    error message when the run has no checkpoints.
+    """
+    ckpt = _open_run(workdir, step, train_command)
+    try:
+        return ckpt.restore(target, step=step)
     finally:
         ckpt.close()

@@ -14,10 +14,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-import jax
-import numpy as np
-
-from sorajax.train.checkpoint import restore_run
+from sorajax.train.checkpoint import read_run_meta, restore_run
 from sorajax.train.loop import fingerprint_differences
 
 
@@ -27,27 +24,6 @@ def parse_source(spec: str) -> tuple[str, int | None]:
     if sep and step.isdigit() and path:
         return path, int(step)
     return spec, None
-
-
-def _placed_like(saved: Any, like: Any, what: str, source: str) -> Any:
-    """The saved arrays as a tree of `like`'s structure, dtypes and shardings; any mismatch is an error."""
-    saved_leaves = jax.tree_util.tree_flatten_with_path(saved)[0]
-    like_leaves, treedef = jax.tree_util.tree_flatten_with_path(like)
-    saved_by_path = {jax.tree_util.keystr(p): x for p, x in saved_leaves}
-    wanted = [jax.tree_util.keystr(p) for p, _ in like_leaves]
-    missing = sorted(set(wanted) - set(saved_by_path))
-    extra = sorted(set(saved_by_path) - set(wanted))
-    if missing or extra:
-        raise ValueError(f"{what} of {source} do not match this model: missing {missing[:4]}, unexpected "
-                         f"{extra[:4]}; fine-tune with the source run's model config")
-    placed = []
-    for (_, target), name in zip(like_leaves, wanted):
-        value = np.asarray(saved_by_path[name])
-        if value.shape != target.shape:
-            raise ValueError(f"{what}{name} of {source} has shape {value.shape}, this model wants {target.shape}; "
-                             "fine-tune with the source run's model config")
-        placed.append(jax.device_put(value.astype(target.dtype), target.sharding))
-    return jax.tree_util.tree_unflatten(treedef, placed)
 
 
 def warm_start(state: Any, spec: str, fingerprint: str, vae_step: int) -> Any:
@@ -60,7 +36,7 @@ def warm_start(state: Any, spec: str, fingerprint: str, vae_step: int) -> Any:
     if not os.path.isdir(source):
         raise FileNotFoundError(f"train.init_from={spec!r}: no run directory {source!r}; give a DiT run directory "
                                 "(optionally 'dir:step'), or leave init_from unset to train from scratch")
-    saved, meta = restore_run(source, step, "python -m sorajax.train_dit")
+    meta = read_run_meta(source, step, "python -m sorajax.train_dit")  # checked before any array is read
     differences = fingerprint_differences(meta.get("model_fingerprint", ""), fingerprint)
     if differences:
         raise ValueError(f"train.init_from={spec!r} was trained with a different model config "
@@ -69,7 +45,8 @@ def warm_start(state: Any, spec: str, fingerprint: str, vae_step: int) -> Any:
     if meta.get("vae_step") is not None and int(meta["vae_step"]) != int(vae_step):
         raise ValueError(f"train.init_from={spec!r} learned the latents of autoencoder step {meta['vae_step']}, this "
                          f"run uses step {vae_step}; point config.vae_workdir at the source run's autoencoder")
-    params = _placed_like(saved["params"], state.params, "params", source)
-    ema_params = _placed_like(saved["ema_params"], state.ema_params, "ema_params", source)
+    # Restored into this state's structure and shardings (so a mesh run gets sharded weights); the
+    # source's optimizer state and step are read along and dropped.
+    saved, _ = restore_run(source, step, "python -m sorajax.train_dit", target=state)
     print(f"initialised from {source} step {meta.get('step')} (weights and EMA; optimizer and step start fresh)")
-    return state.replace(params=params, ema_params=ema_params)
+    return state.replace(params=saved.params, ema_params=saved.ema_params)

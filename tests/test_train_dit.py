@@ -1,5 +1,6 @@
 """DiT training end to end on tiny world latents, exact resume, and sampling through the Pipeline."""
 
+import json
 import os
 
 import jax
@@ -40,6 +41,10 @@ def test_loss_falls_and_resume_matches_an_uninterrupted_run(vae_dir, tmp_path):
     log = [r for r in read_jsonl(os.path.join(resumed, "metrics.jsonl")) if "loss" in r]
     assert [r["step"] for r in log] == [1, 2, 3, 4]
     assert os.path.exists(os.path.join(resumed, "latents_train.npz"))  # encoded once, reused on resume
+    # The resume raised train.steps: the record of how steps 1-2 were trained is kept, not overwritten.
+    with open(os.path.join(resumed, "config_history.jsonl")) as f:
+        history = [json.loads(line) for line in f]
+    assert [(h["replaced_at_step"], h["config"]["train"]["steps"]) for h in history] == [(2, 2)]
 
 
 def test_a_few_steps_on_one_batch_reduce_the_loss(vae_dir, tmp_path):

@@ -44,6 +44,7 @@ from sorajax.train.dit_step import DiTTrainState, make_train_step, make_validati
 from sorajax.train.loop import LoopSettings, fingerprint, resume, run_loop
 from sorajax.train.metrics import MetricsWriter
 from sorajax.train.optim import make_optimizer
+from sorajax.train.run_config import record_run_config
 from sorajax.train.warm_start import warm_start
 
 
@@ -161,8 +162,7 @@ def train_dit(config: ml_collections.ConfigDict, workdir: str) -> dict[str, floa
     if config.train.get("init_from") and ckpt.latest_step() is None:  # fine-tuning; a restart resumes its own
         initial = warm_start(initial, config.train.init_from, fp, trained.step)
     state = resume(ckpt, initial, data_iter, fp, workdir, "DiT")
-    with open(os.path.join(workdir, "config.json"), "w", encoding="utf-8") as f:
-        f.write(config.to_json_best_effort(indent=2))
+    record_run_config(workdir, config, int(state.step) if ckpt.latest_step() is not None else None)
 
     def evaluate(state: DiTTrainState) -> tuple[DiTTrainState, dict]:
         def mean_loss(params):

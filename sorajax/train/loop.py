@@ -20,6 +20,7 @@ from tqdm.auto import tqdm
 
 from sorajax.train.checkpoint import Checkpointer
 from sorajax.train.metrics import MetricsWriter
+from sorajax.train.run_config import flatten_settings
 
 
 class StopRequest:
@@ -115,15 +116,6 @@ def run_loop(
     return state, eval_metrics
 
 
-def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
-    if isinstance(tree, dict):
-        flat: dict[str, Any] = {}
-        for key, value in tree.items():
-            flat.update(_flatten(value, f"{prefix}{key}."))
-        return flat
-    return {prefix[:-1]: tree}
-
-
 def fingerprint_differences(saved: str, current: str) -> list[str]:
     """'key: saved -> current' for every model setting that differs; [] when the two mean the same model.
 
@@ -132,7 +124,7 @@ def fingerprint_differences(saved: str, current: str) -> list[str]:
     do not list an option match those that list it off.
     """
     try:
-        old, new = _flatten(json.loads(saved)), _flatten(json.loads(current))
+        old, new = flatten_settings(json.loads(saved)), flatten_settings(json.loads(current))
     except (TypeError, ValueError):  # not JSON: compare as opaque strings
         return [] if saved == current else [f"{saved} -> {current}"]
     differences = []

@@ -32,6 +32,7 @@ from sorajax.train.checkpoint import Checkpointer
 from sorajax.train.loop import LoopSettings, fingerprint, resume, run_loop
 from sorajax.train.metrics import MetricsWriter
 from sorajax.train.optim import make_optimizer
+from sorajax.train.run_config import record_run_config
 from sorajax.train.vae_step import VAETrainState, make_encode_step, make_reconstruct_step, make_train_step
 
 
@@ -106,8 +107,7 @@ def train_vae(config: ml_collections.ConfigDict, workdir: str) -> dict[str, floa
                         save_every=config.train.save_every, async_save=config.train.async_checkpoints)
     model_fingerprint = fingerprint(config.vae)
     state = resume(ckpt, initial, data_iter, model_fingerprint, workdir, "autoencoder")
-    with open(os.path.join(workdir, "config.json"), "w", encoding="utf-8") as f:
-        f.write(config.to_json_best_effort(indent=2))
+    record_run_config(workdir, config, int(state.step) if ckpt.latest_step() is not None else None)
 
     eval_batches = heldout_batches(config)
     stats_batches = heldout_batches(config, split="stats")

@@ -88,6 +88,19 @@ def test_tiny_encoder_shapes_and_mask(tiny):
     assert empty.shape == (0, 16, 32) and empty_mask.shape == (0, 16)
 
 
+def test_many_captions_are_encoded_in_bounded_chunks_with_the_same_result(tiny, monkeypatch):
+    texts = [f"A {colour} ball number {i} drifts left." for i, colour in enumerate(["red", "green", "blue"] * 4)]
+    whole, whole_mask = tiny.encode(texts)  # 12 captions, one pass
+    shapes = []
+    forward = tiny._forward
+    monkeypatch.setattr(te, "ENCODE_CHUNK", 5)
+    monkeypatch.setattr(tiny, "_forward", lambda params, ids, mask: shapes.append(ids.shape) or forward(params, ids, mask))
+    chunked, chunked_mask = tiny.encode(texts)
+    assert shapes == [(8, 16), (8, 16), (2, 16)]  # chunks of 5, 5, 2, each padded to a power of two
+    np.testing.assert_array_equal(chunked_mask, whole_mask)
+    np.testing.assert_allclose(chunked, whole, atol=1e-6)
+
+
 def test_padding_does_not_change_unpadded_tokens(tiny):
     ids, mask = tiny.tokenize(["A red ball."])
     assert mask.sum() == 6

@@ -14,6 +14,8 @@ import json
 import os
 from typing import Any
 
+import jax
+
 CONFIG_FILE = "config.json"
 HISTORY_FILE = "config_history.jsonl"
 
@@ -48,7 +50,8 @@ def record_run_config(workdir: str, config: Any, resumed_step: int | None) -> li
     """Writes `config.json`; on a resume with changed settings, keeps the old one and says what changed.
 
     `resumed_step` is the step the run continues from (None for a fresh run, whose config simply
-    replaces any leftover file). Returns the changes (empty when there are none).
+    replaces any leftover file). Returns the changes (empty when there are none). Only process 0
+    writes, so hosts sharing a filesystem do not race on the files.
     """
     path = os.path.join(workdir, CONFIG_FILE)
     current = _to_dict(config)
@@ -57,12 +60,14 @@ def record_run_config(workdir: str, config: Any, resumed_step: int | None) -> li
         with open(path, encoding="utf-8") as f:
             saved = json.load(f)
         changes = setting_changes(saved, current)
-        if changes:
+        if changes and jax.process_index() == 0:
             with open(os.path.join(workdir, HISTORY_FILE), "a", encoding="utf-8") as f:
                 f.write(json.dumps({"replaced_at_step": resumed_step, "config": saved}) + "\n")
             print(f"resuming at step {resumed_step} with settings changed since the last start ({len(changes)}): "
                   + "; ".join(changes) + f". The earlier config is kept in {HISTORY_FILE}; pass a new --workdir "
                   "for a clean run with these settings.")
+    if jax.process_index() != 0:
+        return changes
     tmp = path + ".tmp"
     with open(tmp, "w", encoding="utf-8") as f:
         json.dump(current, f, indent=2)

@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 
 from sorajax.train.checkpoint import Checkpointer
 from sorajax.train.metrics import MetricsWriter
-from sorajax.train.run_config import flatten_settings
+from sorajax.train.run_config import setting_changes
 
 
 class StopRequest:
@@ -124,16 +124,10 @@ def fingerprint_differences(saved: str, current: str) -> list[str]:
     do not list an option match those that list it off.
     """
     try:
-        old, new = flatten_settings(json.loads(saved)), flatten_settings(json.loads(current))
+        old, new = json.loads(saved), json.loads(current)
     except (TypeError, ValueError):  # not JSON: compare as opaque strings
         return [] if saved == current else [f"{saved} -> {current}"]
-    differences = []
-    for key in sorted(old.keys() | new.keys()):
-        if (key not in old and not new[key]) or (key not in new and not old[key]):
-            continue
-        if old.get(key, "<unset>") != new.get(key, "<unset>"):
-            differences.append(f"{key}: {old.get(key, '<unset>')} -> {new.get(key, '<unset>')}")
-    return differences
+    return setting_changes(old, new, absent_means_off=True)
 
 
 def fingerprint(section: Any) -> str:

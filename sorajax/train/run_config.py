@@ -30,11 +30,20 @@ def flatten_settings(tree: Any, prefix: str = "") -> dict[str, Any]:
     return {prefix[:-1]: tree}
 
 
-def setting_changes(saved: dict, current: dict) -> list[str]:
-    """'key: saved -> current' for every setting whose value differs (lists compare equal to tuples)."""
+def setting_changes(saved: dict, current: dict, absent_means_off: bool = False) -> list[str]:
+    """'key: saved -> current' for every setting whose value differs (lists compare equal to tuples).
+
+    With `absent_means_off`, a key only one side has counts as unchanged when that side has it off
+    (False, None, 0, ''): options are added switched off, so a config that predates one matches.
+    """
     old, new = flatten_settings(_as_json(saved)), flatten_settings(_as_json(current))
-    return [f"{key}: {old.get(key, '<unset>')} -> {new.get(key, '<unset>')}"
-            for key in sorted(old.keys() | new.keys()) if old.get(key, "<unset>") != new.get(key, "<unset>")]
+    changes = []
+    for key in sorted(old.keys() | new.keys()):
+        if absent_means_off and ((key not in old and not new[key]) or (key not in new and not old[key])):
+            continue
+        if old.get(key, "<unset>") != new.get(key, "<unset>"):
+            changes.append(f"{key}: {old.get(key, '<unset>')} -> {new.get(key, '<unset>')}")
+    return changes
 
 
 def _as_json(tree: Any) -> Any:

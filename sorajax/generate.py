@@ -11,7 +11,8 @@ Prompting with images and videos (at most one mode; --frames is the window the m
 the width and height come from the input):
     --image in.png                               animate an image (it becomes the first frame)
     --extend forward|backward --video in.mp4     extend a clip in time (--context latent frames given)
-    --loop [--video in.mp4 | --image in.png]     a seamless loop (of the clip, or of one generated)
+    --loop [--video in.mp4 | --image in.png]     a seamless loop (of the clip, or of one generated;
+                                                 --context latent frames of its start lead the way back)
     --connect a.mp4 b.mp4                        a transition from the end of a to the start of b
     --edit in.mp4 --strength 0.6                 SDEdit: re-imagine a clip with the prompt
     --inpaint in.mp4 --region top,left,bottom,right [--region_frames 5:9]
@@ -60,7 +61,8 @@ _NO_EMA = flags.DEFINE_bool("no_ema", False, "sample with the raw instead of the
 _IMAGE = flags.DEFINE_string("image", None, "png/jpg to animate (first frame of the video)")
 _VIDEO = flags.DEFINE_string("video", None, "mp4 to extend (--extend) or to loop (--loop)")
 _EXTEND = flags.DEFINE_enum("extend", None, ["forward", "backward"], "extend --video in time")
-_CONTEXT = flags.DEFINE_integer("context", None, "latent frames of the input given (extend, long)")
+_CONTEXT = flags.DEFINE_integer("context", None,
+                                "latent frames of the input given (extend, long; loop: of the clip's start)")
 _LOOP = flags.DEFINE_bool("loop", False, "make a seamless loop")
 _CONNECT = flags.DEFINE_string("connect", None, "first video of a transition; the second follows: --connect a.mp4 b.mp4")
 _EDIT = flags.DEFINE_string("edit", None, "mp4 to edit with SDEdit (with --strength)")
@@ -139,7 +141,8 @@ def run_mode(pipeline: Pipeline, mode: str, prompt: str, second_video: str | Non
         base = read_video(_VIDEO.value).frames if _VIDEO.value else None
         if image is not None:
             base = prompting.animate(pipeline, prompt, image, negative_prompt=negative, **window).video
-        return prompting.loop(pipeline, prompt, base, negative_prompt=negative, **(window if base is not None else overrides))
+        return prompting.loop(pipeline, prompt, base, negative_prompt=negative, context=_CONTEXT.value or 1,
+                              **(window if base is not None else overrides))
     if mode == "connect":
         return prompting.connect(pipeline, prompt, read_video(_CONNECT.value).frames, read_video(second_video).frames,
                                  negative_prompt=negative, **window)

@@ -127,6 +127,18 @@ def test_loop_is_the_clip_followed_by_a_transition_back_to_its_start(pipeline, c
     np.testing.assert_array_equal(made.video[:9], pipeline.generate(["a red ball"], seed=0)[0])
 
 
+def test_loop_context_leads_the_transition_into_more_of_the_clips_start(pipeline, clip):
+    result = prompting.loop(pipeline, "a red ball", video=clip, context=2, frames=13, seed=0)
+    assert result.video.shape == (13 + 3, 16, 16, 3)  # the clip, then the 3 frames before its frame 0
+    np.testing.assert_array_equal(result.video[:13], clip)
+    given_frames = result.given.any(axis=(1, 2))
+    assert given_frames.tolist() == [True] + [False] * 4 + [True] * 8  # its last frame, then its frames 1..8
+    with pytest.raises(ValueError, match="nothing is left to generate"):  # a 9-frame window has no room
+        prompting.loop(pipeline, "a red ball", video=clip[:9], context=2, seed=0)
+    with pytest.raises(ValueError, match="at least 1 latent frame"):
+        prompting.loop(pipeline, "a red ball", video=clip[:9], context=0)
+
+
 def test_sdedit_strength_zero_keeps_the_input_and_one_ignores_it(pipeline, clip):
     shape = pipeline.latent_shape(9, 16, 16)
     latent = pipeline.encode(clip[:9])

@@ -11,6 +11,7 @@ so the wrap lies inside one window (each window keeps its own 1-frame lead-in la
 causal autoencoder puts first). It prints the seam and writes frames (`--out`) to look at.
 
     python experiments/loop_seams.py --run=runs/main/dit --per_motion=6 --out=loop_seams.png
+    python experiments/loop_seams.py --run=runs/ft17 --frames=17 --context=2 --parts=1
 """
 
 from __future__ import annotations
@@ -36,6 +37,9 @@ from sorajax.prompting import loop, loop_seam
 _RUN = flags.DEFINE_string("run", "runs/main/dit", "DiT run directory")
 _PER_MOTION = flags.DEFINE_integer("per_motion", 6, "world clips per motion kind (part 1)")
 _PROMPTS = flags.DEFINE_integer("prompts", 6, "square probe prompts for circular sampling (part 2)")
+_FRAMES = flags.DEFINE_integer("frames", None, "transition window in frames (default: the run's)")
+_CONTEXT = flags.DEFINE_integer("context", 1, "latent frames of the clip's start the transition leads into")
+_PARTS = flags.DEFINE_list("parts", ["1", "2"], "which parts to run")
 _OUT = flags.DEFINE_string("out", None, "PNG of three circular loops, one per row (each lap then 2 repeated frames)")
 _SEED = 777  # a world seed the training clips do not use
 _STEP_FLOOR = 0.5  # a still clip's raw frames do not change at all; ratios use at least this step
@@ -103,15 +107,13 @@ def circular_loop(pipeline: Pipeline, prompt: str, seed: int) -> np.ndarray:
     return frames[1 + span:]
 
 
-def main(argv: list[str]) -> None:
-    del argv
-    quiet_library_logs()
-    pipeline = Pipeline.from_run(_RUN.value)
-    if pipeline.patch[0] != 1:
-        raise ValueError(f"circular sampling here needs temporal patch 1, the run has patch {pipeline.patch}")
-    print("part 1: loops of world clips (median over clips; ratios to the loop's typical frame step)")
+def seams_by_motion(pipeline: Pipeline) -> None:
+    """Part 1: `loop` on held-out world clips, by motion kind."""
+    window = {} if _FRAMES.value is None else {"frames": _FRAMES.value}
+    print(f"part 1: loops of world clips, context {_CONTEXT.value} (medians over clips; ratios to the typical step)")
     for motion, clips in clips_by_motion(_PER_MOTION.value).items():
-        loops = [loop(pipeline, c.caption, video=c.video, seed=0).video for c in clips]
+        loops = [loop(pipeline, c.caption, video=c.video, seed=0, context=_CONTEXT.value, **window).video
+                 for c in clips]
         looped = np.array([seam_ratios(v) for v in loops])
         jump = np.median([loop_seam(v)["jump"] for v in loops])
         raw = np.array([seam_ratios(c.video) for c in clips])
@@ -120,6 +122,12 @@ def main(argv: list[str]) -> None:
               f"{np.median(looped[:, 1]):.2f}x, typical {np.median(looped[:, 2]):.1f}); clip on repeat "
               f"{np.median(raw[:, 0]):.2f}x (typical {np.median(raw[:, 2]):.1f}); its round trip on repeat "
               f"{np.median(round_trip[:, 0]):.2f}x")
+
+
+def tied_against_loop(pipeline: Pipeline) -> None:
+    """Part 2: the model's own loops, by tied windows and by `loop`."""
+    if pipeline.patch[0] != 1:
+        raise ValueError(f"circular sampling here needs temporal patch 1, the run has patch {pipeline.patch}")
     prompts = [p.text for p in probe_prompt_set(8 * _PROMPTS.value, num_frames=9) if p.size == (9, 64, 64)]
     prompts = prompts[: _PROMPTS.value]
     tied = np.array([seam_ratios(circular_loop(pipeline, text, seed=1)) for text in prompts])
@@ -137,6 +145,16 @@ def main(argv: list[str]) -> None:
         grid = np.concatenate(rows, axis=0)
         Image.fromarray(grid).resize((grid.shape[1] * 2, grid.shape[0] * 2), Image.NEAREST).save(_OUT.value)
         print(f"wrote {_OUT.value}")
+
+
+def main(argv: list[str]) -> None:
+    del argv
+    quiet_library_logs()
+    pipeline = Pipeline.from_run(_RUN.value)
+    if "1" in _PARTS.value:
+        seams_by_motion(pipeline)
+    if "2" in _PARTS.value:
+        tied_against_loop(pipeline)
 
 
 if __name__ == "__main__":

@@ -233,7 +233,7 @@ def loop(pipeline: Pipeline, prompt: str, video: np.ndarray | None = None, reque
     its last frame leads into its first as any frame leads into the next (see `loop_seam`).
     `context`: latent frames of the clip's start (4 frames each) that the transition leads into.
     More of them anchor the transition's look to the clip (in a 17-frame window, 2 instead of 1 cut
-    the seam on world clips by about a third) but leave fewer frames to generate.
+    the seam's jump on world clips by 30-43%) but leave fewer frames to generate.
     """
     if context < 1:
         raise ValueError(f"a loop needs at least 1 latent frame of the clip's start to lead into, got context {context}")

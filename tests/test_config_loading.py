@@ -44,3 +44,10 @@ def test_default_dit_and_vae_configs_fit_together(variant):
     if not variant:  # the main job: x4 space, 1x2x2 patches -> 192 tokens per 9x64x64 clip, 2 per row
         assert vae.latent_shape(9, 64, 64) == (3, 16, 16, 8)
         assert counts == [192, 180, 180, 64] and dit.data.seq_len == 2 * 192
+
+
+def test_long_dit_variant_is_the_main_job_model_with_more_budget():
+    main, long = load_config("configs/dit_tiny.py"), load_config("configs/dit_tiny.py:long")
+    assert long.model.to_dict() == main.model.to_dict() and long.patch == main.patch  # same model fingerprint
+    assert long.data.sizes == main.data.sizes and long.train.learning_rate == main.train.learning_rate
+    assert (long.train.steps, long.data.num_clips) == (10000, 8192) and long.train.steps > 4 * main.train.steps

@@ -126,6 +126,11 @@ def selected_mode(second_video: str | None) -> str | None:
     return "animate" if _IMAGE.value else None
 
 
+def _given_context() -> int:
+    """--context, 1 when unset; an explicit 0 reaches the mode, whose error names the fix."""
+    return 1 if _CONTEXT.value is None else _CONTEXT.value
+
+
 def run_mode(pipeline: Pipeline, mode: str, prompt: str, second_video: str | None,
              overrides: dict[str, Any]) -> prompting.Prompted | np.ndarray:
     """One prompt through one prompting mode: a `Prompted` result, or frames for a long video."""
@@ -141,7 +146,7 @@ def run_mode(pipeline: Pipeline, mode: str, prompt: str, second_video: str | Non
         base = read_video(_VIDEO.value).frames if _VIDEO.value else None
         if image is not None:
             base = prompting.animate(pipeline, prompt, image, negative_prompt=negative, **window).video
-        return prompting.loop(pipeline, prompt, base, negative_prompt=negative, context=_CONTEXT.value or 1,
+        return prompting.loop(pipeline, prompt, base, negative_prompt=negative, context=_given_context(),
                               **(window if base is not None else overrides))
     if mode == "connect":
         return prompting.connect(pipeline, prompt, read_video(_CONNECT.value).frames, read_video(second_video).frames,
@@ -160,7 +165,7 @@ def run_mode(pipeline: Pipeline, mode: str, prompt: str, second_video: str | Non
         return prompting.outpaint(pipeline, prompt, read_video(_OUTPAINT.value).frames, overrides["height"],
                                   overrides["width"], top, left, negative_prompt=negative, **window)
     if mode == "long":
-        return generate_long_video(pipeline, prompt, _LONG.value, context=_CONTEXT.value or 1, image=image,
+        return generate_long_video(pipeline, prompt, _LONG.value, context=_given_context(), image=image,
                                    negative_prompt=negative, **(window if image is not None else overrides))
     raise ValueError(f"unknown prompting mode {mode!r}")
 

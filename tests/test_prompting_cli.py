@@ -73,6 +73,12 @@ def test_conflicting_or_missing_flags_are_usage_errors(run, args, message):
         _generate(_common(root, dit_dir, "errors") + [a.format(root=root) for a in args])
 
 
+def test_a_zero_context_is_an_error_not_silently_one(run):
+    root, dit_dir = run
+    with pytest.raises(ValueError, match="at least 1 latent frame"):
+        _generate(_common(root, dit_dir, "zero") + ["--loop", f"--video={root}/a.mp4", "--context=0"])
+
+
 def test_an_image_that_does_not_fit_names_the_fix(run):
     root, dit_dir = run
     write_image(str(root / "odd.png"), np.zeros((20, 20, 3), np.uint8))

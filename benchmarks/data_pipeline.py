@@ -2,7 +2,7 @@
 
 Why: native-size training is only worth it if the data path keeps up and packing wastes little.
 This writes a folder of world clips as real files (mp4 videos of 9/17/33 frames and PNG images;
-landscape, portrait and square; several resolutions), builds it with `sorajax.data.build`, then:
+landscape, portrait and square; several resolutions), builds it with `sorajax.build_dataset`, then:
 
 1. throughput of the grain pipeline (decode planned frames -> crop -> resize -> PixelBatch) with
    0 and N worker processes: batches/s, samples/s and latent tokens/s (tokens the autoencoder +
@@ -32,8 +32,8 @@ from sorajax.data.clip_pipeline import (
     pixel_batch_dataset,
 )
 from sorajax.data.clip_sizing import SizingConfig, latent_token_count
-from sorajax.data.clip_sources import TfdsClipSource
-from sorajax.data.tfds_builder import build_dataset
+from sorajax.data.tfds.source import TfdsClipSource
+from sorajax.data.tfds.builder import build_dataset
 from sorajax.data.world import generate_clip
 from sorajax.models.text_encoder import tiny_text_encoder
 from sorajax.video_io import write_image, write_video

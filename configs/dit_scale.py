@@ -39,6 +39,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.patch = (1, 2, 2)
     c.latent_channels = 16
     c.text_dim = 384
+    c.text_encoder = ml_collections.ConfigDict(dict(kind="minilm", max_length=96))  # text_dim is its width
     c.prediction = "velocity"
     c.model = ml_collections.ConfigDict(dict(
         preset="S", dtype="bfloat16", attention_impl="auto", context_parallel="none",

@@ -1,6 +1,6 @@
-"""DiT on your own videos and images (a TFDS dataset built by `python -m sorajax.data.build`).
+"""DiT on your own videos and images (a TFDS dataset built by `python -m sorajax.build_dataset`).
 
-    python -m sorajax.data.build --src my_videos/ --out data/my_videos
+    python -m sorajax.build_dataset --src my_videos/ --out data/my_videos
     python -m sorajax.train_dit --config=configs/dit_tfds.py --config.data.tfds_dir=data/my_videos \
         --config.vae_workdir=runs/main/vae --workdir=runs/tfds/dit
 
@@ -24,7 +24,6 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.patch = (1, 2, 2)
     c.prediction = "velocity"
     c.text_encoder = ml_collections.ConfigDict(dict(kind="minilm", max_length=96))
-    c.world = ml_collections.ConfigDict()  # unused with data.source='tfds'; kept for shared code paths
 
     c.data = ml_collections.ConfigDict()
     c.data.source = "tfds"
@@ -52,7 +51,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         init_from="",  # e.g. the world-trained runs/main/dit, to fine-tune it on your videos (same model config)
     ))
     c.eval = ml_collections.ConfigDict(dict(every=500, num_clips=16))
-    c.sample = ml_collections.ConfigDict(dict(method="dpmpp_2m", steps=10, guidance=4.0, use_ema=True))
+    # Sampling defaults: a square clip at the pixel budget, max_frames long (any size can be asked for).
+    c.sample = ml_collections.ConfigDict(dict(method="dpmpp_2m", steps=10, guidance=4.0, use_ema=True,
+                                              frames=9, height=64, width=64))
 
     if arg == "square":
         c.data.framing = "square"
@@ -63,7 +64,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         c.data.rows, c.data.seq_len, c.data.text_len = 2, 48, 96
         c.train.steps, c.train.warmup_steps, c.train.log_every, c.train.save_every = 4, 1, 1, 2
         c.eval.every, c.eval.num_clips = 2, 1
-        c.sample.steps = 2
+        c.sample.steps, c.sample.frames, c.sample.height, c.sample.width = 2, 5, 32, 32
     elif arg not in (None, ""):
         raise ValueError(f"unknown variant {arg!r} for configs/dit_tfds.py; use '', 'square' or 'smoke'")
     return c

@@ -66,7 +66,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     ))
     c.eval = ml_collections.ConfigDict(dict(every=500, num_clips=64))
 
-    c.sample = ml_collections.ConfigDict(dict(method="dpmpp_2m", steps=10, guidance=4.0, use_ema=True))
+    # Sampling defaults (sorajax.diffusion.sampling.SampleConfig); every call and command can override them.
+    c.sample = ml_collections.ConfigDict(dict(method="dpmpp_2m", steps=10, guidance=4.0, use_ema=True,
+                                              frames=9, height=64, width=64))
 
     # Prompting with images and videos (sorajax.conditioning.MaskRates): the share of training samples
     # given clean frames or regions, per mode (at most one per sample; ~35% in total). Images (one
@@ -84,7 +86,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         c.data.rows, c.data.seq_len, c.data.text_len = 2, 48, 96
         c.train.steps, c.train.warmup_steps, c.train.log_every, c.train.save_every = 4, 1, 1, 2
         c.eval.every, c.eval.num_clips = 2, 4
-        c.sample.steps = 2
+        c.sample.steps, c.sample.frames, c.sample.height, c.sample.width = 2, 5, 16, 16
     elif arg == "long":
         c.data.num_clips = 8192
         c.train.steps, c.train.save_every, c.train.keep_checkpoints = 10000, 2500, 4

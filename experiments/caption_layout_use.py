@@ -17,7 +17,7 @@ from sorajax.data.latent_cache import LatentClipSet
 from sorajax.eval.caption_layout import caption_layout_use, format_layout_use
 from sorajax.logging_setup import quiet_library_logs
 from sorajax.pipeline import Pipeline
-from sorajax.train.checkpoint import Checkpointer
+from sorajax.runs.checkpoints import Checkpointer
 
 _RUN = flags.DEFINE_string("run", "runs/main/dit", "DiT run directory (its held-out latents_eval.npz is used)")
 _STEPS = flags.DEFINE_list("steps", None, "checkpoint steps to test (default: every saved one)")

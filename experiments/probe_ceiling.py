@@ -18,7 +18,7 @@ from absl import app, flags
 from sorajax.eval.probe_prompts import probe_prompt_set
 from sorajax.eval.probes import agreement_rates, probe_video
 from sorajax.logging_setup import quiet_library_logs
-from sorajax.models.vae_pretrained import load_trained_vae
+from sorajax.runs.loaders import load_autoencoder
 from sorajax.video_io import to_uint8
 
 _VAE = flags.DEFINE_string("vae", "runs/main/vae", "autoencoder run directory")
@@ -34,7 +34,7 @@ def _summary(name: str, rates: dict) -> str:
 def main(argv: list[str]) -> None:
     del argv
     quiet_library_logs()
-    trained = load_trained_vae(_VAE.value)
+    trained = load_autoencoder(_VAE.value)
     round_trip = jax.jit(functools.partial(trained.vae.apply, method="__call__", sample_posterior=False))
     image_only = _FRAMES.value == 1
     prompts = probe_prompt_set(_NUM.value, num_frames=9 if image_only else _FRAMES.value)

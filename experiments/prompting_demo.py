@@ -29,7 +29,7 @@ from absl import app, flags
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from sorajax import prompting  # noqa: E402
-from sorajax.data.world_options import OBJECT_COLOURS  # noqa: E402
+from sorajax.data.world.options import OBJECT_COLOURS  # noqa: E402
 from sorajax.eval.contact_sheet import contact_sheet  # noqa: E402
 from sorajax.eval.probe_prompts import chance_levels, probe_prompt_set  # noqa: E402
 from sorajax.eval.probes import ProbeExpectation, agreement_rates, probe_video  # noqa: E402

@@ -15,7 +15,7 @@ import tempfile
 
 from sorajax.config_loading import load_config
 from sorajax.logging_setup import quiet_library_logs
-from sorajax.train.vae_loop import train_vae
+from sorajax.train.vae_trainer import train_vae
 
 
 def main() -> None:

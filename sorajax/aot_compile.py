@@ -11,7 +11,6 @@ come from the compiled program (per chip: XLA compiles one SPMD program for all)
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import os
 from typing import Any, Sequence
@@ -24,16 +23,21 @@ import jax.numpy as jnp  # noqa: E402
 import ml_collections  # noqa: E402
 import numpy as np  # noqa: E402
 
+from sorajax import cli  # noqa: E402
+from sorajax.config_dataclasses import check_sections  # noqa: E402
 from sorajax.config_loading import load_config  # noqa: E402
-from sorajax.diffusion.timesteps import TrainingTimeConfig  # noqa: E402
-from sorajax.models.build import dit_config  # noqa: E402
+from sorajax.data.config import DiTDataConfig  # noqa: E402
+from sorajax.diffusion.sampling import packed_denoiser  # noqa: E402
 from sorajax.models.dit import DiT, parameter_count  # noqa: E402
 from sorajax.parallel.mesh import MeshConfig, describe, make_mesh  # noqa: E402
 from sorajax.parallel.rules import DIT_RULES, rules_from_config  # noqa: E402
-from sorajax.parallel.sharded_state import abstract_sharded_state, batch_shardings  # noqa: E402
-from sorajax.parallel.steps import sharded_train_step  # noqa: E402
-from sorajax.patches import PackedBatch  # noqa: E402
-from sorajax.train.dit_step import make_train_step  # noqa: E402
+from sorajax.parallel.sharding import abstract_sharded, tree_shardings, with_shardings  # noqa: E402
+from sorajax.parallel.steps import state_step  # noqa: E402
+from sorajax.patches import PACKED_BATCH_AXES, PackedBatch  # noqa: E402
+from sorajax.runs.dit_spec import SECTIONS, DiTSpec  # noqa: E402
+from sorajax.train.config import DiTTrainConfig  # noqa: E402
+from sorajax.train.dit_step import init_state, make_train_step  # noqa: E402
+from sorajax.train.nonfinite import skip_nonfinite  # noqa: E402
 from sorajax.train.optim import make_optimizer  # noqa: E402
 
 GIB = 1024**3
@@ -104,26 +108,23 @@ def abstract_batch(rows: int, seq_len: int, text_len: int, patch_dim: int, text_
     )
 
 
-def _with_shardings(tree: Any, shardings: Any) -> Any:
-    return jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), tree, shardings)
-
-
 def compile_train_step(config: ml_collections.ConfigDict, devices: Sequence[Any], topology: str = "cpu") -> CompileReport:
-    """Lower and compile the train step of ``config`` over ``devices``; nothing is allocated."""
-    cfg = dit_config(config.model, config.patch, config.latent_channels, config.text_dim)
-    dit = DiT(cfg)
-    optimizer = make_optimizer(config.train)
-    rules = rules_from_config(config.parallel.get("rules"), DIT_RULES)
-    mesh = make_mesh(MeshConfig.from_mapping(config.mesh), devices)
-    d = config.data
-    batch = abstract_batch(d.rows, d.seq_len, d.text_len, cfg.patch_dim, cfg.text_dim)
-    state = abstract_sharded_state(dit, optimizer, batch, mesh, rules)
-    state_shardings = jax.tree.map(lambda x: x.sharding, state)
-    shardings = batch_shardings(batch, mesh, rules)
-    step = make_train_step(dit, optimizer, TrainingTimeConfig.from_mapping(config.time),
-                           config.train.caption_dropout, config.train.ema_decay, config.prediction)
-    jitted = sharded_train_step(step, mesh, rules, state_shardings, shardings)
-    compiled = jitted.lower(state, _with_shardings(batch, shardings)).compile()
+    """Lower and compile the trainer's own (guarded) train step of ``config`` over ``devices``; nothing is allocated."""
+    check_sections(config, {*SECTIONS, "seed", "latent_channels", "text_dim", "data", "mesh", "parallel", "train"},
+                   "AOT compile")
+    spec = DiTSpec.from_config(config)
+    data, train = DiTDataConfig.from_mapping(config.data), DiTTrainConfig.from_mapping(config.train)
+    cfg = spec.dit_config(int(config.latent_channels), int(config.text_dim))
+    model, optimizer = DiT(cfg), make_optimizer(train)
+    rules = rules_from_config((config.get("parallel") or {}).get("rules"), DIT_RULES)
+    mesh = make_mesh(MeshConfig.from_mapping(config.get("mesh")), devices)
+    batch = abstract_batch(data.rows, data.seq_len, data.text_len, cfg.patch_dim, cfg.text_dim)
+    state = abstract_sharded(lambda: init_state(model, optimizer, batch, 0), mesh, rules)
+    batch = with_shardings(batch, tree_shardings(batch, mesh, rules, lambda path, _: PACKED_BATCH_AXES[path[-1].name]))
+    step = make_train_step(packed_denoiser(model), optimizer, spec.time, train.caption_dropout, train.ema_decay,
+                           spec.prediction)
+    jitted = state_step(skip_nonfinite(step), mesh, rules, jax.tree.map(lambda x: x.sharding, state))
+    compiled = jitted.lower(state, batch).compile()
 
     memory = compiled.memory_analysis()
     cost = compiled.cost_analysis()
@@ -134,16 +135,17 @@ def compile_train_step(config: ml_collections.ConfigDict, devices: Sequence[Any]
     kind = devices[0].device_kind
     return CompileReport(
         topology=topology, device_kind=kind, chips=len(devices), mesh=describe(mesh), params=parameter_count(cfg),
-        tokens_per_step=d.rows * d.seq_len, bytes_per_chip=int(total), state_bytes_per_chip=state_bytes,
+        tokens_per_step=data.rows * data.seq_len, bytes_per_chip=int(total), state_bytes_per_chip=state_bytes,
         temp_bytes_per_chip=int(memory.temp_size_in_bytes), flops_per_chip=float(cost.get("flops", np.nan)),
         hbm_bytes=HBM_BYTES.get(kind),
     )
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = cli.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", required=True, help="config file[:variant], e.g. configs/dit_scale.py:S_256")
     parser.add_argument("--topology", default="v5p:2x2x1", help="TPU topology (v5p:4x4x4, v5e:4x4, ...) or 'cpu'")
+    parser.add_argument("--debug", action="store_true", help="on an error, show the Python traceback")
     args = parser.parse_args(argv)
     config = load_config(args.config)
     report = compile_train_step(config, topology_devices(args.topology), args.topology)
@@ -151,4 +153,4 @@ def main(argv: Sequence[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    cli.run_argparse(main)

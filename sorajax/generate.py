@@ -25,19 +25,19 @@ the width and height come from the input):
 
 from __future__ import annotations
 
-import os
 import re
 from typing import Any
 
 import numpy as np
 from absl import app, flags
 
-from sorajax import prompting
-from sorajax.data.prompt_expander import build_prompt_expander
+from sorajax import cli, prompting
 from sorajax.eval.contact_sheet import contact_sheet
 from sorajax.logging_setup import quiet_library_logs
 from sorajax.long_video import generate_long_video
 from sorajax.pipeline import Pipeline
+from sorajax.prompt_expansion import build_prompt_expander
+from sorajax.runs.paths import run_path
 from sorajax.video_io import read_image, read_video, write_image, write_video
 
 _RUN = flags.DEFINE_string("run", "runs/main/dit", "DiT run directory (sorajax.train_dit --workdir)")
@@ -185,7 +185,7 @@ def main(argv: list[str]) -> None:
     for prompt, caption in zip(prompts, captions):
         if caption != prompt:
             print(f"expanded {prompt!r} -> {caption!r}")
-    pipeline = Pipeline.from_run(_RUN.value, use_ema=not _NO_EMA.value)
+    pipeline = Pipeline.from_run(_RUN.value, use_ema=False if _NO_EMA.value else None)
     overrides = {k: v for k, v in dict(
         width=_WIDTH.value, height=_HEIGHT.value, frames=_FRAMES.value, seed=_SEED.value, steps=_STEPS.value,
         method=_SAMPLER.value, guidance=_GUIDANCE.value,
@@ -204,14 +204,14 @@ def main(argv: list[str]) -> None:
                     print(f"loop: last->first change {seam['jump']:.1f}, typical frame step {seam['typical']:.1f}")
                 result = result.video
             videos.append(result)
-    os.makedirs(_OUT.value, exist_ok=True)
+    out = run_path(_OUT.value)
     tag = "" if mode is None else f"{mode}_"
     for i, (prompt, video) in enumerate(zip(prompts, videos)):
-        stem = os.path.join(_OUT.value, f"{i:02d}_{tag}{_slug(prompt)}")
-        path = write_image(stem + ".png", video[0]) if video.shape[0] == 1 else write_video(stem + ".mp4", video, _FPS.value)
+        stem = out / f"{i:02d}_{tag}{_slug(prompt)}"
+        path = write_image(f"{stem}.png", video[0]) if video.shape[0] == 1 else write_video(f"{stem}.mp4", video, _FPS.value)
         print(f"{path}  <- {prompt!r}")
-    print(write_image(os.path.join(_OUT.value, "contact_sheet.png"), contact_sheet(videos)))
+    print(write_image(out / "contact_sheet.png", contact_sheet(videos)))
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

@@ -39,6 +39,16 @@ Patch = tuple[int, int, int]
 DEFAULT_PATCH: Patch = (1, 2, 2)
 _TOKENS = "(t pt) (h ph) (w pw) c -> (t h w) (pt ph pw c)"
 _LATENT = "(t h w) (pt ph pw c) -> (t pt) (h ph) (w pw) c"
+# Logical names of each PackedBatch field's dimensions: rows over data/fsdp, tokens over sequence.
+PACKED_BATCH_AXES: dict[str, tuple[str | None, ...]] = {
+    "tokens": ("batch", "length", "patch"),
+    "positions": ("batch", "length", None),
+    "segment_ids": ("batch", "length"),
+    "t": ("batch", "length"),
+    "loss_mask": ("batch", "length"),
+    "text": ("batch", "text_length", "text_embed"),
+    "text_segment_ids": ("batch", "text_length"),
+}
 
 
 def check_patch(patch: Sequence[int]) -> Patch:

@@ -2,20 +2,25 @@
 
     prompts --text encoder--> caption tokens
     noise latents [t, h, w, c] --patchify + pack--> PackedBatch (one sample per row)
-    --ODE sampler over the DiT, with classifier-free guidance--> clean tokens
+    --the one sampling loop (sorajax.diffusion.sampling): prediction -> velocity, CFG, ODE solver--> clean tokens
     --unpack + unpatchify--> latents --autoencoder decode--> uint8 frames [T, H, W, 3]
 
-Any width x height x frames the autoencoder and patch size allow (landscape,
-portrait, square, a single frame for an image) comes from the same weights.
-The step count, sampler and guidance are per call; the noise-level shift follows
-the sample's token count exactly as in training.
+Any width x height x frames the autoencoder and patch size allow (landscape, portrait, square, a
+single frame for an image) comes from the same weights. The step count, sampler and guidance are
+per call (defaults: the run's `sample` config); the noise-level shift follows the sample's token
+count exactly as in training, and the network's output is read as the kind it was trained to
+predict (`config.prediction`).
 
-Prompting with images and videos uses one mechanism (`sorajax.conditioning`): a
-`Conditioning` per prompt names latent positions given clean; they are packed as
-tokens with t = 0 and held at their values at every sampler step. SDEdit (`edit`,
-`strength`) starts the sampler from the input latents noised to t = strength. The
-modes built on this (animate, extend, loop, connect, inpaint, long videos) live in
-`sorajax.prompting` and `sorajax.long_video`.
+`Pipeline.from_run` loads only what sampling needs: the DiT's EMA (or raw) weights and the
+autoencoder's weights and latent statistics (`sorajax.runs.loaders`), never an optimizer state.
+The autoencoder is found through the link the DiT run stored (relative to the run first, so a
+run directory moved with its autoencoder, or loaded from another working directory, still samples).
+
+Prompting with images and videos uses one mechanism (`sorajax.conditioning`): a `Conditioning`
+per prompt names latent positions given clean; they are packed as tokens with t = 0 and held at
+their values at every sampler step. SDEdit (`edit`, `strength`) starts the sampler from the input
+latents noised to t = strength. The modes built on this live in `sorajax.prompting` and
+`sorajax.long_video`.
 """
 
 from __future__ import annotations
@@ -24,48 +29,37 @@ import dataclasses
 import functools
 from typing import Any, Sequence
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 
 from sorajax.conditioning import Conditioning
-from sorajax.diffusion.guidance import guided_velocity_fn
-from sorajax.diffusion.samplers import SAMPLER_METHODS, sample, sdedit_start
+from sorajax.diffusion.samplers import sdedit_start
+from sorajax.diffusion.sampling import SampleRequest, packed_denoiser, sample_packed
 from sorajax.diffusion.timesteps import TrainingTimeConfig, sampling_timesteps, shift_for_num_tokens
-from sorajax.models.build import build_dit, build_text_encoder
+from sorajax.models.build import build_text_encoder
+from sorajax.models.dit import DiT, abstract_params
 from sorajax.models.vae_chunked import ChunkedCodec
-from sorajax.models.vae_pretrained import load_trained_vae
 from sorajax.patches import PackedBatch, PackLayout, Sample, pack, patch_grid, unpack
-from sorajax.train.checkpoint import restore_run
+from sorajax.runs.dit_spec import DiTSpec
+from sorajax.runs.loaders import TRAIN_DIT, find_linked_run, load_autoencoder, load_weights, read_meta
+from sorajax.runs.paths import PathLike, RunLink, run_path
 from sorajax.video_io import to_float, to_uint8
 
-MAX_STEPS = 1000
 TEXT_LEN_STEP = 16
 
-
-@dataclasses.dataclass
-class SampleRequest:
-    """What to generate: sizes in pixels, and how to sample."""
-
-    frames: int
-    height: int
-    width: int
-    seed: int = 0
-    steps: int = 10
-    method: str = "dpmpp_2m"
-    guidance: float = 4.0
+__all__ = ["Pipeline", "SampleRequest", "SamplingInputs"]
 
 
 @dataclasses.dataclass(frozen=True)
 class SamplingInputs:
     """Everything one sampler run needs, built on the host (see `Pipeline.sampling_inputs`)."""
 
-    batch: PackedBatch  # positions, segments and caption tokens; tokens = the starting point
+    batch: PackedBatch  # positions, segments, captions; tokens = the given tokens' clean values (0 elsewhere)
     layout: PackLayout
-    cond_mask: np.ndarray  # [B, L] bool: tokens given clean (held at x_cond, shown with t = 0)
-    x_cond: np.ndarray  # [B, L, P] the given tokens' clean values (0 elsewhere)
-    uncond: tuple[np.ndarray, np.ndarray]  # caption tokens for the unconditional branch of CFG
+    x_init: np.ndarray  # [B, L, P] where the generated tokens start: noise, or the SDEdit start
+    uncond: tuple[np.ndarray, np.ndarray] | None  # a negative prompt's caption tokens (None: the null caption)
     timesteps: jax.Array  # decreasing from 1 (or the SDEdit strength) to 0
 
 
@@ -73,29 +67,40 @@ class Pipeline:
     """A trained autoencoder + DiT + text encoder, ready to turn prompts into videos."""
 
     def __init__(self, vae: Any, vae_variables: Any, dit: Any, dit_params: Any, text_encoder: Any,
-                 patch: Sequence[int], time_config: TrainingTimeConfig, defaults: SampleRequest | None = None):
+                 patch: Sequence[int], time_config: TrainingTimeConfig, defaults: SampleRequest | None = None,
+                 prediction: str = "velocity"):
         self.vae, self.vae_variables = vae, vae_variables
         self.dit, self.dit_params = dit, dit_params
         self.text_encoder, self.patch, self.time_config = text_encoder, tuple(patch), time_config
         self.defaults = defaults or SampleRequest(frames=9, height=64, width=64)
+        self.prediction = prediction
+        self.denoise = packed_denoiser(dit)
         self._decode = jax.jit(functools.partial(vae.apply, method="decode_normalized"))
+        self._sample = jax.jit(functools.partial(sample_packed, self.denoise),
+                               static_argnames=("method", "prediction"))
         # Chunked codec: memory bounded by the chunk, not the clip (long videos, conditioning inputs).
         self.codec = ChunkedCodec(vae, vae_variables, chunk_latents=2)
 
     @classmethod
-    def from_run(cls, dit_workdir: str, step: int | None = None, use_ema: bool = True) -> "Pipeline":
-        """Loads the DiT saved in `dit_workdir` and the autoencoder it was trained on."""
-        state, meta = restore_run(dit_workdir, step, "python -m sorajax.train_dit (or python -m sorajax.main)")
-        config = ml_collections.ConfigDict(meta["config"])
-        trained = load_trained_vae(config.vae_workdir)
-        text_encoder = build_text_encoder(config.text_encoder)
-        dit = build_dit(config.model, config.patch, trained.vae.config.latent_channels, text_encoder.dim)
-        params = jax.tree.map(jnp.asarray, state["ema_params" if use_ema else "params"])
-        sizes = config.data.sizes[0]
-        defaults = SampleRequest(frames=sizes[0], height=sizes[1], width=sizes[2], steps=config.sample.steps,
-                                 method=config.sample.method, guidance=config.sample.guidance)
-        return cls(trained.vae, trained.variables, dit, params, text_encoder, config.patch,
-                   TrainingTimeConfig.from_mapping(config.time), defaults)
+    def from_run(cls, run: PathLike, step: int | None = None, use_ema: bool | None = None,
+                 autoencoder_run: PathLike | None = None) -> "Pipeline":
+        """The DiT saved in `run` (newest checkpoint unless `step`) and the autoencoder it was trained on.
+
+        `use_ema` None follows the run's `sample.use_ema`; `autoencoder_run` overrides where the
+        autoencoder is looked for (its step is still the one the DiT learned on).
+        """
+        run = run_path(run)
+        meta = read_meta(run, step, TRAIN_DIT)
+        spec = DiTSpec.from_config(meta["config"])
+        link = RunLink.from_json(meta.get("autoencoder", meta["config"]["vae_workdir"]))
+        vae_run = run_path(autoencoder_run) if autoencoder_run is not None else find_linked_run(link, run, "autoencoder")
+        autoencoder = load_autoencoder(vae_run, meta.get("vae_step"))
+        text_encoder = build_text_encoder(spec.text_encoder)
+        dit = DiT(spec.dit_config(autoencoder.vae.config.latent_channels, text_encoder.dim))
+        weights = "ema_params" if (spec.sample.use_ema if use_ema is None else use_ema) else "params"
+        params = load_weights(run, int(meta["step"]), nn.meta.unbox(abstract_params(dit.config)), weights)
+        return cls(autoencoder.vae, autoencoder.variables, dit, params, text_encoder, spec.patch, spec.time,
+                   SampleRequest.defaults(spec.sample), spec.prediction)
 
     # ---- checks ---------------------------------------------------------------------------
     def latent_shape(self, frames: int, height: int, width: int) -> tuple[int, int, int, int]:
@@ -119,12 +124,7 @@ class Pipeline:
         if negative is not None and len(negative) != len(prompts):
             raise ValueError(f"got {len(negative)} negative prompts for {len(prompts)} prompts: give one per prompt "
                              "(or a single string for all)")
-        if not 1 <= request.steps <= MAX_STEPS:
-            raise ValueError(f"steps must be between 1 and {MAX_STEPS}, got {request.steps}; 10-50 is typical")
-        if request.method not in SAMPLER_METHODS:
-            raise ValueError(f"unknown sampler {request.method!r}: use one of {list(SAMPLER_METHODS)}")
-        if not (np.isfinite(request.guidance) and 0 <= request.guidance <= 50):
-            raise ValueError(f"guidance must be in [0, 50], got {request.guidance}; 1 = no guidance, 3-7 is typical")
+        request.check()
 
     # ---- pixels <-> latents ----------------------------------------------------------------
     @property
@@ -174,18 +174,17 @@ class Pipeline:
     def sample_latents(self, prompts: Sequence[str], latent_shape: Sequence[int], request: SampleRequest,
                        negative: Sequence[str] | None = None, conditions: Sequence[Conditioning | None] | None = None,
                        edit: Sequence[np.ndarray] | None = None, strength: float = 1.0) -> list[np.ndarray]:
-        """Normalised latents [t, h, w, c], one per prompt, by the ODE sampler over the DiT."""
+        """Normalised latents [t, h, w, c], one per prompt, by the one sampling loop over the DiT."""
         inputs = self.sampling_inputs(prompts, latent_shape, request, negative, conditions, edit, strength)
-        batch = inputs.batch
-        tokens = _run_sampler(self.dit, request.method, self.dit_params, batch.tokens, batch.positions,
-                              batch.segment_ids, (batch.text, batch.text_segment_ids), inputs.uncond,
-                              inputs.timesteps, jnp.float32(request.guidance), inputs.cond_mask, inputs.x_cond)
+        guidance = None if request.guidance == 1.0 else jnp.float32(request.guidance)
+        tokens = self._sample(self.dit_params, inputs.batch, inputs.x_init, inputs.timesteps, method=request.method,
+                              prediction=self.prediction, guidance=guidance, uncond=inputs.uncond)
         return unpack(np.asarray(tokens), inputs.layout)
 
     def sampling_inputs(self, prompts: Sequence[str], latent_shape: Sequence[int], request: SampleRequest,
                         negative: Sequence[str] | None = None, conditions: Sequence[Conditioning | None] | None = None,
                         edit: Sequence[np.ndarray] | None = None, strength: float = 1.0) -> SamplingInputs:
-        """Packs noise (or the SDEdit start), the given tokens and the captions for one sampler run."""
+        """Packs the given tokens, the captions and the starting point (noise or the SDEdit start) of one run."""
         latent_shape = tuple(int(s) for s in latent_shape)
         count = len(prompts)
         conditions = self._checked_conditions(conditions, count, latent_shape)
@@ -202,24 +201,22 @@ class Pipeline:
             samples = [Sample(latent=z, text=t, cond_mask=m) for z, t, m in zip(latents, captions, masks)]
             return pack(samples, num_tokens, text_len, self.patch, rows=count)
 
-        batch, layout = packed(noise, texts)
         given = [np.zeros(latent_shape, np.float32) if c is None else c.latent for c in conditions]
-        x_cond = packed(given, texts)[0].tokens
-        cond_mask = (batch.segment_ids > 0) & ~batch.loss_mask
+        batch, layout = packed(given, texts)
+        x_init = packed(noise, texts)[0].tokens
+        uncond = None  # training's dropped caption: zero embeddings over the same text positions
         if negative:
             neg_batch = packed(noise, negative_texts)[0]
             uncond = (neg_batch.text, neg_batch.text_segment_ids)
-        else:  # training's dropped caption: zero embeddings over the same text positions.
-            uncond = (np.zeros_like(batch.text), batch.text_segment_ids)
         shift = shift_for_num_tokens(num_tokens, self.time_config.base_tokens, self.time_config.base_shift,
                                      self.time_config.max_tokens, self.time_config.max_shift)
         start = 1.0
         if edit is not None:
             start = self._check_strength(strength)
             start_tokens = packed(self._checked_edit(edit, count, latent_shape), texts)[0].tokens
-            batch = batch.replace(tokens=np.asarray(sdedit_start(start_tokens, batch.tokens, start)))
+            x_init = np.asarray(sdedit_start(start_tokens, x_init, start))
         timesteps = sampling_timesteps(request.steps, shift, start=start)
-        return SamplingInputs(batch, layout, cond_mask, x_cond, uncond, timesteps)
+        return SamplingInputs(batch, layout, x_init, uncond, timesteps)
 
     def _checked_conditions(self, conditions: Sequence[Conditioning | None] | None, count: int,
                             latent_shape: tuple[int, ...]) -> list[Conditioning | None]:
@@ -250,20 +247,6 @@ class Pipeline:
         """Each prompt's text-encoder embeddings `[n_i, D]`, real tokens only (what `pack` takes)."""
         embeddings, masks = self.text_encoder.encode(list(prompts))
         return [np.asarray(e[m], np.float32) for e, m in zip(embeddings, masks)]
-
-
-@functools.partial(jax.jit, static_argnums=(0, 1))
-def _run_sampler(dit: Any, method: str, params: Any, tokens: jax.Array, positions: jax.Array, segment_ids: jax.Array,
-                 cond_text: Any, uncond_text: Any, timesteps: jax.Array, guidance: jax.Array,
-                 cond_mask: jax.Array, x_cond: jax.Array) -> jax.Array:
-    def denoise(x_t: jax.Array, t_tokens: jax.Array, text: Any) -> jax.Array:
-        text_tokens, text_segments = text
-        seg = jnp.concatenate([segment_ids] * (x_t.shape[0] // segment_ids.shape[0]), axis=0)
-        pos = jnp.concatenate([positions] * (x_t.shape[0] // positions.shape[0]), axis=0)
-        return dit.apply({"params": params}, x_t, pos, seg, t_tokens, text_tokens, text_segments)
-
-    velocity_fn = guided_velocity_fn(denoise, cond_text, uncond_text, guidance)
-    return sample(velocity_fn, tokens, timesteps, method=method, cond_mask=cond_mask, x_cond=x_cond)
 
 
 def _nearest(value: int, step: int) -> int:

@@ -7,6 +7,7 @@ import dataclasses
 
 from absl import app, flags
 
+from sorajax import cli
 from sorajax.eval.probe_report import format_report, run_probe_report
 from sorajax.logging_setup import quiet_library_logs
 from sorajax.pipeline import Pipeline
@@ -23,7 +24,8 @@ _STEP = flags.DEFINE_integer("step", None, "checkpoint step to score (default: t
 
 
 def main(argv: list[str]) -> None:
-    del argv
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     quiet_library_logs()
     pipeline = Pipeline.from_run(_RUN.value, step=_STEP.value)
     request = pipeline.defaults
@@ -35,4 +37,4 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

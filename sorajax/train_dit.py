@@ -1,4 +1,4 @@
-"""Train the text-to-video diffusion transformer on the built-in world.
+"""Train the text-to-video diffusion transformer (on the built-in world, or your videos with configs/dit_tfds.py).
 
     python -m sorajax.train_dit --config=configs/dit_tiny.py --config.vae_workdir=runs/main/vae --workdir=runs/main/dit
 
@@ -8,11 +8,13 @@ Needs a trained autoencoder (python -m sorajax.train_vae). Re-running resumes fr
 from absl import app, flags
 from ml_collections import config_flags
 
+from sorajax import cli
 from sorajax.logging_setup import quiet_library_logs
-from sorajax.train.dit_loop import train_dit
+from sorajax.train.dit_trainer import train_dit
 
 _CONFIG = config_flags.DEFINE_config_file("config", "configs/dit_tiny.py", "DiT config file[:variant]")
-_WORKDIR = flags.DEFINE_string("workdir", "runs/main/dit", "run directory: checkpoints, metrics, latent cache")
+_WORKDIR = flags.DEFINE_string("workdir", "runs/main/dit", "run directory (local or gs://): checkpoints, metrics, "
+                               "latent cache")
 
 
 def main(argv: list[str]) -> None:
@@ -23,4 +25,4 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

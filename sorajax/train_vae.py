@@ -7,14 +7,14 @@ Re-running the same command resumes from the newest checkpoint in --workdir.
 """
 
 from absl import app, flags
-
-from sorajax.logging_setup import quiet_library_logs
 from ml_collections import config_flags
 
-from sorajax.train.vae_loop import train_vae
+from sorajax import cli
+from sorajax.logging_setup import quiet_library_logs
+from sorajax.train.vae_trainer import train_vae
 
 _CONFIG = config_flags.DEFINE_config_file("config", "configs/vae_tiny.py", "autoencoder config file[:variant]")
-_WORKDIR = flags.DEFINE_string("workdir", "runs/vae_tiny", "run directory: checkpoints, metrics, samples")
+_WORKDIR = flags.DEFINE_string("workdir", "runs/vae_tiny", "run directory (local or gs://): checkpoints, metrics")
 
 
 def main(argv: list[str]) -> None:
@@ -25,4 +25,4 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

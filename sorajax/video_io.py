@@ -13,13 +13,16 @@ a palette computed from the whole clip, so flat-coloured synthetic videos come b
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
+import tempfile
 from pathlib import Path
-from typing import Literal, NamedTuple
+from typing import Iterator, Literal, NamedTuple
 
 import imageio_ffmpeg
 import numpy as np
+from etils import epath
 from einops import repeat
 from PIL import Image, UnidentifiedImageError
 
@@ -180,8 +183,32 @@ def _even_sized(frames: np.ndarray, odd_size: Literal["pad", "error"]) -> np.nda
     return np.pad(frames, ((0, 0), (0, pad_h), (0, pad_w), (0, 0)), mode="edge")
 
 
+def _as_path(path: str | os.PathLike) -> Path:
+    text = os.fspath(path)
+    return epath.Path(text) if "://" in text else Path(text)
+
+
+@contextlib.contextmanager
+def writable_file(path: str | os.PathLike, copy: bool | None = None) -> Iterator[Path]:
+    """A local file to write `path` through: itself, or for a URL (gs://...) a temporary file copied there.
+
+    ffmpeg and PIL write local files; run directories may live in a bucket (`etils.epath` copies).
+    """
+    text = os.fspath(path)
+    if not ("://" in text if copy is None else copy):
+        Path(text).parent.mkdir(parents=True, exist_ok=True)
+        yield Path(text)
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        local = Path(tmp) / os.path.basename(text)
+        yield local
+        target = epath.Path(text)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(local.read_bytes())
+
+
 def write_video(
-    path: str | Path,
+    path: str | os.PathLike,
     frames: np.ndarray,
     fps: float = 24.0,
     *,
@@ -190,16 +217,16 @@ def write_video(
 ) -> Path:
     """Write uint8 or [-1, 1] float frames [T, H, W, 3] to .mp4 (H.264, `crf` 0..51) or .gif.
 
-    Returns the path. An mp4 with an odd width or height is padded to even sides (see module doc).
+    Returns the path (a URL such as gs://... is written through a local temporary file).
+    An mp4 with an odd width or height is padded to even sides (see module doc).
     """
-    path = Path(path)
-    _check_extension(path, VIDEO_WRITE_EXTENSIONS, "video")
+    _check_extension(Path(os.fspath(path)), VIDEO_WRITE_EXTENSIONS, "video")
     if not (np.isfinite(fps) and fps > 0):
         raise ValueError(f"fps must be a positive number, got {fps}")
     if not 0 <= crf <= 51:
         raise ValueError(f"crf must be in [0, 51] (lower is better quality), got {crf}")
     frames = _validated_frames(frames)
-    if path.suffix.lower() == ".mp4":
+    if os.fspath(path).lower().endswith(".mp4"):
         frames = _even_sized(frames, odd_size)
         codec, pix_fmt = "libx264", "yuv420p"
         output_params = ["-crf", str(int(crf)), "-movflags", "+faststart"]
@@ -208,7 +235,14 @@ def write_video(
         palette = "split[a][b];[a]palettegen=stats_mode=full[p];[b][p]paletteuse=dither=none"
         output_params = ["-filter_complex", palette, "-loop", "0"]
     _, height, width, _ = frames.shape
-    path.parent.mkdir(parents=True, exist_ok=True)
+    with writable_file(path) as local:
+        _encode_video(local, frames, fps, codec, pix_fmt, output_params)
+    return _as_path(path)
+
+
+def _encode_video(path: Path, frames: np.ndarray, fps: float, codec: str, pix_fmt: str,
+                  output_params: list[str]) -> None:
+    _, height, width, _ = frames.shape
     path.unlink(missing_ok=True)  # so a failed encode cannot leave an old file looking like success
     writer = imageio_ffmpeg.write_frames(
         str(path),
@@ -227,7 +261,6 @@ def write_video(
     writer.close()
     if not path.is_file() or path.stat().st_size == 0:
         raise OSError(f"ffmpeg wrote nothing to {path} ({width}x{height}, {len(frames)} frames); see its error above.")
-    return path
 
 
 def read_image(path: str | Path) -> np.ndarray:
@@ -240,15 +273,15 @@ def read_image(path: str | Path) -> np.ndarray:
         raise VideoReadError(f"cannot decode image {path} ({error}); check the file or re-save it as png.") from error
 
 
-def write_image(path: str | Path, image: np.ndarray, *, jpeg_quality: int = 95) -> Path:
-    """Write uint8 or [-1, 1] float [H, W, 3] to .png (lossless) or .jpg/.jpeg."""
-    path = Path(path)
-    _check_extension(path, IMAGE_EXTENSIONS, "image")
+def write_image(path: str | os.PathLike, image: np.ndarray, *, jpeg_quality: int = 95) -> Path:
+    """Write uint8 or [-1, 1] float [H, W, 3] to .png (lossless) or .jpg/.jpeg (a URL through a temporary file)."""
+    suffix = Path(os.fspath(path)).suffix.lower()
+    _check_extension(Path(os.fspath(path)), IMAGE_EXTENSIONS, "image")
     image = np.asarray(image)
     if image.ndim != 3 or image.shape[-1] != 3:
         raise ValueError(f"image must be [H, W, 3], got shape {image.shape}; take one frame with video[t].")
     pixels = _validated_frames(repeat(image, "h w c -> 1 h w c"))[0]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    options = {"quality": jpeg_quality} if path.suffix.lower() in (".jpg", ".jpeg") else {}
-    Image.fromarray(pixels).save(path, **options)
-    return path
+    options = {"quality": jpeg_quality} if suffix in (".jpg", ".jpeg") else {}
+    with writable_file(path) as local:
+        Image.fromarray(pixels).save(local, **options)
+    return _as_path(path)

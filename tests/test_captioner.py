@@ -5,16 +5,16 @@ import json
 import numpy as np
 import pytest
 
-from sorajax.data.captioner import (
+from sorajax.data.tfds.captioner import (
     CaptionUnavailable,
     VisionLanguageCaptioner,
     WorldFactsCaptioner,
     load_function,
     recaption_dataset,
 )
-from sorajax.data.captions import describe
-from sorajax.data.clip_sources import TfdsClipSource
-from sorajax.data.tfds_builder import build_dataset
+from sorajax.data.world.captions import describe
+from sorajax.data.tfds.source import TfdsClipSource
+from sorajax.data.tfds.builder import build_dataset
 from sorajax.data.world import generate_clip
 from sorajax.video_io import write_image, write_video
 
@@ -49,7 +49,7 @@ def test_build_time_world_captions_match_the_facts_and_keep_metadata(world_manif
     source = TfdsClipSource(dataset_dir)
     keys = _by_key(source)
     for name, clip in clips.items():
-        assert source.info(keys[name]).caption == describe(clip.facts, "descriptive") == clip.caption
+        assert source.caption(keys[name]) == describe(clip.facts, "descriptive") == clip.caption
         record = source.record(keys[name])
         assert record["caption_source"].decode() == "world-descriptive"
         assert json.loads(record["metadata"].decode())["source"] == "world"
@@ -66,9 +66,9 @@ def test_recaption_writes_captions_back_and_keeps_what_it_cannot_caption(world_m
     source = TfdsClipSource(dataset_dir)  # a fresh reader sees the new captions
     keys = _by_key(source)
     for name, clip in clips.items():
-        assert source.info(keys[name]).caption == clip.caption_terse
+        assert source.caption(keys[name]) == clip.caption_terse
         assert source.record(keys[name])["caption"].decode() == ""  # the record keeps its original
-    assert source.info(keys["photo.png"]).caption == "a grey card"
+    assert source.caption(keys["photo.png"]) == "a grey card"
     log = json.loads((dataset_dir / "recaptions.json").read_text())
     assert log == {name: "world-terse" for name in clips}
 
@@ -99,7 +99,7 @@ def test_vision_language_captioner_loads_local_weights_and_samples_frames(world_
     build_dataset(root, tmp_path / "data")
     assert recaption_dataset(tmp_path / "data", vlm) == {"recaptioned": 4, "kept": 0}
     source = TfdsClipSource(tmp_path / "data")
-    frames_seen = sorted(int(source.info(i).caption.split()[0]) for i in range(len(source)))
+    frames_seen = sorted(int(source.caption(i).split()[0]) for i in range(len(source)))
     assert frames_seen == [1, 1, 3, 3]  # images give 1 frame, 5-frame clips 3 evenly spaced frames
 
 
@@ -111,5 +111,5 @@ def test_world_captioner_without_facts_and_bad_loader_specs_name_the_fix():
     with pytest.raises(ValueError, match="module:function"):
         load_function("no_colon_here")
     with pytest.raises(ValueError, match="cannot import"):
-        load_function("sorajax.data.captioner:does_not_exist")
-    assert load_function("sorajax.data.captioner:recaption_dataset") is recaption_dataset
+        load_function("sorajax.data.tfds.captioner:does_not_exist")
+    assert load_function("sorajax.data.tfds.captioner:recaption_dataset") is recaption_dataset

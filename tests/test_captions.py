@@ -5,9 +5,9 @@ import dataclasses
 import numpy as np
 import pytest
 
-from sorajax.data.captions import describe, region_word
+from sorajax.data.world.captions import describe, region_word
 from sorajax.data.world import generate_clip
-from sorajax.data.world_options import WorldOptions
+from sorajax.data.world.options import WorldOptions
 
 
 def _with_main(facts, **changes):

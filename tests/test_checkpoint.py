@@ -3,12 +3,13 @@
 import os
 
 import grain
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from sorajax.train.checkpoint import Checkpointer, CheckpointNotFoundError, restore_run
-from sorajax.train.loop import fingerprint, fingerprint_differences
+from sorajax.runs.checkpoints import Checkpointer, CheckpointNotFoundError, restore_run, restore_run_part
+from sorajax.runs.records import fingerprint, fingerprint_differences
 
 
 def _iterator():
@@ -47,7 +48,7 @@ def test_keeps_newest_n_and_reads_meta_without_arrays(tmp_path):
 
 def test_missing_checkpoint_error_says_what_to_do(tmp_path):
     ckpt = Checkpointer(str(tmp_path / "empty"))
-    with pytest.raises(CheckpointNotFoundError, match="no checkpoint in .*train first"):
+    with pytest.raises(CheckpointNotFoundError, match="no checkpoint in .*nothing has been saved"):
         ckpt.restore({"x": jnp.zeros(2)})
     ckpt.close()
     assert os.path.isdir(tmp_path / "empty")
@@ -63,6 +64,26 @@ def test_restoring_a_step_that_is_gone_names_the_saved_steps(tmp_path):
     raw, meta = restore_run(str(tmp_path), 2, "python -m sorajax.train_dit")
     np.testing.assert_array_equal(raw["x"], [2, 2])
     assert meta == {"step": 2}
+    with pytest.raises(CheckpointNotFoundError, match="no checkpoints under .*train one with `python -m sorajax.x"):
+        restore_run(str(tmp_path / "elsewhere"), None, "python -m sorajax.x")
+
+
+def test_a_part_of_the_state_is_restored_alone_even_when_the_rest_is_gone(tmp_path):
+    """Inference asks for one entry (e.g. the EMA weights): the rest is neither needed nor read."""
+    state = {"ema": {"w": jnp.arange(4.0)}, "params": {"w": jnp.ones(4)}, "opt": {"mu": jnp.full((1000,), 7.0)}}
+    ckpt = Checkpointer(str(tmp_path / "full" / "checkpoints"), async_save=False)
+    ckpt.save(3, state, meta={"step": 3})
+    ckpt.close()
+    target = {"ema": {"w": jax.ShapeDtypeStruct((4,), jnp.float32)}}
+    part, meta = restore_run_part(str(tmp_path / "full"), None, "train", target)
+    assert list(part) == ["ema"] and meta == {"step": 3}
+    np.testing.assert_array_equal(part["ema"]["w"], np.arange(4.0))
+    # A checkpoint written without the optimizer entry (stripped for inference) restores the same way.
+    slim = Checkpointer(str(tmp_path / "slim" / "checkpoints"), async_save=False)
+    slim.save(3, {"ema": state["ema"]}, meta={"step": 3})
+    slim.close()
+    np.testing.assert_array_equal(restore_run_part(str(tmp_path / "slim"), 3, "train", target)[0]["ema"]["w"],
+                                  np.arange(4.0))
 
 
 def test_fingerprint_differences_name_the_setting_and_allow_options_added_off():

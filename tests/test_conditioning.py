@@ -111,7 +111,7 @@ def _clips(n=10, seed=0):
     shapes = [(3, 4, 4, 8), (1, 4, 4, 8), (3, 4, 8, 8)]
     latents = [rng.normal(size=shapes[i % 3]).astype(np.float32) for i in range(n)]
     texts = [rng.normal(size=(3 + i % 4, 16)).astype(np.float32) for i in range(n)]
-    return LatentClipSet(latents, texts, [""] * n, [""] * n, ["{}"] * n, key="test")
+    return LatentClipSet(latents, texts, [""] * n, [str(i) for i in range(n)], key="test")
 
 
 def test_default_batches_are_exactly_the_unmasked_ones():
@@ -128,9 +128,9 @@ def test_default_batches_are_exactly_the_unmasked_ones():
 
 def test_masked_tokens_are_clean_and_out_of_the_loss():
     clips = _clips()
-    plain = packed_batch_dataset(clips, 2, 48, 24, (1, 2, 2), seed=3, num_batches=40)
-    masked = packed_batch_dataset(clips, 2, 48, 24, (1, 2, 2), seed=3, num_batches=40,
-                                  mask_rates=MaskRates(image_to_video=0.5, inpaint=0.3))
+    plain = packed_batch_dataset(PackedBatchMaker(clips, 2, 48, 24, (1, 2, 2), seed=3), num_batches=40)
+    masked = packed_batch_dataset(PackedBatchMaker(clips, 2, 48, 24, (1, 2, 2), seed=3,
+                                                   mask_rates=MaskRates(image_to_video=0.5, inpaint=0.3)), num_batches=40)
     given_tokens = 0
     for j in range(40):
         a, b = plain[j], masked[j]

@@ -18,27 +18,32 @@ import pytest
 from sorajax.config_loading import load_config
 from sorajax.data.clip_pipeline import (
     BatchEncoder,
+    ClipPlanner,
     PackingConfig,
     PixelBatchMaker,
-    batch_iterator,
     caption_token_counts,
     host_shard,
     packing_efficiency_of,
     pixel_batch_dataset,
 )
+from sorajax.data.clip_source import ClipInfo
 from sorajax.data.clip_sizing import SizingConfig, latent_token_count
-from sorajax.data.clip_sources import TfdsClipSource, WorldClipSource
+from sorajax.data.iterators import batch_iterator
 from sorajax.data.latent_cache import make_latent_encoder
-from sorajax.data.media_files import MediaLimits
-from sorajax.data.tfds_builder import BuildOptions, build_dataset
-from sorajax.data.world import generate_clip
+from sorajax.data.tfds.builder import BuildOptions, build_dataset
+from sorajax.data.tfds.media_files import MediaLimits
+from sorajax.data.tfds.source import TfdsClipSource
+from sorajax.data.world import WorldSource, generate_clip
+from sorajax.diffusion.sampling import packed_denoiser
 from sorajax.diffusion.timesteps import TrainingTimeConfig
 from sorajax.models.build import build_dit
 from sorajax.models.text_encoder import tiny_text_encoder
 from sorajax.models.vae import CausalVAE, VAEConfig
-from sorajax.train.checkpoint import Checkpointer
-from sorajax.train.dit_loop import init_state
-from sorajax.train.dit_step import make_train_step
+from sorajax.parallel.context import MeshContext
+from sorajax.parallel.rules import DIT_RULES
+from sorajax.runs.checkpoints import Checkpointer
+from sorajax.train.config import DiTTrainConfig
+from sorajax.train.dit_step import init_state, make_train_step
 from sorajax.train.optim import make_optimizer
 from sorajax.video_io import read_video, write_image, write_video
 
@@ -81,11 +86,11 @@ def text_encoder():
 PACKING = PackingConfig(rows=2, seq_len=48, text_len=96, patch=(1, 2, 2), spatial_factor=8, temporal_factor=4)
 
 
-def _maker(source, text_encoder, sizing=None, seed=0, records=None, stream=0, packing=PACKING):
+def _maker(source, text_encoder, sizing=None, seed=0, records=None, stream=0, packing=PACKING, whole_clips=False):
     records = np.arange(len(source)) if records is None else records
-    counts = caption_token_counts(text_encoder, [source.info(int(r)).caption for r in records])
-    sizing = sizing or SizingConfig(pixel_budget=32 * 48, size_multiple=16, max_frames=9)
-    return PixelBatchMaker(source, records, sizing, packing, counts, seed, stream=stream)
+    counts = caption_token_counts(text_encoder, [source.caption(int(r)) for r in records])
+    sizing = None if whole_clips else sizing or SizingConfig(pixel_budget=32 * 48, size_multiple=16, max_frames=9)
+    return PixelBatchMaker(ClipPlanner(source, records, sizing, packing, seed), counts, seed, stream=stream)
 
 
 def test_bad_files_are_counted_logged_and_skipped(media_dir, tmp_path, caplog):
@@ -109,7 +114,7 @@ def test_records_keep_native_size_fps_caption_and_exact_frames(media_dir, built)
         info = source.info(by_key[name])
         assert (info.num_frames, info.height, info.width) == (frames, height, width)
         assert info.fps == (0.0 if frames == 1 else pytest.approx(FPS))
-        assert info.caption == (media_dir / name).with_suffix(".txt").read_text()
+        assert source.caption(by_key[name]) == (media_dir / name).with_suffix(".txt").read_text()
         record = source.record(by_key[name])
         assert record["kind"].decode() == ("image" if frames == 1 else "video")
         if frames > 1:  # PNG frames are lossless: exactly what ffmpeg decodes from the mp4
@@ -146,15 +151,16 @@ def test_end_to_end_packed_batches_and_one_train_step(built, text_encoder):
     batch = BatchEncoder(make_latent_encoder(vae, variables), text_encoder, PACKING)(pixel_batch)
     latent_channels = vae.config.latent_channels
     assert batch.tokens.shape == (2, 48, 4 * latent_channels) and batch.text.shape == (2, 96, text_encoder.dim)
-    planned = sum(int(maker.token_counts[i]) for i in maker.select(0))
+    planned = sum(int(maker.planner.token_counts[i]) for i in maker.select(0))
     assert int(np.count_nonzero(batch.segment_ids)) == planned
     assert np.all(batch.text_segment_ids.max(axis=1) == batch.segment_ids.max(axis=1))
 
     config = load_config("configs/dit_tiny.py:smoke")
     dit = build_dit(config.model, PACKING.patch, latent_channels, text_encoder.dim)
-    optimizer = make_optimizer(config.train)
-    state = init_state(dit, optimizer, batch, seed=0)
-    step = jax.jit(make_train_step(dit, optimizer, TrainingTimeConfig.from_mapping(config.time), 0.1, 0.99))
+    optimizer = make_optimizer(DiTTrainConfig.from_mapping(config.train))
+    state, _ = MeshContext.create(None, DIT_RULES).init(lambda: init_state(dit, optimizer, batch, seed=0))
+    step = jax.jit(make_train_step(packed_denoiser(dit), optimizer, TrainingTimeConfig.from_mapping(config.time),
+                                   0.1, 0.99))
     state, metrics = step(state, batch)
     assert int(state.step) == 1 and np.isfinite(float(metrics["loss"])) and float(metrics["loss_tokens"]) > 0
 
@@ -199,21 +205,22 @@ def test_native_vs_square_framing_is_a_switch(built, text_encoder):
     for framing, shapes in expected.items():
         sizing = SizingConfig(pixel_budget=32 * 48, size_multiple=16, framing=framing, max_frames=9)
         makers[framing] = _maker(source, text_encoder, sizing)
-        assert {source.info(p.index).key: (p.height, p.width) for p in makers[framing].plans} == shapes
-    wide = next(i for i, p in enumerate(makers["native"].plans) if source.info(p.index).key == "wide.mp4")
-    native, square = makers["native"].load(wide), makers["square"].load(wide)
+        assert {source.info(p.index).key: (p.height, p.width) for p in makers[framing].planner.plans} == shapes
+    wide = next(i for i, p in enumerate(makers["native"].planner.plans) if source.info(p.index).key == "wide.mp4")
+    native, square = makers["native"].planner.load(wide), makers["square"].planner.load(wide)
     np.testing.assert_array_equal(square, native[:, :, 8:40])  # the centre square, not a squashed frame
 
 
 def test_world_source_through_the_same_pipeline_packs_densely(text_encoder):
-    source = WorldClipSource([(9, 32, 48), (5, 48, 32), (1, 32, 32), (9, 16, 16)], length=40, seed=1)
-    maker = _maker(source, text_encoder, packing=dataclasses.replace(PACKING, text_len=400))
-    tokens = [latent_token_count(p, 8, 4, (1, 2, 2)) for p in maker.plans]
-    assert tokens == maker.token_counts.tolist() and min(tokens) >= 1
+    source = WorldSource([(9, 32, 48), (5, 48, 32), (1, 32, 32), (9, 16, 16)], length=40, seed=1)
+    maker = _maker(source, text_encoder, packing=dataclasses.replace(PACKING, text_len=400), whole_clips=True)
+    tokens = [latent_token_count(p, 8, 4, (1, 2, 2)) for p in maker.planner.plans]
+    assert tokens == maker.planner.token_counts.tolist() and min(tokens) >= 1
     assert packing_efficiency_of(maker, 20) > 0.9
     batch = maker(0)
-    info = source.info(int(batch.record_indices[0]))
-    assert batch.captions[0] == info.caption and batch.videos[0].shape[0] == info.num_frames
+    record = int(batch.record_indices[0])
+    assert batch.captions[0] == source.caption(record)
+    np.testing.assert_array_equal(batch.videos[0], source.clip(record).video)  # whole clips, made at their size
 
 
 def test_clips_too_big_for_a_row_name_the_fix(built, text_encoder):
@@ -234,10 +241,11 @@ class _MetadataOnlySource:
         return len(self.items)
 
     def info(self, index):
-        from sorajax.data.clip_sources import ClipInfo
-
         frames, height, width = self.items[index]
-        return ClipInfo(frames, height, width, 8.0 if frames > 1 else 0.0, f"clip {index}", str(index))
+        return ClipInfo(frames, height, width, 8.0 if frames > 1 else 0.0, str(index))
+
+    def caption(self, index):
+        return f"clip {index}"
 
 
 def test_packing_fills_at_least_95_percent_of_tokens_on_a_mixed_size_dataset(text_encoder):
@@ -245,30 +253,36 @@ def test_packing_fills_at_least_95_percent_of_tokens_on_a_mixed_size_dataset(tex
     packing = PackingConfig(rows=4, seq_len=1024, text_len=1024)
     sizing = SizingConfig(pixel_budget=96 * 160, size_multiple=16, max_frames=33)
     maker = _maker(source, text_encoder, sizing, packing=packing)
-    assert len(set(maker.token_counts.tolist())) >= 8  # really mixed: many different token counts
+    assert len(set(maker.planner.token_counts.tolist())) >= 8  # really mixed: many different token counts
     assert packing_efficiency_of(maker, 100) >= 0.95
 
 
-def test_trainer_entry_points_from_a_config(built, text_encoder, tmp_path):
-    from sorajax.data.packed_batches import packed_batch_dataset
-    from sorajax.data.tfds_training import tfds_latent_clip_set, tfds_streaming_batches
-    from sorajax.models.vae_pretrained import TrainedVAE
+def test_dit_clips_of_a_tfds_dataset_cached_and_streamed(built, text_encoder, tmp_path):
+    from sorajax.data.config import DiTDataConfig
+    from sorajax.data.dit_clips import cached_clip_set, dit_clip_planner
+    from sorajax.data.packed_batches import PackedBatchMaker
+    from sorajax.data.world import WorldOptions
 
-    vae_config = load_config("configs/vae_tiny.py:smoke")
-    vae = CausalVAE(VAEConfig.from_dict(vae_config.vae.to_dict()))
-    trained = TrainedVAE(vae, vae.init(jax.random.key(0), jnp.zeros((1, 1, 16, 16, 3))), vae_config, 0)
+    vae = CausalVAE(VAEConfig.from_dict(load_config("configs/vae_tiny.py:smoke").vae.to_dict()))
+    encode = make_latent_encoder(vae, vae.init(jax.random.key(0), jnp.zeros((1, 1, 16, 16, 3))))
     config = load_config("configs/dit_tfds.py:smoke", {"data.tfds_dir": str(built[0])})
-    train = tfds_latent_clip_set(config, trained, text_encoder, str(tmp_path), "train")
-    held_out = tfds_latent_clip_set(config, trained, text_encoder, str(tmp_path), "eval")
-    assert (len(train), len(held_out)) == (3, 1) and not set(train.facts) & set(held_out.facts)
+    data = DiTDataConfig.from_mapping(config.data)
+
+    def clips(split):
+        planner = dit_clip_planner(data, WorldOptions(), PACKING, 0, split, eval_clips=1)
+        return cached_clip_set(planner, encode, text_encoder, {"step": 0}, tmp_path / f"latents_{split}.npz")
+
+    train, held_out = clips("train"), clips("eval")
+    assert (len(train), len(held_out)) == (3, 1) and not set(train.keys) & set(held_out.keys)
     assert {l.shape for l in train.latents} <= {(3, 4, 6, 4), (3, 6, 4, 4), (2, 4, 4, 4), (1, 4, 6, 4)}
-    again = tfds_latent_clip_set(config, trained, text_encoder, str(tmp_path), "train")  # from the cache file
+    again = clips("train")  # from the cache file
     for a, b in zip(train.latents, again.latents, strict=True):
         np.testing.assert_array_equal(a, b)
-    batch = packed_batch_dataset(train, 2, 48, 96, (1, 2, 2), seed=0)[0]
+    batch = PackedBatchMaker(train, 2, 48, 96, (1, 2, 2), seed=0)(0)
     assert batch.tokens.shape == (2, 48, 16) and np.count_nonzero(batch.segment_ids) > 0
-    pixels, encoder = tfds_streaming_batches(config, trained, text_encoder)
-    streamed = encoder(pixels[0])
+    planner = dit_clip_planner(data, WorldOptions(), PACKING, 0, "train", eval_clips=1)
+    counts = caption_token_counts(text_encoder, [planner.caption(i) for i in range(planner.records.size)])
+    streamed = BatchEncoder(encode, text_encoder, PACKING)(PixelBatchMaker(planner, counts, seed=0)(0))
     assert streamed.tokens.shape == (2, 48, 16) and streamed.text.shape == (2, 96, text_encoder.dim)
 
 
@@ -276,8 +290,8 @@ def test_trainer_entry_points_from_a_config(built, text_encoder, tmp_path):
 def test_train_dit_command_trains_on_a_tfds_dataset(built, tmp_path, cache_latents):
     """`python -m sorajax.train_dit --config=configs/dit_tfds.py` path: data.source='tfds' end to end,
     with the train set's latents cached once or each batch decoded and encoded in the loop."""
-    from sorajax.train.dit_loop import train_dit
-    from sorajax.train.vae_loop import train_vae
+    from sorajax.train.dit_trainer import train_dit
+    from sorajax.train.vae_trainer import train_vae
 
     vae_dir, dit_dir = str(tmp_path / "vae"), str(tmp_path / "dit")
     train_vae(load_config("configs/vae_tiny.py:smoke", {"train.steps": 1}), vae_dir)
@@ -285,7 +299,7 @@ def test_train_dit_command_trains_on_a_tfds_dataset(built, tmp_path, cache_laten
                                                        "train.steps": 2, "data.cache_latents": cache_latents})
     metrics = train_dit(config, dit_dir)
     assert np.isfinite(metrics["val_loss"])
-    cached = ["latents_tfds_eval_host0.npz"] + (["latents_tfds_train_host0.npz"] if cache_latents else [])
-    assert sorted(p.name for p in (tmp_path / "dit").glob("latents_tfds_*.npz")) == cached
+    cached = ["latents_eval.npz"] + (["latents_train.npz"] if cache_latents else [])
+    assert sorted(p.name for p in (tmp_path / "dit").glob("latents_*.npz")) == cached
     steps = [json.loads(line)["step"] for line in open(tmp_path / "dit" / "metrics.jsonl") if '"loss"' in line]
     assert steps[-1] == 2

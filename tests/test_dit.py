@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from jax.sharding import PartitionSpec as P
 
+from sorajax.parallel.rules import DIT_RULES
 from sorajax.models.dit import (
-    DIT_LOGICAL_AXIS_RULES,
     DiT,
     DiTConfig,
     abstract_params,
@@ -206,7 +206,7 @@ def test_logical_partition_specs_and_sharded_apply(params, apply):
     assert specs["block_0"]["mlp"]["fc1"]["kernel"] == P("embed", "mlp")
     assert specs["final"]["linear"]["kernel"] == P("embed", "patch")
     assert specs["block_1"]["self_attn"]["query_norm"]["scale"] == P("kv")
-    mesh_specs = nn.logical_to_mesh(specs, DIT_LOGICAL_AXIS_RULES)
+    mesh_specs = nn.logical_to_mesh(specs, DIT_RULES)
     assert mesh_specs["block_0"]["mlp"]["fc1"]["kernel"] == P("fsdp", "tensor")
     assert mesh_specs["block_0"]["self_attn"]["out"]["kernel"] == P("tensor", None, "fsdp")
     # Every parameter has one logical name per dimension.
@@ -216,8 +216,8 @@ def test_logical_partition_specs_and_sharded_apply(params, apply):
     # With a (single-device) mesh and the rules active, init and apply run through the constraints.
     mesh = jax.make_mesh((1, 1, 1, 1), MESH_AXES, axis_types=(jax.sharding.AxisType.Auto,) * 4)
     batch = _batch([_row([SAMPLE_A, SAMPLE_B]), _row([SAMPLE_B])])
-    with jax.set_mesh(mesh), nn.logical_axis_rules(DIT_LOGICAL_AXIS_RULES):
-        shardings = nn.logical_to_mesh_sharding(nn.get_partition_spec(abstract), mesh, DIT_LOGICAL_AXIS_RULES)
+    with jax.set_mesh(mesh), nn.logical_axis_rules(DIT_RULES):
+        shardings = nn.logical_to_mesh_sharding(nn.get_partition_spec(abstract), mesh, DIT_RULES)
         sharded = jax.jit(model.init, out_shardings=shardings)(jax.random.key(0), *inputs)
         assert sharded["params"]["block_0"]["mlp"]["fc1"]["kernel"].value.sharding.spec == P("fsdp", "tensor")
         out = jax.jit(lambda p, *x: model.apply({"params": p}, *x))(params, *batch)

@@ -6,8 +6,15 @@ import numpy as np
 import pytest
 
 from sorajax.models.dit import DiT, DiTConfig, REMAT_POLICIES
-from sorajax.train.dit_loop import init_state
-from tests.parallel_cases.common import max_abs_diff, optimizer, packed_batch, tiny_config, train_step_fn
+from tests.parallel_cases.common import (
+    dit_state,
+    max_abs_diff,
+    mesh_context,
+    optimizer,
+    packed_batch,
+    tiny_config,
+    train_step_fn,
+)
 
 BASE = dict(patch_dim=8, text_dim=12, width=32, depth=2, num_heads=2, attention_impl="xla")
 
@@ -85,7 +92,7 @@ def test_remat_policies_give_the_same_gradients(policy):
 def test_host_offload_train_step_equals_no_remat_and_really_offloads():
     """'offload' compiles on CPU too: there pinned_host is the same RAM and XLA drops the copies, numbers unchanged."""
     batch, opt = packed_batch(), optimizer()
-    before = init_state(DiT(tiny_config()), opt, jax.tree.map(jnp.asarray, batch), 0)  # remat keeps param names
+    before, _ = dit_state(mesh_context(), DiT(tiny_config()), opt, batch)  # remat keeps param names
     results, programs = {}, {}
     for policy in ("none", "offload"):
         step = train_step_fn(DiT(tiny_config(remat_policy=policy)), opt)

@@ -8,8 +8,8 @@ import pytest
 from scipy import ndimage
 
 from sorajax.data.world import generate_clip
-from sorajax.data.world_options import OBJECT_COLOURS, SHAPE_NOUNS, WorldOptions
-from sorajax.data.world_render import SHAPE_AREAS, SHAPE_EXTENTS, shape_distance
+from sorajax.data.world.options import OBJECT_COLOURS, SHAPE_NOUNS, WorldOptions
+from sorajax.data.world.render import SHAPE_AREAS, SHAPE_EXTENTS, shape_distance
 from sorajax.eval.probe_prompts import chance_levels, probe_prompt_set
 from sorajax.eval.probe_shapes import classify_shape, shape_errors
 from sorajax.eval.probes import (

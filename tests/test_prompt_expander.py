@@ -4,15 +4,15 @@ import re
 
 import pytest
 
-from sorajax.data.captions import describe
-from sorajax.data.prompt_expander import (
+from sorajax.data.world.captions import describe
+from sorajax.prompt_expansion import (
     IdentityExpander,
     LanguageModelExpander,
     WorldPromptExpander,
     build_prompt_expander,
 )
 from sorajax.data.world import generate_clip
-from sorajax.data.world_options import BACKGROUND_COLOURS, allowed_object_colours
+from sorajax.data.world.options import BACKGROUND_COLOURS, allowed_object_colours
 
 EXPAND = WorldPromptExpander().expand
 

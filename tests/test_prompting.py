@@ -4,14 +4,13 @@ import dataclasses
 import functools
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from sorajax import prompting
 from sorajax.conditioning import Conditioning, first_and_last_mask
-from sorajax.diffusion.guidance import guided_velocity_fn
-from sorajax.diffusion.samplers import SAMPLER_METHODS, sample
+from sorajax.diffusion.samplers import SAMPLER_METHODS
+from sorajax.diffusion.sampling import sample_packed
 from sorajax.long_video import generate_long_video, window_plan
 from sorajax.pipeline import SampleRequest
 from tests.tiny_pipeline import tiny_random_pipeline
@@ -45,24 +44,20 @@ def test_given_latents_are_held_exactly_and_seen_clean_at_every_step(pipeline, c
     inputs = pipeline.sampling_inputs(["a red ball"], shape, request, conditions=[condition])
     seen = []
 
-    def denoise(x_t, t_tokens, text):
+    def spying(params, x_t, t_tokens, rows):
         jax.debug.callback(lambda x, t: seen.append((np.asarray(x), np.asarray(t))), x_t, t_tokens)
-        copies = x_t.shape[0] // inputs.batch.positions.shape[0]  # CFG stacks both branches
-        pos = jnp.concatenate([inputs.batch.positions] * copies, axis=0)
-        seg = jnp.concatenate([inputs.batch.segment_ids] * copies, axis=0)
-        return pipeline.dit.apply({"params": pipeline.dit_params}, x_t, pos, seg, t_tokens, *text)
+        return pipeline.denoise(params, x_t, t_tokens, rows)
 
     batch = inputs.batch
-    velocity = guided_velocity_fn(denoise, (batch.text, batch.text_segment_ids), inputs.uncond, 2.0)
-    out = jax.jit(functools.partial(sample, velocity, method=method))(
-        batch.tokens, inputs.timesteps, cond_mask=inputs.cond_mask, x_cond=inputs.x_cond)
-    cond = inputs.cond_mask[0]
+    out = jax.jit(functools.partial(sample_packed, spying, method=method, guidance=2.0))(
+        pipeline.dit_params, batch, inputs.x_init, inputs.timesteps)
+    cond = ~batch.loss_mask[0]  # the given tokens (this size packs no padding)
     assert cond.sum() == 2 * 4 and len(seen) >= 3  # two of three latent frames, 2x2 tokens each
     for x, t in seen:  # CFG runs both branches in one batch of 2 rows
         for row in range(x.shape[0]):
-            np.testing.assert_array_equal(x[row][cond], inputs.x_cond[0][cond])
+            np.testing.assert_array_equal(x[row][cond], batch.tokens[0][cond])
             assert (t[row][cond] == 0).all() and (t[row][~cond] > 0).all()
-    np.testing.assert_array_equal(np.asarray(out)[0][cond], inputs.x_cond[0][cond])
+    np.testing.assert_array_equal(np.asarray(out)[0][cond], batch.tokens[0][cond])
     latent = pipeline.sample_latents(["a red ball"], shape, request, conditions=[condition])[0]
     np.testing.assert_array_equal(latent[[0, 2]], given[[0, 2]])  # exact after unpacking too
     assert np.abs(latent[1] - given[1]).mean() > 0.1  # the middle is generated

@@ -12,8 +12,8 @@ from absl.testing import flagsaver
 
 from sorajax import generate
 from sorajax.config_loading import load_config
-from sorajax.train.dit_loop import train_dit
-from sorajax.train.vae_loop import train_vae
+from sorajax.train.dit_trainer import train_dit
+from sorajax.train.vae_trainer import train_vae
 from sorajax.video_io import read_image, read_video, write_image, write_video
 
 

@@ -4,7 +4,7 @@ import json
 
 import ml_collections
 
-from sorajax.train.run_config import HISTORY_FILE, record_run_config, setting_changes
+from sorajax.runs.records import HISTORY_FILE, record_run_config, setting_changes
 
 
 def _config(steps=1000, rows=8):

@@ -8,7 +8,7 @@ from sorajax.data.world import WorldOptions
 from sorajax.eval.contact_sheet import contact_sheet, pick_frames
 from sorajax.eval.vae_samples import write_reconstruction_samples
 from sorajax.models.vae import CausalVAE, VAEConfig
-from sorajax.train.vae_step import make_reconstruct_step
+from sorajax.eval.vae_eval import make_reconstruct
 from sorajax.video_io import read_image, read_video
 
 
@@ -32,7 +32,7 @@ def test_reconstruction_samples_are_written_side_by_side(tmp_path):
     vae = CausalVAE(config)
     variables = vae.init({"params": jax.random.PRNGKey(0), "sample": jax.random.PRNGKey(1)}, np.zeros((1, 5, 16, 16, 3)))
     paths = write_reconstruction_samples(
-        jax.jit(make_reconstruct_step(vae)), variables, [(5, 16, 24), (1, 16, 16)], seed=0,
+        jax.jit(make_reconstruct(vae)), variables, [(5, 16, 24), (1, 16, 16)], seed=0,
         world_options=WorldOptions(), out_dir=str(tmp_path),
     )
     assert [p.rsplit("/", 1)[-1] for p in paths] == ["recon_5x16x24.mp4", "recon_1x16x16.png", "reconstructions.png"]

@@ -9,10 +9,10 @@ import pytest
 
 from sorajax.config_loading import load_config
 from sorajax.pipeline import Pipeline, SampleRequest
-from sorajax.train.checkpoint import CheckpointNotFoundError
-from sorajax.train.dit_loop import train_dit
-from sorajax.train.metrics import read_jsonl
-from sorajax.train.vae_loop import train_vae
+from sorajax.runs.checkpoints import CheckpointNotFoundError
+from sorajax.train.dit_trainer import train_dit
+from sorajax.runs.metrics import read_metrics
+from sorajax.train.vae_trainer import train_vae
 
 
 @pytest.fixture(scope="module")
@@ -38,7 +38,7 @@ def test_loss_falls_and_resume_matches_an_uninterrupted_run(vae_dir, tmp_path):
     a, b = Pipeline.from_run(straight, use_ema=False), Pipeline.from_run(resumed, use_ema=False)
     for x, y in zip(jax.tree.leaves(a.dit_params), jax.tree.leaves(b.dit_params), strict=True):
         np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
-    log = [r for r in read_jsonl(os.path.join(resumed, "metrics.jsonl")) if "loss" in r]
+    log = [r for r in read_metrics(os.path.join(resumed, "metrics.jsonl")) if "loss" in r]
     assert [r["step"] for r in log] == [1, 2, 3, 4]
     assert os.path.exists(os.path.join(resumed, "latents_train.npz"))  # encoded once, reused on resume
     # The resume raised train.steps: the record of how steps 1-2 were trained is kept, not overwritten.
@@ -52,7 +52,7 @@ def test_a_few_steps_on_one_batch_reduce_the_loss(vae_dir, tmp_path):
     config = _config(vae_dir, 30, **{"data.num_clips": 1, "data.rows": 1, "train.learning_rate": 3e-3,
                                      "train.warmup_steps": 0, "train.caption_dropout": 0.0, "eval.every": 30})
     train_dit(config, str(tmp_path / "overfit"))
-    losses = [r["loss"] for r in read_jsonl(str(tmp_path / "overfit" / "metrics.jsonl")) if "loss" in r]
+    losses = [r["loss"] for r in read_metrics(str(tmp_path / "overfit" / "metrics.jsonl")) if "loss" in r]
     assert np.mean(losses[-5:]) < 0.8 * np.mean(losses[:5])
 
 

@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 
 from sorajax.config_loading import load_config
-from sorajax.models.vae_pretrained import load_trained_vae
-from sorajax.train.checkpoint import CheckpointNotFoundError
-from sorajax.train.metrics import read_jsonl
-from sorajax.train.vae_loop import train_vae
+from sorajax.runs.loaders import load_autoencoder
+from sorajax.runs.checkpoints import CheckpointNotFoundError
+from sorajax.runs.metrics import read_metrics
+from sorajax.train.vae_trainer import train_vae
 
 TINY = {"data.sizes": ((5, 16, 16),), "eval.sizes": ((5, 16, 16),), "train.save_every": 2, "eval.every": 2}
 
@@ -21,7 +21,7 @@ def _config(steps: int, **extra):
 
 
 def _params(workdir: str):
-    return jax.tree.leaves(load_trained_vae(workdir).variables)
+    return jax.tree.leaves(load_autoencoder(workdir).variables)
 
 
 def test_interrupted_run_resumes_to_the_same_weights_as_an_uninterrupted_one(tmp_path):
@@ -35,12 +35,12 @@ def test_interrupted_run_resumes_to_the_same_weights_as_an_uninterrupted_one(tmp
     for a, b in zip(_params(straight), _params(resumed), strict=True):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
 
-    log = read_jsonl(os.path.join(resumed, "metrics.jsonl"))
+    log = read_metrics(os.path.join(resumed, "metrics.jsonl"))
     train_steps = [r["step"] for r in log if "loss" in r]
     assert train_steps == [1, 2, 3, 4]  # resumed at 3, nothing repeated or skipped
     assert all(np.isfinite(r["loss"]) for r in log if "loss" in r)
     assert os.path.isdir(os.path.join(resumed, "tensorboard"))
-    trained = load_trained_vae(resumed)
+    trained = load_autoencoder(resumed)
     assert trained.step == 4
     stats = trained.variables["latent_stats"]
     assert stats["std"].shape == (trained.vae.config.latent_channels,)
@@ -58,4 +58,4 @@ def test_resuming_with_a_different_model_is_refused(tmp_path):
 
 def test_loading_a_missing_autoencoder_names_the_training_command(tmp_path):
     with pytest.raises(CheckpointNotFoundError, match="python -m sorajax.train_vae"):
-        load_trained_vae(str(tmp_path / "nothing"))
+        load_autoencoder(str(tmp_path / "nothing"))

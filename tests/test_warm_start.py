@@ -9,9 +9,9 @@ import pytest
 
 from sorajax.config_loading import load_config
 from sorajax.pipeline import Pipeline
-from sorajax.train.dit_loop import train_dit
-from sorajax.train.metrics import read_jsonl
-from sorajax.train.vae_loop import train_vae
+from sorajax.train.dit_trainer import train_dit
+from sorajax.runs.metrics import read_metrics
+from sorajax.train.vae_trainer import train_vae
 from sorajax.train.warm_start import parse_source
 
 
@@ -60,7 +60,7 @@ def test_fine_tune_starts_from_the_source_weights_on_new_sizes_and_restarts_from
     gap_before = sum(float(np.abs(e - r).sum()) for e, r in zip(src_ema, _leaves(src.dit_params)))
     gap_after = sum(float(np.abs(e - r).sum()) for e, r in zip(tuned_ema, _leaves(src.dit_params)))
     assert 0 < gap_after < gap_before
-    assert [r["step"] for r in read_jsonl(os.path.join(fine, "metrics.jsonl")) if "loss" in r] == [1]
+    assert [r["step"] for r in read_metrics(os.path.join(fine, "metrics.jsonl")) if "loss" in r] == [1]
 
     # The source run is read, never written.
     assert sorted(os.listdir(os.path.join(copy, "checkpoints"))) == saved_before
@@ -68,7 +68,7 @@ def test_fine_tune_starts_from_the_source_weights_on_new_sizes_and_restarts_from
     shutil.rmtree(copy)
     config.train.steps = 2
     train_dit(config, fine)
-    assert [r["step"] for r in read_jsonl(os.path.join(fine, "metrics.jsonl")) if "loss" in r] == [1, 2]
+    assert [r["step"] for r in read_metrics(os.path.join(fine, "metrics.jsonl")) if "loss" in r] == [1, 2]
 
 
 def test_bad_sources_name_the_fix(source, tmp_path):

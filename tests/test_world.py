@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 from sorajax.data.world import generate_clip
-from sorajax.data.world_facts import ClipFacts, direction_word
-from sorajax.data.world_options import BACKGROUND_COLOURS, OBJECT_COLOURS, WorldOptions, colour_distance
-from sorajax.data.world_render import SHAPE_EXTENTS
+from sorajax.data.world.facts import ClipFacts, direction_word
+from sorajax.data.world.options import BACKGROUND_COLOURS, OBJECT_COLOURS, WorldOptions, colour_distance
+from sorajax.data.world.render import SHAPE_EXTENTS
 
 FLAT = dict(texture_strength=0.0)
 

@@ -6,9 +6,9 @@ import grain
 import numpy as np
 import pytest
 
-from sorajax.data.world_facts import ClipFacts
-from sorajax.data.world_options import WorldOptions
-from sorajax.data.world_source import UNLIMITED_LENGTH, WorldSource
+from sorajax.data.world.facts import ClipFacts
+from sorajax.data.world.options import WorldOptions
+from sorajax.data.world.source import UNLIMITED_LENGTH, WorldSource
 
 SIZES = [(5, 16, 24), (1, 24, 16), (9, 16, 16)]
 

@@ -1,37 +1,33 @@
-"""The grain pipeline for real data: clip source -> plan -> decode -> resize -> (encode) -> PackedBatch.
+"""The one clip pipeline, for the built-in world and a user's TFDS dataset alike.
 
-    records (TFDS or the world), this host's shard
-      -> per record a ClipPlan from metadata only (size, crop, frames; `clip_sizing`)
-      -> batch j: candidates drawn with RNG (seed, host, j), rows planned by first-fit-decreasing
-         on planned token counts, the first `rows` rows kept  (NaViT packing, no decode yet)
-      -> decode just the planned frames, crop, resize          (grain workers: `PixelBatch`)
-      -> autoencoder + text encoder on the accelerator, `pack`  (main process: `BatchEncoder`)
+    a clip source (sorajax.data.clip_source), this host's records
+      -> per record a ClipPlan from metadata only (size, crop, frames; `clip_sizing`; the world's
+         clips are made at their training size, so their plan is the whole clip)
+      -> cached: every clip decoded, resized and encoded once into a `LatentClipSet`
+         (`encode_clip_set`), which `sorajax.data.packed_batches` packs into rows
+      -> streaming: batch j's clips chosen and rows planned by first-fit-decreasing on planned
+         token counts (`PixelBatchMaker`, no decode yet), then decoded in grain workers and
+         encoded on the accelerator per step (`BatchEncoder`): for datasets that do not fit in memory
 
 Batch j depends only on (seed, host, j), so the grain iterator's state is a position: saving it
-with the model (`sorajax.train.checkpoint`) makes a resumed run see exactly the batches it would
-have seen. Two ways to feed a trainer:
-- streaming: `pixel_batch_dataset` + `BatchEncoder` (decode in worker processes, encode per step);
-  nothing is precomputed, so it scales to datasets that do not fit in memory;
-- cached: `encode_clip_set` encodes the host's clips once into a `LatentClipSet`, which
-  `sorajax.data.packed_batches` packs (what the tiny CPU runs use: encoding costs more than a step).
+with the model makes a resumed run see exactly the batches it would have seen.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import logging
-from typing import Any, Callable, Sequence
+from typing import Callable, Sequence
 
 import grain
 import numpy as np
+from tqdm.auto import tqdm
 
 from sorajax.data.clip_sizing import ClipPlan, SizingConfig, apply_plan, latent_token_count, plan_clip
-from sorajax.data.clip_sources import ClipSource
+from sorajax.data.clip_source import ClipSource
 from sorajax.data.latent_cache import LatentClipSet
 from sorajax.models.text_encoder import TextEmbeddingCache, TextEncoder
 from sorajax.patches import PackedBatch, Sample, check_patch, pack, plan_rows
 
-log = logging.getLogger(__name__)
 ENDLESS = 2**31 - 1
 
 
@@ -91,88 +87,94 @@ def caption_token_counts(text_encoder: TextEncoder, captions: Sequence[str]) -> 
     return np.asarray(mask, bool).sum(axis=1).astype(np.int64)
 
 
-class PixelBatchMaker:
-    """Maps a batch index to a `PixelBatch` packed to fill `rows` rows of `seq_len` tokens."""
+class ClipPlanner:
+    """Every record's plan and token count, from metadata only; `sizing` None keeps whole clips as they are."""
 
-    def __init__(self, source: ClipSource, records: np.ndarray, sizing: SizingConfig, packing: PackingConfig,
-                 text_counts: np.ndarray, seed: int, stream: int = 0):
-        self.source, self.sizing, self.packing = source, sizing, packing
+    def __init__(self, source: ClipSource, records: np.ndarray, sizing: SizingConfig | None, packing: PackingConfig,
+                 seed: int):
+        self.source, self.sizing, self.packing, self.seed = source, sizing, packing, int(seed)
         self.records = np.asarray(records, np.int64)
-        self.seed, self.stream = int(seed), int(stream)
         if self.records.size == 0:
             raise ValueError("no records to read: the source or this host's shard is empty")
-        if sizing.size_multiple % packing.size_multiple:
+        if sizing is not None and sizing.size_multiple % packing.size_multiple:
             raise ValueError(
                 f"sizing.size_multiple={sizing.size_multiple} must be a multiple of {packing.size_multiple} "
                 f"(autoencoder factor {packing.spatial_factor} x patch {packing.patch[1:]})"
             )
         self.plans = [self._plan(int(r)) for r in self.records]
-        self.token_counts = np.array([latent_token_count(p, packing.spatial_factor, packing.temporal_factor, packing.patch)
-                                      for p in self.plans])
-        self.text_counts = np.asarray(text_counts, np.int64)
-        if self.text_counts.shape != self.records.shape:
-            raise ValueError(f"got {self.text_counts.size} caption token counts for {self.records.size} records; give one each")
-        self._check_fit()
-        self.candidates = min(self.records.size,
-                              2 * packing.rows * max(1, packing.seq_len // max(int(self.token_counts.min()), 1)))
+        self.token_counts = np.array([latent_token_count(p, packing.spatial_factor, packing.temporal_factor,
+                                                         packing.patch) for p in self.plans])
 
     def _plan(self, record: int) -> ClipPlan:
         info = self.source.info(record)
-        return plan_clip(record, info.num_frames, info.height, info.width, info.fps, self.sizing, self.seed)
-
-    def _check_fit(self) -> None:
-        too_long = np.flatnonzero((self.token_counts > self.packing.seq_len) | (self.text_counts > self.packing.text_len))
-        if too_long.size:
-            i = int(too_long[0])
-            p = self.plans[i]
-            raise ValueError(
-                f"record {p.index} becomes {p.num_frames}x{p.height}x{p.width} = {self.token_counts[i]} tokens with "
-                f"{self.text_counts[i]} caption tokens, more than a row holds (seq_len={self.packing.seq_len}, "
-                f"text_len={self.packing.text_len}): raise them, or lower pixel_budget / max_frames"
-            )
-
-    def select(self, batch_index: int) -> list[int]:
-        """Positions (into `self.records`) of the clips of batch `batch_index`, in packing order."""
-        rng = np.random.default_rng([self.seed, self.stream, int(batch_index)])
-        pool = rng.choice(self.records.size, size=self.candidates, replace=False)
-        plan = plan_rows(self.token_counts[pool], self.text_counts[pool], self.packing.seq_len, self.packing.text_len)
-        return [int(pool[i]) for row in plan[: self.packing.rows] for i in row]
+        if self.sizing is not None:
+            return plan_clip(record, info.num_frames, info.height, info.width, info.fps, self.sizing, self.seed)
+        m = self.packing.size_multiple
+        if info.height % m or info.width % m:
+            raise ValueError(f"clip {info.key} is {info.height}x{info.width}, not a multiple of {m} pixels (the "
+                             f"autoencoder's x{self.packing.spatial_factor} x patch {self.packing.patch[1:]}): "
+                             f"use clip sizes in multiples of {m}")
+        return ClipPlan(record, tuple(range(info.num_frames)), (0, 0, info.height, info.width), info.height, info.width)
 
     def load(self, position: int) -> np.ndarray:
+        """The training clip of `self.records[position]`: its planned frames, cropped and resized."""
         plan = self.plans[position]
         try:
             frames = self.source.frames(plan.index, plan.frame_indices)
         except Exception as error:  # a file that changed or rotted after the build
             raise ValueError(
                 f"record {plan.index} ({self.source.info(plan.index).key}) no longer decodes ({error}); "
-                "rebuild the dataset with `python -m sorajax.data.build`"
+                "rebuild the dataset with `python -m sorajax.build_dataset`"
             ) from error
         return apply_plan(frames, plan)
 
+    def caption(self, position: int) -> str:
+        return self.source.caption(int(self.records[position]))
+
+
+class PixelBatchMaker:
+    """Maps a batch index to a `PixelBatch` packed to fill `rows` rows of `seq_len` tokens (streaming)."""
+
+    def __init__(self, planner: ClipPlanner, text_counts: np.ndarray, seed: int, stream: int = 0):
+        self.planner, self.packing = planner, planner.packing
+        self.seed, self.stream = int(seed), int(stream)
+        self.text_counts = np.asarray(text_counts, np.int64)
+        if self.text_counts.shape != planner.records.shape:
+            raise ValueError(f"got {self.text_counts.size} caption token counts for {planner.records.size} records; "
+                             "give one each")
+        self._check_fit()
+        self.candidates = min(planner.records.size, 2 * self.packing.rows
+                              * max(1, self.packing.seq_len // max(int(planner.token_counts.min()), 1)))
+
+    def _check_fit(self) -> None:
+        tokens, packing = self.planner.token_counts, self.packing
+        too_long = np.flatnonzero((tokens > packing.seq_len) | (self.text_counts > packing.text_len))
+        if too_long.size:
+            i = int(too_long[0])
+            p = self.planner.plans[i]
+            raise ValueError(
+                f"record {p.index} becomes {p.num_frames}x{p.height}x{p.width} = {tokens[i]} tokens with "
+                f"{self.text_counts[i]} caption tokens, more than a row holds (seq_len={packing.seq_len}, "
+                f"text_len={packing.text_len}): raise them, or lower pixel_budget / max_frames"
+            )
+
+    def select(self, batch_index: int) -> list[int]:
+        """Positions (into the planner's records) of the clips of batch `batch_index`, in packing order."""
+        rng = np.random.default_rng([self.seed, self.stream, int(batch_index)])
+        pool = rng.choice(self.planner.records.size, size=self.candidates, replace=False)
+        plan = plan_rows(self.planner.token_counts[pool], self.text_counts[pool], self.packing.seq_len,
+                         self.packing.text_len)
+        return [int(pool[i]) for row in plan[: self.packing.rows] for i in row]
+
     def __call__(self, batch_index: int) -> PixelBatch:
         chosen = self.select(batch_index)
-        return PixelBatch(
-            videos=[self.load(i) for i in chosen],
-            captions=[self.source.info(int(self.records[i])).caption for i in chosen],
-            record_indices=self.records[chosen],
-        )
+        return PixelBatch(videos=[self.planner.load(i) for i in chosen],
+                          captions=[self.planner.caption(i) for i in chosen],
+                          record_indices=self.planner.records[chosen])
 
 
 def pixel_batch_dataset(maker: PixelBatchMaker, num_batches: int = ENDLESS) -> grain.MapDataset:
     return grain.MapDataset.range(num_batches).map(maker)
-
-
-def batch_iterator(dataset: grain.MapDataset, worker_count: int = 0, buffer_size: int = 2) -> grain.DatasetIterator:
-    """A checkpointable iterator; with workers, decoding runs in `worker_count` processes."""
-    iter_ds = dataset.to_iter_dataset()
-    if worker_count > 0:
-        from absl import flags
-
-        if not flags.FLAGS.is_parsed():  # grain's workers read absl flags; scripts without app.run have none
-            flags.FLAGS.mark_as_parsed()
-        iter_ds = iter_ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=worker_count,
-                                                                   per_worker_buffer_size=buffer_size))
-    return iter(iter_ds)
 
 
 def _encode_by_size(videos: Sequence[np.ndarray], encode_video: Callable[[np.ndarray], np.ndarray],
@@ -212,30 +214,33 @@ class BatchEncoder:
         return packed
 
 
-def encode_clip_set(maker: PixelBatchMaker, encode_video: Callable[[np.ndarray], np.ndarray],
+def encode_clip_set(planner: ClipPlanner, encode_video: Callable[[np.ndarray], np.ndarray],
                     text_encoder: TextEncoder, key: str = "", batch_size: int = 16) -> LatentClipSet:
-    """Every clip of the maker's shard, planned, decoded and encoded once (the cached path)."""
-    videos = [maker.load(i) for i in range(maker.records.size)]
-    captions = [maker.source.info(int(r)).caption for r in maker.records]
-    latents = _encode_by_size(videos, encode_video, batch_size)
+    """Every clip of the planner's records, decoded, resized and encoded once (the cached path).
+
+    Clips are made and encoded a batch of one size at a time, so host memory holds latents, not pixels.
+    """
+    count = planner.records.size
+    by_size: dict[tuple[int, int, int], list[int]] = {}
+    for position, plan in enumerate(planner.plans):
+        by_size.setdefault((plan.num_frames, plan.height, plan.width), []).append(position)
+    latents: list[np.ndarray | None] = [None] * count
+    captions = [""] * count
+    with tqdm(total=count, desc="encoding clips", dynamic_ncols=True) as bar:
+        for _, positions in sorted(by_size.items()):
+            for start in range(0, len(positions), batch_size):
+                chunk = positions[start : start + batch_size]
+                videos = [planner.load(i) for i in chunk]
+                encoded = np.asarray(encode_video(np.stack(videos)), np.float32)
+                for i, latent in zip(chunk, encoded):
+                    latents[i], captions[i] = latent, planner.caption(i)
+                bar.update(len(chunk))
     texts = _caption_embeddings(TextEmbeddingCache(text_encoder), captions)
-    keys = [maker.source.info(int(r)).key for r in maker.records]
-    return LatentClipSet(latents=latents, texts=texts, captions=captions, terse_captions=list(captions),
-                         facts=keys, key=key)
+    keys = [planner.source.info(int(r)).key for r in planner.records]
+    return LatentClipSet(latents=latents, texts=texts, captions=captions, keys=keys, key=key)
 
 
 def packing_efficiency_of(maker: PixelBatchMaker, num_batches: int) -> float:
     """Share of token slots holding real tokens over `num_batches` planned batches (no decoding)."""
-    used = sum(int(maker.token_counts[maker.select(j)].sum()) for j in range(num_batches))
+    used = sum(int(maker.planner.token_counts[maker.select(j)].sum()) for j in range(num_batches))
     return used / (num_batches * maker.packing.rows * maker.packing.seq_len)
-
-
-def sizing_from_config(data: Any, packing: PackingConfig) -> SizingConfig:
-    """`SizingConfig` from a config's `data` block; sides snap to the autoencoder x patch multiple."""
-    return SizingConfig(
-        pixel_budget=int(data.pixel_budget), size_multiple=packing.size_multiple, framing=str(data.framing),
-        allow_upscale=bool(data.get("allow_upscale", False)), max_frames=int(data.max_frames),
-        frame_counts=tuple(int(n) for n in data.get("frame_counts", ())),
-        target_fps=None if data.get("target_fps") is None else float(data.target_fps),
-        temporal_factor=packing.temporal_factor,
-    )

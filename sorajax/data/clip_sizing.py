@@ -146,6 +146,8 @@ def plan_clip(index: int, num_frames: int, height: int, width: int, fps: float, 
 def apply_plan(frames: np.ndarray, plan: ClipPlan) -> np.ndarray:
     """Decoded frames (already the plan's frame indices) uint8 [T, H, W, 3] -> cropped, resized uint8."""
     top, left, crop_h, crop_w = plan.crop
+    if frames.shape[1:3] == (crop_h, crop_w) == (plan.height, plan.width):  # a whole clip at its size
+        return frames
     out = []
     for frame in frames:
         image = Image.fromarray(np.ascontiguousarray(frame[top : top + crop_h, left : left + crop_w]))

@@ -1,131 +1,84 @@
-"""A cached set of world clips as autoencoder latents with caption embeddings.
+"""A cached set of clips as autoencoder latents with caption embeddings, kept in the run directory.
 
-The frozen autoencoder and the frozen text encoder cost more per clip than a
-tiny DiT step on a CPU, so the DiT trainer encodes a fixed set of clips once:
-normalised latents `[t, h, w, c]` at each clip's native size, its descriptive
-caption's token embeddings `[n, D]` (real tokens only), and its facts. The set is
-saved next to the run (`latents.npz`), keyed by the autoencoder checkpoint step,
-the text encoder and the world settings, and rebuilt only when one of them changes.
+The frozen autoencoder and text encoder cost more per clip than a tiny DiT step on a CPU, so the
+DiT trainer encodes a fixed set of clips once: normalised latents `[t, h, w, c]` at each clip's
+training size, and its caption's token embeddings `[n, D]` (real tokens only). The set is saved
+in the run (`latents_<split>.npz`), keyed by everything that shapes it (the autoencoder step and
+config, the text encoder, the source and its records, the sizing), and rebuilt only when one of
+them changes. Writes are atomic: a killed build never leaves a half-written cache under the real name.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import hashlib
+import io
 import json
-import os
-from typing import Any, Callable, Sequence
+from typing import Any, Callable
 
 import jax
-import jax.numpy as jnp
 import numpy as np
-from tqdm.auto import tqdm
 
-from sorajax.data.world import WorldOptions, generate_clip
-from sorajax.data.world_batches import SPLIT_SEED_OFFSETS
-from sorajax.models.text_encoder import TextEmbeddingCache, TextEncoder
+from sorajax.models.vae import pixels_from_uint8
+from sorajax.runs.paths import PathLike, run_path, write_bytes_atomic
 
 
 @dataclasses.dataclass
 class LatentClipSet:
-    """Per clip: normalised latent, caption embeddings, caption, terse caption, facts JSON."""
+    """Per clip: normalised latent, caption embeddings, caption, and the record's key in its source."""
 
     latents: list[np.ndarray]
     texts: list[np.ndarray]
     captions: list[str]
-    terse_captions: list[str]
-    facts: list[str]
-    key: str
+    keys: list[str]
+    key: str  # what the set was made from (see `cache_key`)
 
     def __len__(self) -> int:
         return len(self.latents)
 
-    def save(self, path: str) -> None:
+    def save(self, path: PathLike) -> None:
         arrays = {f"latent_{i}": a for i, a in enumerate(self.latents)}
         arrays.update({f"text_{i}": a for i, a in enumerate(self.texts)})
-        meta = json.dumps({"key": self.key, "captions": self.captions, "terse": self.terse_captions, "facts": self.facts})
-        tmp = path + ".tmp.npz"
-        np.savez(tmp, meta=np.array(meta), **arrays)
-        os.replace(tmp, path)  # never leave a half-written cache under the real name.
+        meta = json.dumps({"key": self.key, "captions": self.captions, "keys": self.keys})
+        buffer = io.BytesIO()
+        np.savez(buffer, meta=np.array(meta), **arrays)
+        write_bytes_atomic(run_path(path), buffer.getvalue())
 
     @classmethod
-    def load(cls, path: str) -> "LatentClipSet":
-        with np.load(path) as data:
+    def load(cls, path: PathLike) -> "LatentClipSet":
+        with np.load(io.BytesIO(run_path(path).read_bytes())) as data:
             meta = json.loads(str(data["meta"]))
             n = len(meta["captions"])
-            return cls(
-                latents=[data[f"latent_{i}"] for i in range(n)],
-                texts=[data[f"text_{i}"] for i in range(n)],
-                captions=meta["captions"], terse_captions=meta["terse"], facts=meta["facts"], key=meta["key"],
-            )
+            return cls(latents=[data[f"latent_{i}"] for i in range(n)], texts=[data[f"text_{i}"] for i in range(n)],
+                       captions=meta["captions"], keys=meta.get("keys", [""] * n), key=meta["key"])
 
 
 def cache_key(**parts: Any) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def clip_sizes(sizes: Sequence[Sequence[int]], count: int, seed: int) -> list[tuple[int, int, int]]:
-    """The (frames, height, width) of clip i, drawn uniformly from `sizes`, deterministic in seed."""
-    rng = np.random.default_rng([seed, 17])
-    picks = rng.integers(len(sizes), size=count)
-    return [tuple(int(v) for v in sizes[k]) for k in picks]
-
-
-def encode_world_clips(
-    encode_video: Callable[[np.ndarray], np.ndarray],
-    text_encoder: TextEncoder,
-    sizes: Sequence[Sequence[int]],
-    count: int,
-    seed: int,
-    options: WorldOptions,
-    split: str = "train",
-    batch_size: int = 16,
-    key: str = "",
-) -> LatentClipSet:
-    """Renders `count` world clips and encodes them; `encode_video(uint8 [B,T,H,W,3]) -> [B,t,h,w,c]`."""
-    seed = seed + SPLIT_SEED_OFFSETS[split]
-    per_clip = clip_sizes(sizes, count, seed)
-    latents: list[np.ndarray | None] = [None] * count
-    # Only the descriptions are kept per clip, not the rendered pixels (~0.1 MB each at 9x64x64).
-    captions, terse, facts = [""] * count, [""] * count, [""] * count
-    by_size: dict[tuple[int, int, int], list[int]] = {}
-    for i, size in enumerate(per_clip):
-        by_size.setdefault(size, []).append(i)
-    with tqdm(total=count, desc="encoding clips", dynamic_ncols=True) as bar:
-        for (frames, height, width), indices in sorted(by_size.items()):
-            for start in range(0, len(indices), batch_size):
-                chunk = indices[start : start + batch_size]
-                rendered = [generate_clip(seed, frames, height, width, options, index=i) for i in chunk]
-                encoded = np.asarray(encode_video(np.stack([c.video for c in rendered])), np.float32)
-                for i, clip, latent in zip(chunk, rendered, encoded):
-                    latents[i] = latent
-                    captions[i], terse[i], facts[i] = clip.caption, clip.caption_terse, clip.facts.to_json()
-                bar.update(len(chunk))
-    embeddings, masks = TextEmbeddingCache(text_encoder).encode(captions)
-    texts = [np.asarray(e[m], np.float32) for e, m in zip(embeddings, masks)]
-    return LatentClipSet(
-        latents=latents, texts=texts, captions=captions, terse_captions=terse, facts=facts, key=key,
-    )
-
-
 def make_latent_encoder(vae: Any, variables: Any) -> Callable[[np.ndarray], np.ndarray]:
-    """uint8 video batch -> normalised posterior-mean latents, jitted once per clip size."""
+    """uint8 video batch [B, T, H, W, 3] -> normalised posterior-mean latents, jitted once per clip size."""
 
     @jax.jit
     def encode(video_uint8: jax.Array) -> jax.Array:
-        video = video_uint8.astype(jnp.float32) / 127.5 - 1.0
-        return vae.apply(variables, video, method="encode_normalized")
+        return vae.apply(variables, pixels_from_uint8(video_uint8), method="encode_normalized")
 
     return lambda video: np.asarray(jax.device_get(encode(video)))
 
 
-def load_or_build(path: str, key: str, build: Callable[[], LatentClipSet]) -> LatentClipSet:
+def load_or_build(path: PathLike, key: str, build: Callable[[], LatentClipSet]) -> LatentClipSet:
     """Reuses the cache at `path` when its key matches, else builds and saves a new one."""
-    if os.path.exists(path):
-        cached = LatentClipSet.load(path)
-        if cached.key == key:
-            return cached
-        print(f"latent cache {path} is stale (autoencoder, text encoder or world changed): rebuilding")
+    path = run_path(path)
+    if path.exists():
+        try:
+            cached = LatentClipSet.load(path)
+        except (OSError, ValueError, KeyError) as error:
+            print(f"latent cache {path} is unreadable ({type(error).__name__}: {error}): rebuilding")
+        else:
+            if cached.key == key:
+                return cached
+            print(f"latent cache {path} is stale (autoencoder, text encoder, data or sizing changed): rebuilding")
     built = build()
     built.save(path)
     return built

@@ -1,16 +1,16 @@
 """Packed DiT training batches from a latent clip set, as a random-access grain dataset.
 
-Batch `j` draws candidate clips with an RNG seeded by `(seed, j)`, plans rows by
-first-fit-decreasing (`patches.plan_rows`) and keeps the `rows` fullest rows, so
-images and videos of every size and aspect ratio share rows (NaViT packing) and
-padding stays small. Because batch `j` depends only on `(seed, j)`, the grain
-iterator's state is a position and resumption is exact.
+Batch `j` draws candidate clips with an RNG seeded by `(seed, stream, j)`, plans rows by
+first-fit-decreasing (`patches.plan_rows`) and keeps the `rows` fullest rows, so images and videos
+of every size and aspect ratio share rows (NaViT packing) and padding stays small. Because batch `j`
+depends only on those numbers, the grain iterator's state is a position and resumption is exact.
+On a multi-host job each host packs only its own rows (`rows` = its share) from its own clips with
+its own `stream` (the process index); JAX assembles the global batch from the hosts' rows.
 
-Conditioning masks (`mask_rates`, see `sorajax.conditioning`): each chosen sample may
-get a random frame or region mask; its given tokens are packed clean with
-`loss_mask = False`, so the train step keeps them at t = 0 and out of the loss. The
-masks come from a second RNG seeded by `(seed, j, 1)`: the clip choice is unchanged,
-and with every rate 0 (the default) the batches are exactly the unmasked ones.
+Conditioning masks (`mask_rates`, see `sorajax.conditioning`): each chosen sample may get a random
+frame or region mask; its given tokens are packed clean with `loss_mask = False`, so the train step
+keeps them at t = 0 and out of the loss. The masks come from a second RNG (one more seed word): the
+clip choice is unchanged, and with every rate 0 (the default) the batches are exactly the unmasked ones.
 """
 
 from __future__ import annotations
@@ -31,11 +31,11 @@ class PackedBatchMaker:
     """Maps a batch index to a numpy `PackedBatch` of `rows` rows of `seq_len` tokens."""
 
     def __init__(self, clips: LatentClipSet, rows: int, seq_len: int, text_len: int, patch: Sequence[int], seed: int,
-                 mask_rates: MaskRates | None = None):
+                 mask_rates: MaskRates | None = None, stream: int = 0):
         if len(clips) == 0:
             raise ValueError("the latent clip set is empty: encode at least one clip (data.num_clips >= 1)")
         self.clips, self.rows, self.seq_len, self.text_len = clips, rows, seq_len, text_len
-        self.patch, self.seed = tuple(patch), seed
+        self.patch, self.seed, self.stream = tuple(patch), seed, stream
         self.mask_rates = mask_rates or MaskRates()
         self.token_counts = np.array([num_patches(l.shape, self.patch) for l in clips.latents])
         self.text_counts = np.array([t.shape[0] for t in clips.texts])
@@ -51,14 +51,14 @@ class PackedBatchMaker:
 
     def select(self, batch_index: int) -> list[int]:
         """Clip indices of batch `batch_index`, in packing order."""
-        rng = np.random.default_rng([self.seed, batch_index])
+        rng = np.random.default_rng([self.seed, self.stream, batch_index])
         pool = rng.choice(len(self.clips), size=self.candidates, replace=False)
         plan = plan_rows(self.token_counts[pool], self.text_counts[pool], self.seq_len, self.text_len)
         return [int(pool[i]) for row in plan[: self.rows] for i in row]
 
     def __call__(self, batch_index: int) -> PackedBatch:
         chosen = self.select(batch_index)
-        mask_rng = np.random.default_rng([self.seed, batch_index, 1])
+        mask_rng = np.random.default_rng([self.seed, self.stream, batch_index, 1])
         samples = [
             Sample(latent=self.clips.latents[i], text=self.clips.texts[i],
                    cond_mask=sample_training_mask(mask_rng, self.clips.latents[i].shape, self.mask_rates, self.patch))
@@ -68,10 +68,6 @@ class PackedBatchMaker:
         return batch
 
 
-def packed_batch_dataset(
-    clips: LatentClipSet, rows: int, seq_len: int, text_len: int, patch: Sequence[int], seed: int,
-    num_batches: int = ENDLESS, mask_rates: MaskRates | None = None,
-) -> grain.MapDataset:
-    """Batch j of the returned dataset is `PackedBatchMaker(...)(j)`; `mask_rates` None means no conditioning."""
-    maker = PackedBatchMaker(clips, rows, seq_len, text_len, patch, seed, mask_rates)
+def packed_batch_dataset(maker: PackedBatchMaker, num_batches: int = ENDLESS) -> grain.MapDataset:
+    """Batch j of the returned dataset is `maker(j)`."""
     return grain.MapDataset.range(num_batches).map(maker)

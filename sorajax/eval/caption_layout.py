@@ -16,16 +16,18 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from typing import Any, Sequence
+from typing import Any, Protocol, Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from sorajax.data.latent_cache import LatentClipSet
-from sorajax.diffusion.flow import add_noise, flow_matching_loss, velocity_target
+from sorajax.diffusion.sampling import Denoiser
+from sorajax.diffusion.validation import fixed_level_loss
 from sorajax.patches import Sample, pack, patch_grid
-from sorajax.pipeline import TEXT_LEN_STEP, Pipeline
+
+TEXT_LEN_STEP = 16  # caption rows rounded up to this, so captions of similar length share one program
 
 MIRROR_WORDS = {
     "left": "right", "right": "left", "top": "bottom", "bottom": "top",
@@ -59,8 +61,19 @@ def mirrored_clip_set(clips: LatentClipSet, text_encoder: Any) -> LatentClipSet:
     return dataclasses.replace(clips, texts=texts, captions=mirrored, key=clips.key + ":mirrored")
 
 
+class CaptionedDenoiser(Protocol):
+    """What the test needs of a trained model (a `sorajax.pipeline.Pipeline` has it all)."""
+
+    denoise: Denoiser
+    dit_params: Any
+    patch: tuple[int, int, int]
+    prediction: str
+
+    def caption_tokens(self, prompts: Sequence[str]) -> list[np.ndarray]: ...
+
+
 def caption_layout_use(
-    pipeline: Pipeline,
+    model: CaptionedDenoiser,
     latents: Sequence[np.ndarray],
     captions: Sequence[str],
     levels: Sequence[float] = DEFAULT_LEVELS,
@@ -81,18 +94,18 @@ def caption_layout_use(
     if not kept:
         raise ValueError("no caption names a place or direction (left/right/top/bottom/up/down): nothing to test")
 
-    loss_fn = _make_losses(pipeline)
+    loss_fn = _make_losses(model.denoise, model.prediction)
     per_level: dict[float, dict[str, list[float]]] = {t: {"true": [], "mirror": [], "none": []} for t in levels}
     for index, (latent, caption) in enumerate(kept):
-        true_text, mirror_text = pipeline.caption_tokens([caption, mirror_caption(caption)])
-        num_tokens = int(np.prod(patch_grid(latent.shape, pipeline.patch)))
+        true_text, mirror_text = model.caption_tokens([caption, mirror_caption(caption)])
+        num_tokens = int(np.prod(patch_grid(latent.shape, model.patch)))
         text_len = -(-max(len(true_text), len(mirror_text)) // TEXT_LEN_STEP) * TEXT_LEN_STEP
-        batches = [pack([Sample(latent=latent, text=text)], num_tokens, text_len, pipeline.patch, rows=1)[0]
+        batches = [pack([Sample(latent=latent, text=text)], num_tokens, text_len, model.patch, rows=1)[0]
                    for text in (true_text, mirror_text)]
         for t in levels:
             for seed in range(noise_seeds):
                 rng = jax.random.PRNGKey(seed * 1_000_003 + index)
-                true_loss, mirror_loss, none_loss = loss_fn(pipeline.dit_params, batches[0], batches[1], rng, t)
+                true_loss, mirror_loss, none_loss = loss_fn(model.dit_params, batches[0], batches[1], rng, t)
                 per_level[t]["true"].append(float(true_loss))
                 per_level[t]["mirror"].append(float(mirror_loss))
                 per_level[t]["none"].append(float(none_loss))
@@ -104,22 +117,16 @@ def caption_layout_use(
     return report
 
 
-def _make_losses(pipeline: Pipeline):
+def _make_losses(denoise: Denoiser, prediction: str):
     """jit(params, true batch, mirror batch, rng, t) -> (loss with true, mirrored, no caption)."""
-    dit = pipeline.dit
 
     @jax.jit
     def losses(params, true_batch, mirror_batch, rng, t):
-        x0 = jnp.asarray(true_batch.tokens, jnp.float32)
-        real = true_batch.segment_ids > 0
-        noise = jax.random.normal(rng, x0.shape, jnp.float32)
-        t_tokens = jnp.where(real, t, 0.0).astype(jnp.float32)
-        x_t = add_noise(x0, noise, t_tokens)
+        noise = jax.random.normal(rng, true_batch.tokens.shape, jnp.float32)
 
         def loss(text, text_segment_ids):
-            velocity = dit.apply({"params": params}, x_t, true_batch.positions, true_batch.segment_ids, t_tokens,
-                                 text, text_segment_ids)
-            return flow_matching_loss(velocity, velocity_target(x0, noise), real)[0]
+            batch = true_batch.replace(text=text, text_segment_ids=text_segment_ids)
+            return fixed_level_loss(denoise, params, batch, noise, t, prediction)
 
         return (loss(true_batch.text, true_batch.text_segment_ids),
                 loss(mirror_batch.text, mirror_batch.text_segment_ids),

@@ -20,15 +20,15 @@ import dataclasses
 from collections.abc import Sequence
 
 from sorajax.data.world import Clip, generate_clip
-from sorajax.data.world_options import (
+from sorajax.data.world.options import (
     BACKGROUND_COLOURS,
     OBJECT_COLOURS,
     SHAPE_NOUNS,
     WorldOptions,
     allowed_object_colours,
 )
-from sorajax.data.world_facts import ClipFacts
-from sorajax.data.world_render import SHAPE_EXTENTS
+from sorajax.data.world.facts import ClipFacts
+from sorajax.data.world.render import SHAPE_EXTENTS
 from sorajax.eval.probes import DIRECTIONS, ProbeExpectation
 
 __all__ = ["DEFAULT_SIZES", "ProbePrompt", "chance_levels", "probe_prompt_set"]

@@ -10,21 +10,28 @@ from __future__ import annotations
 import collections
 import json
 import math
-import os
-from typing import Any
+from typing import Any, Protocol, Sequence
 
 import numpy as np
 from tqdm.auto import tqdm
 
+from sorajax.diffusion.sampling import SampleRequest
 from sorajax.eval.contact_sheet import contact_sheet
 from sorajax.eval.probe_prompts import chance_levels, probe_prompt_set
 from sorajax.eval.probes import agreement_rates, probe_video
-from sorajax.pipeline import Pipeline, SampleRequest
+from sorajax.runs.paths import PathLike, run_path
 from sorajax.video_io import write_image
 
 
-def run_probe_report(pipeline: Pipeline, num_prompts: int, num_frames: int, request: SampleRequest,
-                     out_dir: str | None = None, seed: int = 0) -> dict[str, Any]:
+class VideoGenerator(Protocol):
+    """Anything that turns prompts into uint8 videos (a `sorajax.pipeline.Pipeline`)."""
+
+    def generate(self, prompts: Sequence[str], request: SampleRequest | None = None, **overrides: Any) -> list[np.ndarray]:
+        ...
+
+
+def run_probe_report(pipeline: VideoGenerator, num_prompts: int, num_frames: int, request: SampleRequest,
+                     out_dir: PathLike | None = None, seed: int = 0) -> dict[str, Any]:
     """Generates every prompt (grouped by size, so each size compiles once) and scores it."""
     prompts = probe_prompt_set(num_prompts, seed=seed, num_frames=num_frames)
     by_size: dict[tuple, list[int]] = collections.defaultdict(list)
@@ -51,10 +58,10 @@ def run_probe_report(pipeline: Pipeline, num_prompts: int, num_frames: int, requ
         ],
     }
     if out_dir:
-        os.makedirs(out_dir, exist_ok=True)
-        with open(os.path.join(out_dir, "probe_report.json"), "w", encoding="utf-8") as f:
-            json.dump(report, f, indent=2, default=str)
-        write_image(os.path.join(out_dir, "probe_contact_sheet.png"), contact_sheet(videos[:24]))
+        out = run_path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "probe_report.json").write_text(json.dumps(report, indent=2, default=str))
+        write_image(out / "probe_contact_sheet.png", contact_sheet(videos[:24]))
     return report
 
 

@@ -16,8 +16,8 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
-from sorajax.data.world_options import SHAPE_NOUNS
-from sorajax.data.world_render import SHAPE_AREAS, shape_distance
+from sorajax.data.world.options import SHAPE_NOUNS
+from sorajax.data.world.render import SHAPE_AREAS, shape_distance
 
 SHAPES: tuple[str, ...] = tuple(SHAPE_NOUNS)
 

@@ -34,8 +34,8 @@ from collections.abc import Iterable
 import numpy as np
 from scipy import ndimage
 
-from sorajax.data.world_facts import STILL_THRESHOLD, direction_word
-from sorajax.data.world_options import OBJECT_COLOURS, OCCLUDER_COLOURS, SHAPE_NOUNS
+from sorajax.data.world.facts import STILL_THRESHOLD, direction_word
+from sorajax.data.world.options import OBJECT_COLOURS, OCCLUDER_COLOURS, SHAPE_NOUNS
 from sorajax.eval.probe_shapes import shape_errors
 from sorajax.video_io import to_uint8
 

@@ -2,21 +2,20 @@
 
 from __future__ import annotations
 
-import os
 from typing import Any, Callable
 
 import jax
 import numpy as np
 
-from sorajax.data.world import WorldOptions, generate_clip
-from sorajax.data.world_batches import SPLIT_SEED_OFFSETS
+from sorajax.data.world import WorldOptions, WorldSource
 from sorajax.eval.contact_sheet import contact_sheet
+from sorajax.runs.paths import PathLike, run_path
 from sorajax.video_io import to_uint8, write_image, write_video
 
 
 def write_reconstruction_samples(
     reconstruct: Callable, variables: Any, sizes: list[tuple[int, int, int]], seed: int,
-    world_options: WorldOptions, out_dir: str, fps: float = 8.0,
+    world_options: WorldOptions, out_dir: PathLike, fps: float = 8.0,
 ) -> list[str]:
     """For each (frames, height, width): one held-out clip, written as `original | reconstruction`.
 
@@ -24,19 +23,19 @@ def write_reconstruction_samples(
     them to `<out_dir>/reconstructions.png` (rows: original, reconstruction, ...).
     Returns the written paths.
     """
-    os.makedirs(out_dir, exist_ok=True)
+    out = run_path(out_dir)
     written, rows = [], []
+    held_out = WorldSource(sizes, seed, world_options, split="eval")
     for i, (frames, height, width) in enumerate(sizes):
-        clip = generate_clip(seed + SPLIT_SEED_OFFSETS["eval"], frames, height, width, world_options, index=10_000 + i)
+        clip = held_out.clip(10_000 + i, (frames, height, width))
         recon, _ = reconstruct(variables, clip.video[None])
         recon = to_uint8(np.asarray(jax.device_get(recon[0])))
         pair = np.concatenate([clip.video, recon], axis=2)  # side by side along width
         name = f"recon_{frames}x{height}x{width}"
         if frames == 1:
-            written.append(str(write_image(os.path.join(out_dir, name + ".png"), pair[0])))
+            written.append(str(write_image(out / f"{name}.png", pair[0])))
         else:
-            written.append(str(write_video(os.path.join(out_dir, name + ".mp4"), pair, fps=fps)))
+            written.append(str(write_video(out / f"{name}.mp4", pair, fps=fps)))
         rows += [clip.video, recon]
-    sheet = os.path.join(out_dir, "reconstructions.png")
-    written.append(str(write_image(sheet, contact_sheet(rows))))
+    written.append(str(write_image(out / "reconstructions.png", contact_sheet(rows))))
     return written

@@ -26,6 +26,7 @@ import jax
 import jax.numpy as jnp
 
 from sorajax.models.splash_attention import compiling_for_tpu, splash_attention, splash_blocks
+from sorajax.parallel.context_parallel import context_parallel_attention
 
 Array = jax.Array
 
@@ -113,8 +114,6 @@ def dot_product_attention(
             f"k {k.shape[:2]} in [B, L]"
         )
     if implementation in CONTEXT_PARALLEL_IMPLEMENTATIONS:
-        from sorajax.parallel.context_parallel import context_parallel_attention  # the parallel package needs models
-
         def local(q_, k_, v_, q_seg, kv_seg):
             return dot_product_attention(q_, k_, v_, q_seg, kv_seg, local_implementation)
 

@@ -58,25 +58,6 @@ Array = jax.Array
 
 _DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
-# Logical axis -> mesh axes among ('data', 'fsdp', 'sequence', 'tensor'). Flax resolves a
-# spec left to right and skips a mesh axis already used in it, so an activation
-# ("batch", "length", "embed") becomes P(('data', 'fsdp'), 'sequence', None) while a
-# parameter ("embed", "mlp") becomes P('fsdp', 'tensor'): weights are FSDP-sharded on their
-# embed dimension and tensor-parallel on heads / MLP hidden.
-DIT_LOGICAL_AXIS_RULES: tuple[tuple[str, str | tuple[str, ...] | None], ...] = (
-    ("batch", ("data", "fsdp")),
-    ("length", "sequence"),
-    ("embed", "fsdp"),
-    ("heads", "tensor"),
-    ("kv", None),
-    ("mlp", "tensor"),
-    ("modulation", None),
-    ("text_length", None),
-    ("text_embed", None),
-    ("patch", None),
-    ("layers", None),
-)
-
 CONTEXT_PARALLEL = ("none", *CONTEXT_PARALLEL_IMPLEMENTATIONS)
 
 # Which activations a rematerialised block keeps for the backward pass.

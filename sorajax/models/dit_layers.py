@@ -7,7 +7,7 @@ conditioning frames have ``t = 0``), so the adaLN shift/scale/gate vectors are
 Every parameter is created through :func:`logical` with LOGICAL axis names
 (``embed``, ``mlp``, ``heads``, ``kv``, ...). Without a mesh they are plain
 arrays wrapped in ``flax.linen.Partitioned`` boxes (``nn.meta.unbox`` strips
-them); with a mesh, ``dit.DIT_LOGICAL_AXIS_RULES`` maps the names to mesh axes.
+them); with a mesh, ``sorajax.parallel.rules.DIT_RULES`` maps the names to mesh axes.
 Parameters are float32; ``dtype`` is the compute dtype of activations/matmuls.
 """
 

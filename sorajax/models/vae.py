@@ -60,6 +60,16 @@ from sorajax.models.vae_layers import (
 
 _DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
+# The autoencoder's side of sharding: logical names of its dimensions (sorajax.parallel.rules.VAE_RULES
+# maps them to mesh axes). Its layers create plain parameters, so they are named by rank: a 3D conv
+# kernel [kt, kh, kw, c_in, c_out], a dense kernel [c_in, c_out], a bias or norm scale [c].
+PARAM_AXES_BY_RANK: dict[int, tuple[str, ...]] = {
+    5: ("kernel_t", "kernel_h", "kernel_w", "conv_in", "conv_out"),
+    2: ("conv_in", "conv_out"),
+    1: ("channels",),
+}
+VIDEO_AXES = ("batch", "frames", "height", "width", "channels")  # a clip batch [B, T, H, W, C]
+
 
 @dataclasses.dataclass(frozen=True)
 class VAEConfig:
@@ -446,3 +456,27 @@ def normalize_latents(z: Array, stats: Mapping[str, Array]) -> Array:
 
 def denormalize_latents(z: Array, stats: Mapping[str, Array]) -> Array:
     return z * stats["std"] + stats["mean"]
+
+
+def abstract_variables(config: VAEConfig) -> dict[str, Any]:
+    """Shapes of ``params`` and ``latent_stats`` without allocating them (a restore target).
+
+    Convolution weights do not depend on the clip size, so the smallest valid clip (one frame of one
+    latent pixel) traces them.
+    """
+    model = CausalVAE(config)
+    dummy = jnp.zeros(smallest_clip_shape(config), jnp.float32)
+    keys = {"params": jax.random.key(0), "sample": jax.random.key(1)}
+    return jax.eval_shape(lambda: dict(model.init(keys, dummy)))
+
+
+def smallest_clip_shape(config: VAEConfig) -> tuple[int, int, int, int, int]:
+    """[1, 1, s, s, 3]: one frame of one latent pixel, enough to create every weight (their shapes and
+    initial values do not depend on the clip size)."""
+    side = config.spatial_factor
+    return (1, 1, side, side, config.image_channels)
+
+
+def pixels_from_uint8(video: Array) -> Array:
+    """uint8 [0, 255] -> float32 [-1, 1] (the autoencoder's input); done on device so copies stay uint8."""
+    return video.astype(jnp.float32) / 127.5 - 1.0

@@ -7,12 +7,11 @@ process count and id, or let SLURM/Open MPI environments be auto-detected).
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import jax
 import numpy as np
-
-from sorajax.patches import PackedBatch
 
 
 def initialize_multihost(coordinator_address: str | None = None, num_processes: int | None = None,
@@ -32,8 +31,6 @@ def initialize_multihost(coordinator_address: str | None = None, num_processes: 
 
 def _looks_multihost() -> bool:
     """Environment variables a TPU pod or SLURM/MPI launcher sets for multi-process jobs."""
-    import os
-
     markers = ("TPU_WORKER_HOSTNAMES", "SLURM_NTASKS", "OMPI_COMM_WORLD_SIZE", "MEGASCALE_COORDINATOR_ADDRESS")
     return any(m in os.environ and os.environ[m] not in ("", "1", "localhost") for m in markers)
 
@@ -50,13 +47,15 @@ def host_rows(global_rows: int, process_index: int | None = None, process_count:
     return slice(index * per_host, (index + 1) * per_host)
 
 
-def global_batch(local: PackedBatch, shardings: PackedBatch) -> PackedBatch:
-    """Assemble a global sharded batch from each host's rows (``jax.make_array_from_process_local_data``).
+def global_batch(local: Any, shardings: Any) -> Any:
+    """Assemble a global sharded batch (any pytree) from each host's rows (``jax.make_array_from_process_local_data``).
 
-    Single-host this is ``jax.device_put`` with the shardings.
+    Every host passes only the rows it built, an equal share of the leading axis; single-host this is
+    ``jax.device_put`` with the shardings.
     """
 
     def one(x: Any, sharding: Any) -> jax.Array:
-        return jax.make_array_from_process_local_data(sharding, np.asarray(x))
+        x = np.asarray(x)
+        return jax.make_array_from_process_local_data(sharding, x, (x.shape[0] * jax.process_count(), *x.shape[1:]))
 
     return jax.tree.map(one, local, shardings)

@@ -24,6 +24,8 @@ import numpy as np
 from jax.experimental import mesh_utils
 from jax.sharding import AxisType, Mesh, PartitionSpec
 
+from sorajax.config_dataclasses import from_mapping
+
 MESH_AXES: tuple[str, ...] = ("data", "fsdp", "sequence", "tensor")
 
 
@@ -42,15 +44,8 @@ class MeshConfig:
 
     @classmethod
     def from_mapping(cls, d: Mapping[str, Any] | Any | None) -> MeshConfig:
-        """From a dict / ConfigDict; unknown keys name the valid ones."""
-        if d is None:
-            return cls()
-        fields = dict(d.to_dict() if hasattr(d, "to_dict") else d)
-        valid = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(fields) - valid)
-        if unknown:
-            raise ValueError(f"unknown mesh config keys {unknown}: use some of {sorted(valid)}")
-        return cls(**{k: int(v) for k, v in fields.items()})
+        """From a dict / ConfigDict (None: every device data-parallel); unknown keys name the valid ones."""
+        return cls() if d is None else from_mapping(cls, d, "mesh")
 
     @property
     def ici(self) -> tuple[int, ...]:

@@ -1,10 +1,11 @@
-"""The diffusion transformer's training and validation steps, as pure functions.
+"""The diffusion transformer's training step, as a pure function.
 
-One step on a `PackedBatch`: per-sample noise levels (logit-normal, shifted for the
-sample's token count) spread over its tokens, conditioning tokens kept clean
-(t = 0), captions dropped at random for classifier-free guidance, rectified-flow
-velocity loss on the generated tokens only, AdamW, EMA of the weights. All
-randomness comes from `state.rng`, so `jax.jit` with any shardings can wrap it.
+One step on a `PackedBatch`: per-sample noise levels (logit-normal, shifted for the sample's token
+count) spread over its tokens, conditioning tokens kept clean (t = 0), captions dropped at random
+for classifier-free guidance, the rectified-flow loss of the run's prediction kind on the
+generated tokens only, AdamW, EMA of the weights. All randomness comes from `state.rng`, so
+`jax.jit` with any shardings can wrap it. The denoiser is the same one the sampler calls
+(`sorajax.diffusion.sampling.packed_denoiser`).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import optax
 
 from sorajax.diffusion.flow import add_noise, flow_matching_loss, prediction_target
 from sorajax.diffusion.guidance import drop_captions
+from sorajax.diffusion.sampling import Denoiser
 from sorajax.diffusion.timesteps import TrainingTimeConfig, training_t
 from sorajax.patches import PackedBatch
 
@@ -31,41 +33,47 @@ class DiTTrainState:
     rng: jax.Array
 
 
+def init_state(model: Any, optimizer: optax.GradientTransformation, example: PackedBatch, seed: int) -> DiTTrainState:
+    """The fresh state (params still in their logical boxes; the runner unboxes them, born sharded).
+
+    `example` gives only shapes (one row is traced); the EMA starts as a copy of the weights.
+    """
+    init_rng, state_rng = jax.random.split(jax.random.PRNGKey(seed))
+    row = jax.tree.map(lambda x: jnp.zeros((1, *x.shape[1:]), x.dtype), example)
+    params = model.init(init_rng, row.tokens, row.positions, row.segment_ids, row.t, row.text,
+                        row.text_segment_ids)["params"]
+    return DiTTrainState(step=jnp.asarray(0, jnp.int32), params=params, ema_params=jax.tree.map(jnp.copy, params),
+                         opt_state=optimizer.init(params), rng=state_rng)
+
+
 def conditioning_mask(batch: PackedBatch) -> jax.Array:
     """Tokens that are given clean: part of a sample (not padding) but not generated."""
     return (batch.segment_ids > 0) & ~batch.loss_mask
 
 
-def denoise(dit: Any, params: Any, batch: PackedBatch, x_t: jax.Array, t: jax.Array, text: jax.Array) -> jax.Array:
-    return dit.apply(
-        {"params": params}, x_t, batch.positions, batch.segment_ids, t, text, batch.text_segment_ids,
-    )
-
-
 def diffusion_loss(
-    dit: Any, params: Any, batch: PackedBatch, rng: jax.Array, time_config: TrainingTimeConfig,
+    denoise: Denoiser, params: Any, batch: PackedBatch, rng: jax.Array, time_config: TrainingTimeConfig,
     caption_dropout: float, prediction: str = "velocity",
 ) -> tuple[jax.Array, dict[str, jax.Array]]:
     t_rng, noise_rng, drop_rng = jax.random.split(rng, 3)
     tokens = batch.tokens.astype(jnp.float32)
     t = training_t(t_rng, batch.segment_ids, time_config, cond_mask=conditioning_mask(batch))
     noise = jax.random.normal(noise_rng, tokens.shape, jnp.float32)
-    x_t = add_noise(tokens, noise, t)
     text, _ = drop_captions(drop_rng, batch.text, batch.text_segment_ids, caption_dropout)
-    pred = denoise(dit, params, batch, x_t, t, text)
+    pred = denoise(params, add_noise(tokens, noise, t), t, batch.replace(text=text))
     loss, aux = flow_matching_loss(pred, prediction_target(tokens, noise, prediction), batch.loss_mask)
     mean_t = jnp.sum(t * batch.loss_mask) / jnp.maximum(jnp.sum(batch.loss_mask), 1)
     return loss, {"loss": loss, "mean_t": mean_t, "loss_tokens": aux["num_loss_tokens"]}
 
 
 def make_train_step(
-    dit: Any, optimizer: optax.GradientTransformation, time_config: TrainingTimeConfig,
+    denoise: Denoiser, optimizer: optax.GradientTransformation, time_config: TrainingTimeConfig,
     caption_dropout: float, ema_decay: float, prediction: str = "velocity",
 ) -> Callable[[DiTTrainState, PackedBatch], tuple[DiTTrainState, dict[str, jax.Array]]]:
     def train_step(state: DiTTrainState, batch: PackedBatch) -> tuple[DiTTrainState, dict[str, jax.Array]]:
         rng, step_rng = jax.random.split(state.rng)
         grad_fn = jax.value_and_grad(diffusion_loss, argnums=1, has_aux=True)
-        (_, metrics), grads = grad_fn(dit, state.params, batch, step_rng, time_config, caption_dropout, prediction)
+        (_, metrics), grads = grad_fn(denoise, state.params, batch, step_rng, time_config, caption_dropout, prediction)
         updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
         ema = optax.incremental_update(params, state.ema_params, step_size=1.0 - ema_decay)
@@ -73,19 +81,3 @@ def make_train_step(
         return state.replace(step=state.step + 1, params=params, ema_params=ema, opt_state=opt_state, rng=rng), metrics
 
     return train_step
-
-
-def make_validation_loss(dit: Any, levels: tuple[float, ...] = (0.2, 0.5, 0.8), prediction: str = "velocity") -> Callable:
-    """Loss of fixed batches at fixed noise levels with fixed noise: comparable across steps and runs."""
-
-    def validation_loss(params: Any, batch: PackedBatch, noise_seed: jax.Array) -> jax.Array:
-        tokens = batch.tokens.astype(jnp.float32)
-        noise = jax.random.normal(jax.random.PRNGKey(noise_seed), tokens.shape, jnp.float32)
-        losses = []
-        for level in levels:
-            t = jnp.where(batch.loss_mask, level, 0.0)
-            pred = denoise(dit, params, batch, add_noise(tokens, noise, t), t, batch.text)
-            losses.append(flow_matching_loss(pred, prediction_target(tokens, noise, prediction), batch.loss_mask)[0])
-        return jnp.mean(jnp.stack(losses))
-
-    return validation_loss

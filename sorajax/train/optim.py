@@ -1,12 +1,13 @@
-"""Optimizer construction shared by every trainer: AdamW, warmup + cosine, clipping."""
+"""The optimizer every trainer uses: AdamW, linear warmup + cosine decay, global-norm clipping."""
 
 from __future__ import annotations
 
-import ml_collections
 import optax
 
+from sorajax.train.config import TrainConfig
 
-def learning_rate_schedule(cfg: ml_collections.ConfigDict) -> optax.Schedule:
+
+def learning_rate_schedule(cfg: TrainConfig) -> optax.Schedule:
     """Linear warmup to `learning_rate`, then cosine decay to `end_lr_fraction` of it."""
     warmup = max(int(cfg.warmup_steps), 0)
     total = max(int(cfg.steps), warmup + 1)
@@ -19,16 +20,8 @@ def learning_rate_schedule(cfg: ml_collections.ConfigDict) -> optax.Schedule:
     )
 
 
-def make_optimizer(cfg: ml_collections.ConfigDict) -> optax.GradientTransformation:
-    """AdamW with global-norm clipping; `cfg` is a trainer's `train` config section."""
-    if cfg.learning_rate <= 0:
-        raise ValueError(f"train.learning_rate must be positive, got {cfg.learning_rate}")
+def make_optimizer(cfg: TrainConfig) -> optax.GradientTransformation:
     return optax.chain(
         optax.clip_by_global_norm(cfg.grad_clip_norm),
-        optax.adamw(
-            learning_rate_schedule(cfg),
-            b1=cfg.adam_b1,
-            b2=cfg.adam_b2,
-            weight_decay=cfg.weight_decay,
-        ),
+        optax.adamw(learning_rate_schedule(cfg), b1=cfg.adam_b1, b2=cfg.adam_b2, weight_decay=cfg.weight_decay),
     )

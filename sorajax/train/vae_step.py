@@ -15,7 +15,7 @@ import jax.numpy as jnp
 import optax
 
 from sorajax.eval.image_metrics import psnr
-from sorajax.models.vae import kl_divergence
+from sorajax.models.vae import CausalVAE, kl_divergence, pixels_from_uint8, smallest_clip_shape
 
 
 @flax.struct.dataclass
@@ -30,9 +30,14 @@ class VAETrainState:
         return {"params": self.params, "latent_stats": self.latent_stats}
 
 
-def pixels_from_uint8(video: jax.Array) -> jax.Array:
-    """uint8 [0, 255] -> float32 [-1, 1]; done on device so host->device copies stay uint8."""
-    return video.astype(jnp.float32) / 127.5 - 1.0
+def init_state(vae: CausalVAE, optimizer: optax.GradientTransformation, seed: int) -> VAETrainState:
+    """The fresh state; weights do not depend on the clip size, so the smallest clip traces them."""
+    init_rng, sample_rng, state_rng = jax.random.split(jax.random.PRNGKey(seed), 3)
+    dummy = jnp.zeros(smallest_clip_shape(vae.config), jnp.float32)
+    variables = vae.init({"params": init_rng, "sample": sample_rng}, dummy)
+    params = variables["params"]
+    return VAETrainState(step=jnp.asarray(0, jnp.int32), params=params, opt_state=optimizer.init(params),
+                         latent_stats=variables["latent_stats"], rng=state_rng)
 
 
 def posterior_noise_scale(step: jax.Array, ramp_steps: int) -> jax.Array:
@@ -83,24 +88,3 @@ def make_train_step(
         return new_state, metrics
 
     return train_step
-
-
-def make_encode_step(vae: Any) -> Callable:
-    """(variables, uint8 video) -> posterior mean latents (unnormalised)."""
-
-    def encode(variables: dict[str, Any], video_uint8: jax.Array) -> jax.Array:
-        return vae.apply(variables, pixels_from_uint8(video_uint8), method="encode")[0]
-
-    return encode
-
-
-def make_reconstruct_step(vae: Any) -> Callable:
-    """(variables, uint8 video) -> (reconstruction in [-1, 1], posterior mean latents)."""
-
-    def reconstruct(variables: dict[str, Any], video_uint8: jax.Array) -> tuple[jax.Array, jax.Array]:
-        video = pixels_from_uint8(video_uint8)
-        mean, _ = vae.apply(variables, video, method="encode")
-        recon = vae.apply(variables, mean, method="decode")
-        return jnp.clip(recon.astype(jnp.float32), -1.0, 1.0), mean
-
-    return reconstruct

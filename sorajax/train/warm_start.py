@@ -1,21 +1,22 @@
 """Start a new run from another run's weights (fine-tuning): `config.train.init_from`.
 
-Why: a run that changes the data (new sizes, longer clips, a new mask mix) need not
-relearn the world from scratch. The new run takes the source run's weights and EMA
-weights; its optimizer, step counter, schedule and data order start fresh. The
-source is read only, never written.
+Why: a run that changes the data (new sizes, longer clips, a new mask mix) need not relearn the
+world from scratch. The new run takes the source run's weights (and EMA weights); its optimizer,
+step counter, schedule and data order start fresh. Only those weight trees are read from the
+source (never its optimizer state), and the source is never written.
 
-It applies only while the new run has no checkpoint of its own: once it has saved,
-a restart resumes from its own newest checkpoint (preemption-safe as any run).
+It applies only while the new run has no checkpoint of its own: once it has saved, a restart
+resumes from its own newest checkpoint (preemption-safe as any run).
 """
 
 from __future__ import annotations
 
-import os
-from typing import Any
+from typing import Any, Mapping, Sequence
 
-from sorajax.train.checkpoint import read_run_meta, restore_run
-from sorajax.train.loop import fingerprint_differences
+from sorajax.runs.checkpoints import abstract_like
+from sorajax.runs.loaders import read_meta, restore_entries
+from sorajax.runs.paths import run_path
+from sorajax.runs.records import fingerprint_differences
 
 
 def parse_source(spec: str) -> tuple[str, int | None]:
@@ -26,27 +27,31 @@ def parse_source(spec: str) -> tuple[str, int | None]:
     return spec, None
 
 
-def warm_start(state: Any, spec: str, fingerprint: str, vae_step: int) -> Any:
-    """`state` (fresh, step 0) with params and EMA params taken from the run `spec` ('dir' or 'dir:step').
+def warm_start(state: Any, spec: str, fingerprint: str, train_command: str, must_match: Mapping[str, Any],
+               entries: Sequence[str] = ("params", "ema_params")) -> Any:
+    """`state` (fresh, step 0) with its weight trees `entries` taken from the run `spec` ('dir' or 'dir:step').
 
-    Refuses a source trained with another model config or on another autoencoder's latents:
-    either would load without a shape error and quietly train nonsense.
+    Refuses a source trained with another model config, or whose metadata differs in a `must_match`
+    entry (e.g. the autoencoder step whose latents it learned): either would load without a shape
+    error and quietly train nonsense. Checked from the metadata before any array is read.
     """
     source, step = parse_source(spec)
-    if not os.path.isdir(source):
-        raise FileNotFoundError(f"train.init_from={spec!r}: no run directory {source!r}; give a DiT run directory "
+    if not run_path(source).is_dir():
+        raise FileNotFoundError(f"train.init_from={spec!r}: no run directory {source!r}; give a run directory "
                                 "(optionally 'dir:step'), or leave init_from unset to train from scratch")
-    meta = read_run_meta(source, step, "python -m sorajax.train_dit")  # checked before any array is read
+    meta = read_meta(source, step, train_command)
     differences = fingerprint_differences(meta.get("model_fingerprint", ""), fingerprint)
     if differences:
         raise ValueError(f"train.init_from={spec!r} was trained with a different model config "
                          f"({'; '.join(differences)}); use the same config.model, patch, text_encoder and "
                          "prediction to fine-tune")
-    if meta.get("vae_step") is not None and int(meta["vae_step"]) != int(vae_step):
-        raise ValueError(f"train.init_from={spec!r} learned the latents of autoencoder step {meta['vae_step']}, this "
-                         f"run uses step {vae_step}; point config.vae_workdir at the source run's autoencoder")
-    # Restored into this state's structure and shardings (so a mesh run gets sharded weights); the
-    # source's optimizer state and step are read along and dropped.
-    saved, _ = restore_run(source, step, "python -m sorajax.train_dit", target=state)
-    print(f"initialised from {source} step {meta.get('step')} (weights and EMA; optimizer and step start fresh)")
-    return state.replace(params=saved.params, ema_params=saved.ema_params)
+    for key, value in must_match.items():
+        if meta.get(key) is not None and meta[key] != value:
+            raise ValueError(f"train.init_from={spec!r} has {key}={meta[key]}, this run {value}: they must match "
+                             "(for the autoencoder step: point config.vae_workdir at the source run's autoencoder)")
+    names = [name for name in entries if hasattr(state, name)]
+    # Restored into this state's structure and shardings (a mesh run gets sharded weights).
+    restored, _ = restore_entries(source, meta.get("step", step), train_command,
+                                  {name: abstract_like(getattr(state, name)) for name in names})
+    print(f"initialised from {source} step {meta.get('step')} ({', '.join(names)}; optimizer and step start fresh)")
+    return state.replace(**restored)

@@ -5,22 +5,22 @@ import numpy as np
 from jax.sharding import PartitionSpec
 
 from sorajax.models.dit import DiT
-from sorajax.parallel.mesh import make_mesh
-from sorajax.parallel.rules import DIT_RULES
-from sorajax.parallel.sharded_state import abstract_sharded_state, init_sharded_state
-from sorajax.train.checkpoint import Checkpointer
-from tests.parallel_cases.common import max_abs_diff, optimizer, packed_batch, tiny_config
+from sorajax.parallel.sharding import abstract_sharded
+from sorajax.runs.checkpoints import Checkpointer
+from sorajax.train.dit_step import init_state
+from tests.parallel_cases.common import dit_state, max_abs_diff, mesh_context, optimizer, packed_batch, tiny_config
 
 
 def test_checkpoint_saved_on_fsdp_mesh_restores_on_a_tensor_sequence_mesh(tmp_path):
     dit, opt, batch = DiT(tiny_config()), optimizer(), packed_batch()
-    saved_state, _ = init_sharded_state(dit, opt, batch, 5, make_mesh(dict(data=1, fsdp=8)), DIT_RULES)
+    saved_state, _ = dit_state(mesh_context(dict(data=1, fsdp=8)), dit, opt, batch, seed=5)
     ckpt = Checkpointer(str(tmp_path / "ckpt"), async_save=False)
     ckpt.save(1, saved_state, meta={"note": "fsdp=8"})
     ckpt.wait()
 
-    other = make_mesh(dict(data=2, fsdp=1, sequence=2, tensor=2))
-    target = abstract_sharded_state(dit, opt, batch, other, DIT_RULES)
+    ctx = mesh_context(dict(data=2, fsdp=1, sequence=2, tensor=2))
+    other = ctx.mesh
+    target = abstract_sharded(lambda: init_state(dit, opt, batch, 0), other, ctx.rules)
     restored, meta = ckpt.restore(target)
     ckpt.close()
     assert meta["note"] == "fsdp=8"

@@ -1,18 +1,26 @@
 """Sharded train and sampling steps compute what one device computes (8 fake devices)."""
 
+import functools
+
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from sorajax.diffusion.sampling import packed_denoiser, sample_packed
 from sorajax.diffusion.timesteps import sampling_timesteps
 from sorajax.models.dit import DiT
-from sorajax.parallel.mesh import make_mesh
-from sorajax.parallel.rules import DIT_RULES
-from sorajax.parallel.sharded_state import batch_shardings, bytes_per_device, init_sharded_state
-from sorajax.parallel.steps import sample_packed, sharded_sampler, sharded_train_step
-from sorajax.train.dit_loop import init_state
-from tests.parallel_cases.common import max_abs_diff, optimizer, packed_batch, tiny_config, train_step_fn
+from sorajax.parallel.sharding import bytes_per_device
+from sorajax.parallel.steps import MeshStep, state_step
+from tests.parallel_cases.common import (
+    batch_axes,
+    dit_state,
+    max_abs_diff,
+    mesh_context,
+    optimizer,
+    packed_batch,
+    tiny_config,
+    train_step_fn,
+)
 
 MESHES = {
     "data": dict(data=8),
@@ -26,9 +34,12 @@ CONTEXT = {"sequence_ring": "ring", "mixed_ulysses": "ulysses"}
 
 @pytest.fixture(scope="module")
 def reference():
+    """The same step on one device (a 1x1x1x1 mesh: the one code path every run takes)."""
     dit, opt, batch = DiT(tiny_config()), optimizer(), packed_batch()
-    state = init_state(dit, opt, jax.tree.map(jnp.asarray, batch), 0)
-    new_state, metrics = jax.jit(train_step_fn(dit, opt))(state, batch)
+    ctx = mesh_context()
+    state, shardings = dit_state(ctx, dit, opt, batch)
+    new_state, metrics = state_step(train_step_fn(dit, opt), ctx.mesh, ctx.rules, shardings, donate=False)(
+        state, ctx.put(batch, batch_axes))
     return state, new_state, metrics
 
 
@@ -36,11 +47,10 @@ def reference():
 def test_one_sharded_train_step_equals_the_single_device_step(name, reference):
     ref_state, ref_new, ref_metrics = reference
     dit, opt, batch = DiT(tiny_config(context_parallel=CONTEXT.get(name, "none"))), optimizer(), packed_batch()
-    mesh = make_mesh(MESHES[name])
-    state, shardings = init_sharded_state(dit, opt, batch, 0, mesh, DIT_RULES)
+    ctx = mesh_context(MESHES[name])
+    state, shardings = dit_state(ctx, dit, opt, batch)
     assert max_abs_diff(state.params, ref_state.params) < 1e-7  # born sharded, same values
-    step = sharded_train_step(train_step_fn(dit, opt), mesh, DIT_RULES, shardings, batch_shardings(batch, mesh, DIT_RULES))
-    new, metrics = step(state, jax.device_put(batch, batch_shardings(batch, mesh, DIT_RULES)))
+    new, metrics = state_step(train_step_fn(dit, opt), ctx.mesh, ctx.rules, shardings)(state, ctx.put(batch, batch_axes))
     assert float(metrics["loss"]) > 0.1
     np.testing.assert_allclose(float(metrics["loss"]), float(ref_metrics["loss"]), rtol=1e-5)
     np.testing.assert_allclose(float(metrics["grad_norm"]), float(ref_metrics["grad_norm"]), rtol=1e-4)
@@ -55,7 +65,7 @@ def test_parameters_and_optimizer_state_shrink_per_device_with_fsdp():
     dit, opt, batch = DiT(tiny_config()), optimizer(), packed_batch()
     per_device = {}
     for fsdp in (1, 2, 8):
-        state, _ = init_sharded_state(dit, opt, batch, 0, make_mesh(dict(data=-1, fsdp=fsdp)), DIT_RULES)
+        state, _ = dit_state(mesh_context(dict(data=-1, fsdp=fsdp)), dit, opt, batch)
         per_device[fsdp] = max(bytes_per_device((state.params, state.opt_state)).values())
     total = sum(x.nbytes for x in jax.tree.leaves((state.params, state.opt_state)))
     assert per_device[1] == total
@@ -66,18 +76,22 @@ def test_parameters_and_optimizer_state_shrink_per_device_with_fsdp():
 
 @pytest.mark.parametrize("name", ["fsdp", "mixed_ulysses"])
 def test_sharded_sampling_gives_the_same_video_tokens(name, reference):
+    """The one sampling loop (diffusion.sampling) jitted over a mesh equals it on one device."""
     params = reference[1].params  # after one step the zero-init outputs are non-zero
     dit, batch = DiT(tiny_config(context_parallel=CONTEXT.get(name, "none"))), packed_batch()
     noise = jax.random.normal(jax.random.key(3), batch.tokens.shape)
     timesteps = sampling_timesteps(3)
-    want = jax.jit(lambda p, b, n, t: sample_packed(DiT(tiny_config()), p, b, n, t, 3.0, "heun"))(
-        params, batch, noise, timesteps)
-    mesh = make_mesh(MESHES[name])
-    _, shardings = init_sharded_state(dit, optimizer(), batch, 0, mesh, DIT_RULES)
-    sampler = sharded_sampler(dit, mesh, DIT_RULES, shardings.params, batch_shardings(batch, mesh, DIT_RULES),
-                              guidance=3.0, method="heun")
-    got = sampler(jax.device_put(params, shardings.params), batch, noise, timesteps)
-    assert got.shape == batch.tokens.shape
+    single = packed_denoiser(DiT(tiny_config()))
+    want = jax.jit(functools.partial(sample_packed, single, method="heun", guidance=3.0))(
+        jax.device_get(params), batch, noise, timesteps)
+    ctx = mesh_context(MESHES[name])
+    _, shardings = dit_state(ctx, dit, optimizer(), batch)
+    placed = ctx.put(batch, batch_axes)
+    sampler = MeshStep(functools.partial(sample_packed, packed_denoiser(dit), method="heun", guidance=3.0),
+                       ctx.mesh, ctx.rules, out_shardings=placed.tokens.sharding)
+    got = sampler(jax.device_put(params, shardings.params), placed, jax.device_put(noise, placed.tokens.sharding),
+                  timesteps)
+    assert got.shape == batch.tokens.shape and got.sharding == placed.tokens.sharding
     np.testing.assert_allclose(np.asarray(got), np.asarray(want), atol=1e-4)
     generated = np.asarray(batch.loss_mask)
     assert np.abs(np.asarray(got)[generated] - np.asarray(noise)[generated]).max() > 0.1

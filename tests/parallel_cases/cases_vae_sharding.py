@@ -10,16 +10,18 @@ import pytest
 from jax.sharding import PartitionSpec
 
 from sorajax.config_loading import load_config
-from sorajax.models.vae_pretrained import load_trained_vae
+from sorajax.models.vae import CausalVAE
+from sorajax.parallel.context import MeshContext
 from sorajax.parallel.mesh import make_mesh
 from sorajax.parallel.rules import VAE_RULES
-from sorajax.parallel.sharded_state import bytes_per_device
-from sorajax.parallel.vae_sharding import global_video_batch, sharded_vae_training, vae_state_shardings
-from sorajax.train.checkpoint import Checkpointer
-from sorajax.train.metrics import read_jsonl
+from sorajax.parallel.sharding import abstract_sharded, bytes_per_device
+from sorajax.parallel.steps import state_step
+from sorajax.runs.checkpoints import Checkpointer
+from sorajax.runs.loaders import load_autoencoder
+from sorajax.runs.metrics import read_metrics
 from sorajax.train.optim import make_optimizer
-from sorajax.train.vae_loop import build_vae, init_state, train_vae
-from sorajax.train.vae_step import make_train_step
+from sorajax.train.vae_step import init_state, make_train_step
+from sorajax.train.vae_trainer import VAERunConfig, state_axes, train_vae, video_axes
 from tests.parallel_cases.common import max_abs_diff
 
 MESHES = {"fsdp4_data2": dict(data=2, fsdp=4), "data8": dict(data=8)}
@@ -32,9 +34,20 @@ def _config(**overrides):
 
 
 def _parts(config):
-    vae, opt = build_vae(config), make_optimizer(config.train)
-    step_fn = make_train_step(vae, opt, config.train.kl_weight, config.train.l2_weight, config.train.noise_ramp_steps)
+    cfg = VAERunConfig.from_config(config)
+    vae, opt = CausalVAE(cfg.vae), make_optimizer(cfg.train)
+    step_fn = make_train_step(vae, opt, cfg.train.kl_weight, cfg.train.l2_weight, cfg.train.noise_ramp_steps)
     return vae, opt, step_fn
+
+
+def _context(axes=None):
+    """A mesh of the given axis sizes; None: one device (a 1x1x1x1 mesh, the one code path)."""
+    return MeshContext(make_mesh(axes or {}, None if axes else jax.devices()[:1]), VAE_RULES)
+
+
+def _step(ctx, vae, opt, step_fn, config):
+    state, shardings = ctx.init(lambda: init_state(vae, opt, config.seed), state_axes)
+    return state, state_step(step_fn, ctx.mesh, ctx.rules, shardings, donate=False)
 
 
 def _video_batch():
@@ -70,9 +83,9 @@ def _assert_same_update(new, ref_new, ref_state):
 @pytest.fixture(scope="module")
 def reference():
     config = _config()
-    vae, opt, step_fn = _parts(config)
-    state = init_state(vae, opt, config)
-    new_state, metrics = jax.jit(step_fn)(state, _video_batch())
+    ctx = _context()
+    state, step = _step(ctx, *_parts(config), config)
+    new_state, metrics = step(state, ctx.put(_video_batch(), video_axes))
     return state, new_state, metrics
 
 
@@ -80,15 +93,14 @@ def reference():
 def test_one_sharded_vae_step_equals_the_single_device_step(name, reference):
     ref_state, ref_new, ref_metrics = reference
     config = _config()
-    vae, opt, step_fn = _parts(config)
-    mesh = make_mesh(MESHES[name])
-    training = sharded_vae_training(lambda: init_state(vae, opt, config), step_fn, mesh, VAE_RULES)
-    assert max_abs_diff(training.state.params, ref_state.params) < 1e-7  # born sharded, same values
+    ctx = _context(MESHES[name])
+    state, step = _step(ctx, *_parts(config), config)
+    assert max_abs_diff(state.params, ref_state.params) < 1e-7  # born sharded, same values
 
-    batch = training.to_step_input(_video_batch())
+    batch = ctx.put(_video_batch(), video_axes)
     per_device_clips = {s.data.shape[0] for s in batch["video"].addressable_shards}
     assert per_device_clips == {8 // (MESHES[name].get("fsdp", 1) * MESHES[name]["data"])} == {1}
-    new, metrics = training.train_step(training.state, batch)
+    new, metrics = step(state, batch)
 
     assert float(metrics["loss"]) > 0.01
     np.testing.assert_allclose(float(metrics["loss"]), float(ref_metrics["loss"]), rtol=1e-5)
@@ -112,17 +124,16 @@ def test_one_sharded_vae_step_equals_the_single_device_step(name, reference):
         assert all(x.sharding.is_fully_replicated for x in jax.tree.leaves((new.params, new.opt_state)))
 
 def test_a_clip_batch_is_split_by_its_own_shape():
-    mesh = make_mesh(dict(data=2, fsdp=2, sequence=2))
-    even = global_video_batch({"video": np.zeros((2, 1, 16, 24, 3), np.uint8)}, mesh, VAE_RULES)["video"]
+    ctx = _context(dict(data=2, fsdp=2, sequence=2))
+    even = ctx.put({"video": np.zeros((2, 1, 16, 24, 3), np.uint8)}, video_axes)["video"]
     # 2 clips: data=2 splits them, data x fsdp = 4 cannot; 16 rows split over sequence.
     assert even.sharding.spec == PartitionSpec("data", None, "sequence", None, None)
     assert {s.data.shape for s in even.addressable_shards} == {(1, 1, 8, 24, 3)}
-    odd = global_video_batch({"video": np.arange(2 * 15 * 4 * 3, dtype=np.uint8).reshape(2, 1, 15, 4, 3)},
-                             mesh, VAE_RULES)["video"]
+    odd = ctx.put({"video": np.arange(2 * 15 * 4 * 3, dtype=np.uint8).reshape(2, 1, 15, 4, 3)}, video_axes)["video"]
     assert {s.data.shape for s in odd.addressable_shards} == {(1, 1, 15, 4, 3)}  # 15 rows stay whole
     np.testing.assert_array_equal(np.asarray(odd), np.arange(360, dtype=np.uint8).reshape(2, 1, 15, 4, 3))
     with pytest.raises(ValueError, match=r"\[B, T, H, W, C\]"):
-        global_video_batch({"video": np.zeros((2, 16, 24, 3), np.uint8)}, mesh, VAE_RULES)
+        ctx.put({"video": np.zeros((2, 16, 24, 3), np.uint8)}, video_axes)
 
 
 def test_train_vae_with_a_mesh_runs_and_its_checkpoint_restores(tmp_path):
@@ -133,20 +144,18 @@ def test_train_vae_with_a_mesh_runs_and_its_checkpoint_restores(tmp_path):
     workdir = str(tmp_path / "run")
     metrics = train_vae(config, workdir)
     assert np.isfinite(metrics["psnr"]) and 0 < metrics["psnr"] < 60
-    log = read_jsonl(os.path.join(workdir, "metrics.jsonl"))
+    log = read_metrics(os.path.join(workdir, "metrics.jsonl"))
     assert [r["step"] for r in log if "loss" in r] == [1, 2]
 
-    trained = load_trained_vae(workdir)  # plain restore, as inference does it
+    trained = load_autoencoder(workdir)  # plain restore, as inference does it
     assert trained.step == 2
     vae, opt, _ = _parts(config)
-    initial = init_state(vae, opt, config)
+    initial = init_state(vae, opt, config.seed)
     assert max_abs_diff(trained.variables["params"], initial.params) > 1e-5  # two real steps were saved
 
     # The same checkpoint restored straight into a sharded layout on a different mesh.
-    other = make_mesh(dict(data=1, fsdp=8))
-    abstract = jax.eval_shape(lambda: init_state(vae, opt, config))
-    shardings = vae_state_shardings(abstract, other, VAE_RULES)
-    target = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), abstract, shardings)
+    target = abstract_sharded(lambda: init_state(vae, opt, config.seed), make_mesh(dict(data=1, fsdp=8)), VAE_RULES,
+                              state_axes)
     ckpt = Checkpointer(os.path.join(workdir, "checkpoints"), async_save=False)
     restored, meta = ckpt.restore(target)
     ckpt.close()

@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 
+from sorajax.diffusion.sampling import packed_denoiser
 from sorajax.diffusion.timesteps import TrainingTimeConfig
 from sorajax.models.dit import DiT, DiTConfig
-from sorajax.patches import PackedBatch
-from sorajax.train.dit_step import make_train_step
+from sorajax.parallel.context import MeshContext
+from sorajax.parallel.mesh import make_mesh
+from sorajax.parallel.rules import DIT_RULES
+from sorajax.patches import PACKED_BATCH_AXES, PackedBatch
+from sorajax.train.config import TrainConfig
+from sorajax.train.dit_step import init_state, make_train_step
 from sorajax.train.optim import make_optimizer
 
 ROWS, SEQ_LEN, TEXT_LEN, PATCH_DIM, TEXT_DIM = 8, 32, 12, 16, 24
@@ -45,13 +49,28 @@ def packed_batch(seed: int = 0) -> PackedBatch:
 
 
 def optimizer():
-    cfg = ml_collections.ConfigDict(dict(learning_rate=1e-2, warmup_steps=0, steps=10, end_lr_fraction=1.0,
-                                         adam_b1=0.9, adam_b2=0.99, weight_decay=0.0, grad_clip_norm=1.0))
-    return make_optimizer(cfg)
+    return make_optimizer(TrainConfig(learning_rate=1e-2, warmup_steps=0, steps=10, end_lr_fraction=1.0,
+                                      adam_b1=0.9, adam_b2=0.99, weight_decay=0.0, grad_clip_norm=1.0))
 
 
 def train_step_fn(dit: DiT, opt):
-    return make_train_step(dit, opt, TrainingTimeConfig(), caption_dropout=0.25, ema_decay=0.9)
+    return make_train_step(packed_denoiser(dit), opt, TrainingTimeConfig(), caption_dropout=0.25, ema_decay=0.9)
+
+
+def batch_axes(path, leaf):
+    return PACKED_BATCH_AXES[path[-1].name]
+
+
+def mesh_context(axes: dict | None = None) -> MeshContext:
+    """A mesh of the given axis sizes over every device; None: one device (a 1x1x1x1 mesh)."""
+    if axes is None:
+        return MeshContext(make_mesh({}, jax.devices()[:1]), DIT_RULES)
+    return MeshContext(make_mesh(axes), DIT_RULES)
+
+
+def dit_state(ctx: MeshContext, dit: DiT, opt, batch: PackedBatch, seed: int = 0):
+    """(state, shardings): the trainer's own init, born sharded over `ctx`'s mesh."""
+    return ctx.init(lambda: init_state(dit, opt, batch, seed))
 
 
 def max_abs_diff(a, b) -> float:

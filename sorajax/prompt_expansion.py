@@ -23,7 +23,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from sorajax.data.world_options import (
+from sorajax.data.world.options import (
     BACKGROUND_COLOURS,
     OBJECT_COLOURS,
     OCCLUDER_COLOURS,

@@ -1,6 +1,6 @@
 """Build a TFDS dataset from your videos and images.
 
-    python -m sorajax.data.build --src DIR --out DATA_DIR [--frame_format png|jpeg] [--captioner world]
+    python -m sorajax.build_dataset --src DIR --out DATA_DIR [--frame_format png|jpeg] [--captioner world]
 
 `--src` is a folder (scanned recursively; `clip.txt` next to `clip.mp4` is its caption; a
 `manifest.jsonl`/`manifest.csv` in it takes precedence) or a manifest file with a `path` column,
@@ -13,13 +13,14 @@ from __future__ import annotations
 import argparse
 import logging
 
-from sorajax.data.captioner import WorldFactsCaptioner
-from sorajax.data.media_files import MediaLimits
-from sorajax.data.tfds_builder import BuildOptions, build_dataset
+from sorajax import cli
+from sorajax.data.tfds.captioner import WorldFactsCaptioner
+from sorajax.data.tfds.media_files import MediaLimits
+from sorajax.data.tfds.builder import BuildOptions, build_dataset
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = cli.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--src", required=True, help="folder of videos/images, or a .jsonl/.csv manifest")
     parser.add_argument("--out", required=True, help="output folder (TFDS data_dir)")
     parser.add_argument("--frame_format", choices=("png", "jpeg"), default="png", help="per-frame coding")
@@ -29,6 +30,7 @@ def main(argv: list[str] | None = None) -> None:
                         help="caption clips without a caption at build time ('world' reads metadata facts)")
     parser.add_argument("--max_side", type=int, default=MediaLimits.max_side)
     parser.add_argument("--max_frames", type=int, default=MediaLimits.max_frames)
+    parser.add_argument("--debug", action="store_true", help="on an error, show the Python traceback")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     limits = MediaLimits(max_side=args.max_side, max_frames=args.max_frames)
@@ -40,4 +42,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    cli.run_argparse(main)

@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from sorajax.data.world_options import SHAPE_NOUNS
+from sorajax.data.world.options import SHAPE_NOUNS
 
 # Net displacements shorter than this (in short-side units) count as "still".
 STILL_THRESHOLD = 0.03

@@ -1,23 +1,29 @@
-"""A grain random-access data source that streams world clips without limit.
+"""The one source of built-in-world clips: a grain random-access source with train and held-out splits.
 
-Record i is generated on demand from (seed, i): nothing is stored, any index can be read in any
-order, and two workers reading the same index get the same bytes. `__len__` is 2**31 - 1 (the
-largest index grain's samplers handle as a plain int32), which no training run exhausts; pass
-`length` for a finite epoch. The source holds only plain values (a frozen `WorldOptions`, ints,
-tuples), so grain can pickle it into worker processes.
+Record i of a split is generated on demand from (seed + the split's offset, i): nothing is stored,
+any index can be read in any order, and two workers reading the same index get the same bytes.
+Splits draw from disjoint seed ranges, so held-out clips are never trained on. Each record's size
+is drawn from `sizes` by (seed, i); `clip(i, size)` renders record i at another size (the
+autoencoder's batches share one size). `__len__` is 2**31 - 1 (the largest index grain's samplers
+handle as a plain int32) unless `length` is given. The autoencoder trainer, the DiT's latent cache,
+the samples and the tests all read the world through this class.
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
-from sorajax.data.world import check_clip_size, generate_clip
-from sorajax.data.world_options import WorldOptions
+from sorajax.data.clip_source import ClipInfo
+from sorajax.data.world.options import WorldOptions
+from sorajax.data.world.scene import Clip, check_clip_size, generate_clip
 
 UNLIMITED_LENGTH = 2**31 - 1
+SPLIT_SEED_OFFSETS = {"train": 0, "eval": 1_000_003_000, "stats": 1_500_007_000}
+WORLD_FPS = 8.0  # the rate world clips are written at (sorajax.generate's default)
 _SIZE_STREAM = 1  # extra entropy word so the size draw never reuses the scene's random stream
 
 
@@ -42,10 +48,9 @@ def _normalise_sizes(sizes: Any) -> tuple[tuple[int, int, int], ...]:
 
 
 class WorldSource:
-    """grain RandomAccessDataSource of procedural clips; see module docstring.
+    """Procedural clips of one split; see the module docstring.
 
-    Each record picks one of `sizes` (with `size_weights`, uniform by default) from (seed, index)
-    and returns a dict: "video" uint8 [T, H, W, 3], "caption" (descriptive), "caption_terse",
+    `__getitem__` gives a dict: "video" uint8 [T, H, W, 3], "caption" (descriptive), "caption_terse",
     "facts" (JSON string, `ClipFacts.from_json` reads it), "index", "num_frames", "height", "width".
     """
 
@@ -56,13 +61,17 @@ class WorldSource:
         options: WorldOptions | None = None,
         length: int = UNLIMITED_LENGTH,
         size_weights: Sequence[float] | None = None,
+        split: str = "train",
     ):
         self.sizes = _normalise_sizes(sizes)
         if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
             raise ValueError(f"seed must be a non-negative int, got {seed!r}.")
         if isinstance(length, bool) or not isinstance(length, (int, np.integer)) or length < 1:
             raise ValueError(f"length must be a positive int, got {length!r}; the default is {UNLIMITED_LENGTH}.")
-        self.seed = int(seed)
+        if split not in SPLIT_SEED_OFFSETS:
+            raise ValueError(f"unknown world split {split!r}; use one of {sorted(SPLIT_SEED_OFFSETS)}")
+        self.split = split
+        self.seed = int(seed) + SPLIT_SEED_OFFSETS[split]
         self.length = int(length)
         self.options = WorldOptions() if options is None else options
         if not isinstance(self.options, WorldOptions):
@@ -83,20 +92,30 @@ class WorldSource:
     def __len__(self) -> int:
         return self.length
 
+    def _check_index(self, index: Any) -> int:
+        if isinstance(index, bool) or not isinstance(index, (int, np.integer)):
+            raise TypeError(f"WorldSource index must be an int, got {type(index).__name__}.")
+        if not 0 <= index < self.length:
+            raise IndexError(f"WorldSource index {index} is outside [0, {self.length}).")
+        return int(index)
+
     def size_of(self, index: int) -> tuple[int, int, int]:
-        """The (num_frames, height, width) record `index` will have, without rendering it."""
+        """The (num_frames, height, width) record `index` has, without rendering it."""
         if len(self.sizes) == 1:
             return self.sizes[0]
         rng = np.random.default_rng([self.seed, int(index), _SIZE_STREAM])
         return self.sizes[int(rng.choice(len(self.sizes), p=self.size_weights))]
 
+    @functools.lru_cache(maxsize=64)
+    def clip(self, index: int, size: tuple[int, int, int] | None = None) -> Clip:
+        """Record `index` rendered at its own size, or at `size` (same scene, rescaled)."""
+        index = self._check_index(index)
+        num_frames, height, width = self.size_of(index) if size is None else size
+        return generate_clip(self.seed, num_frames, height, width, self.options, index=index)
+
     def __getitem__(self, index: int) -> dict[str, Any]:
-        if isinstance(index, bool) or not isinstance(index, (int, np.integer)):
-            raise TypeError(f"WorldSource index must be an int, got {type(index).__name__}.")
-        if not 0 <= index < self.length:
-            raise IndexError(f"WorldSource index {index} is outside [0, {self.length}).")
-        num_frames, height, width = self.size_of(index)
-        clip = generate_clip(self.seed, num_frames, height, width, self.options, index=int(index))
+        clip = self.clip(self._check_index(index))
+        num_frames, height, width = clip.video.shape[:3]
         return {
             "video": clip.video,
             "caption": clip.caption,
@@ -108,9 +127,24 @@ class WorldSource:
             "width": width,
         }
 
+    # ---- the ClipSource protocol (sorajax.data.clip_source) --------------------------------------
+    @property
+    def fingerprint(self) -> str:
+        return repr(self)
+
+    def info(self, index: int) -> ClipInfo:
+        num_frames, height, width = self.size_of(self._check_index(index))
+        return ClipInfo(num_frames, height, width, WORLD_FPS if num_frames > 1 else 0.0, f"world/{self.split}/{index}")
+
+    def caption(self, index: int) -> str:
+        return self.clip(int(index)).caption
+
+    def frames(self, index: int, frame_indices: Sequence[int]) -> np.ndarray:
+        return self.clip(int(index)).video[list(frame_indices)]
+
     def __repr__(self) -> str:
         # grain checkpoints a DataLoader by this string, so it must pin down every record.
         return (
-            f"WorldSource(sizes={list(self.sizes)}, seed={self.seed}, length={self.length}, "
+            f"WorldSource(sizes={list(self.sizes)}, seed={self.seed}, split={self.split!r}, length={self.length}, "
             f"size_weights={list(self.size_weights)}, options={self.options!r})"
         )

@@ -11,7 +11,7 @@ alt-text datasets come with. Two implementations share the `Captioner` interface
 `recaption_dataset` captions every record of a built dataset and writes the captions into its
 `clip_index.json` (the captions the pipeline trains on; the original caption stays in each
 record as provenance), with `recaptions.json` saying which captioner wrote which caption.
-Run it as `python -m sorajax.data.captioner --data DATA_DIR --captioner world`.
+Run it as `python -m sorajax.recaption --data DATA_DIR --captioner world`.
 """
 
 from __future__ import annotations
@@ -25,9 +25,11 @@ from typing import Any, Callable, Mapping
 
 import numpy as np
 
-from sorajax.data.captions import describe
-from sorajax.data.media_files import MediaEntry, decode_frames
-from sorajax.data.world_facts import ClipFacts
+from sorajax.data.tfds.builder import CLIP_INDEX_FILE
+from sorajax.data.tfds.media_files import MediaEntry, decode_frames
+from sorajax.data.tfds.source import TfdsClipSource
+from sorajax.data.world.captions import describe
+from sorajax.data.world.facts import ClipFacts
 
 log = logging.getLogger(__name__)
 
@@ -122,9 +124,6 @@ def recaption_dataset(data_dir: str | Path, captioner: Captioner, only_missing: 
 
     Returns counts: 'recaptioned', 'kept' (captioner unavailable for that clip, or only_missing).
     """
-    from sorajax.data.clip_sources import TfdsClipSource
-    from sorajax.data.tfds_builder import CLIP_INDEX_FILE
-
     source = TfdsClipSource(data_dir)
     index_path = source.dataset_dir / CLIP_INDEX_FILE
     index = json.loads(index_path.read_text(encoding="utf-8"))
@@ -153,28 +152,3 @@ def recaption_dataset(data_dir: str | Path, captioner: Captioner, only_missing: 
     tmp.replace(index_path)
     log_path.write_text(json.dumps(written, indent=1, sort_keys=True), encoding="utf-8")
     return counts
-
-
-def main(argv: list[str] | None = None) -> None:
-    import argparse
-
-    parser = argparse.ArgumentParser(description="Re-caption a built dataset (python -m sorajax.data.build).")
-    parser.add_argument("--data", required=True, help="the --out folder of sorajax.data.build")
-    parser.add_argument("--captioner", choices=("world", "vlm"), default="world")
-    parser.add_argument("--style", choices=("descriptive", "terse"), default="descriptive")
-    parser.add_argument("--vlm_dir", help="folder with a local vision-language model's weights")
-    parser.add_argument("--vlm_loader", help="module:function that loads it, returning model(frames, instruction) -> str")
-    parser.add_argument("--only_missing", action="store_true", help="caption only records without a caption")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    if args.captioner == "world":
-        captioner: Captioner = WorldFactsCaptioner(args.style)
-    else:
-        if not (args.vlm_dir and args.vlm_loader):
-            parser.error("--captioner vlm needs --vlm_dir and --vlm_loader")
-        captioner = VisionLanguageCaptioner(args.vlm_dir, load_function(args.vlm_loader))
-    print(recaption_dataset(args.data, captioner, args.only_missing))
-
-
-if __name__ == "__main__":
-    main()

@@ -24,9 +24,9 @@ import numbers
 
 import numpy as np
 
-from sorajax.data import world_facts as wf
-from sorajax.data.captions import describe
-from sorajax.data.world_options import (
+from sorajax.data.world import facts as wf
+from sorajax.data.world.captions import describe
+from sorajax.data.world.options import (
     BACKGROUND_COLOURS,
     OBJECT_COLOURS,
     OCCLUDER_COLOURS,
@@ -35,9 +35,9 @@ from sorajax.data.world_options import (
     allowed_object_colours,
     allowed_occluder_colours,
 )
-from sorajax.data.world_render import SHAPE_AREAS, SHAPE_EXTENTS, RenderObject, RenderOccluder, render
+from sorajax.data.world.render import SHAPE_AREAS, SHAPE_EXTENTS, RenderObject, RenderOccluder, render
 
-__all__ = ["Clip", "MIN_SIDE", "WorldOptions", "check_clip_size", "generate_clip"]
+__all__ = ["Clip", "MIN_SIDE", "check_clip_size", "generate_clip"]
 
 MIN_SIDE = 8
 _PHYSICS_SUBSTEPS = 4

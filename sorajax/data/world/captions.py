@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from sorajax.data.world_facts import ClipFacts, ObjectFacts
+from sorajax.data.world.facts import ClipFacts, ObjectFacts
 
 _DIRECTION_PHRASES = {
     "left": "to the left",

@@ -25,7 +25,7 @@ from typing import Any, Callable, Iterator
 import numpy as np
 import tensorflow_datasets as tfds
 
-from sorajax.data.media_files import (
+from sorajax.data.tfds.media_files import (
     MediaEntry,
     MediaLimits,
     MediaRejected,
@@ -42,7 +42,7 @@ SPLIT = "train"
 CLIP_INDEX_FILE = "clip_index.json"
 BUILD_REPORT_FILE = "build_report.json"
 
-# (frames uint8 [T,H,W,3], fps, entry) -> caption; see sorajax.data.captioner.
+# (frames uint8 [T,H,W,3], fps, entry) -> caption; see sorajax.data.tfds.captioner.
 CaptionFn = Callable[[np.ndarray, float, MediaEntry], str]
 
 
@@ -198,5 +198,5 @@ def find_dataset_dir(data_dir: str | Path) -> Path:
         if versions:
             return versions[-1]
     raise FileNotFoundError(
-        f"no built dataset under {data_dir}; build one with `python -m sorajax.data.build --src DIR --out {data_dir}`"
+        f"no built dataset under {data_dir}; build one with `python -m sorajax.build_dataset --src DIR --out {data_dir}`"
     )

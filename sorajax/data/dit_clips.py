@@ -1,0 +1,45 @@
+"""The DiT's clips, world or TFDS, through the one clip pipeline: which records, how they are sized, cached.
+
+`data.source = 'world'`: `num_clips` training records (`eval.num_clips` held out, from the world's
+disjoint eval seed range), made at their training sizes. `'tfds'`: a built dataset, the last
+`eval_count` records held out, each clip sized by the data section's pixel budget and framing.
+Each host plans, decodes and encodes only its strided share of the records.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import numpy as np
+
+from sorajax.data.clip_pipeline import ClipPlanner, PackingConfig, encode_clip_set, host_shard
+from sorajax.data.config import DiTDataConfig
+from sorajax.data.latent_cache import LatentClipSet, cache_key, load_or_build
+from sorajax.data.tfds.source import TfdsClipSource
+from sorajax.data.world import WorldOptions, WorldSource
+from sorajax.runs.paths import PathLike
+
+
+def dit_clip_planner(data: DiTDataConfig, world: WorldOptions, packing: PackingConfig, seed: int, split: str,
+                     eval_clips: int) -> ClipPlanner:
+    """This host's records of `split` ('train' or 'eval') with their plans."""
+    if data.source == "world":
+        count = data.num_clips if split == "train" else eval_clips
+        source = WorldSource(data.sizes, seed, world, length=count, split=split)
+        return ClipPlanner(source, host_shard(count), None, packing, seed)
+    source = TfdsClipSource(data.tfds_dir)
+    records = host_shard(len(source), holdout=data.eval_count, split=split)
+    sizing = data.sizing(packing.size_multiple, packing.temporal_factor)
+    return ClipPlanner(source, records, sizing, packing, seed + (0 if split == "train" else 1))
+
+
+def cached_clip_set(planner: ClipPlanner, encode_video: Callable[[np.ndarray], np.ndarray], text_encoder: Any,
+                    autoencoder_identity: dict, path: PathLike) -> LatentClipSet:
+    """The planner's clips encoded once and cached at `path`; rebuilt when anything they depend on changes.
+
+    `autoencoder_identity` names the latent space (its run's step and config).
+    """
+    key = cache_key(autoencoder=autoencoder_identity, text=text_encoder.fingerprint, source=planner.source.fingerprint,
+                    sizing=repr(planner.sizing), packing=repr(planner.packing), records=planner.records.tolist(),
+                    seed=planner.seed)
+    return load_or_build(path, key, lambda: encode_clip_set(planner, encode_video, text_encoder, key=key))

@@ -1,0 +1,140 @@
+"""The one sampling loop over a PackedBatch: denoiser -> velocity -> guidance -> ODE solver.
+
+Every caller (the pipeline, sharded sampling on a mesh, the AOT compile, evaluation and the
+experiments) samples through :func:`sample_packed`, or builds its velocity with
+:func:`packed_velocity` when it must reshape the field first (a tied-window experiment), so the
+prediction kind, the null caption and the held tokens mean the same thing everywhere.
+
+- The denoiser is a function ``denoise(params, x_t, t, batch) -> prediction`` (the DiT applied to a
+  batch's positions, segments and captions: :func:`packed_denoiser`). Its output is of the kind the
+  run was trained for (``config.prediction``: velocity, x0 or epsilon) and is turned into the
+  velocity the solvers integrate here, so an x0- or epsilon-trained run samples correctly.
+- Classifier-free guidance runs both branches as one batched call on 2B rows; the unconditional
+  branch gets `uncond` captions (the null caption: zero embeddings over the same text positions, as
+  caption dropout trains it; or a negative prompt). ``guidance=None`` runs the conditional branch alone.
+- Tokens the batch does not generate (``~loss_mask``: conditioning and padding) are held at the
+  batch's token values and shown to the network with t = 0 at every step.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from sorajax.config_dataclasses import from_mapping
+from sorajax.diffusion.flow import PREDICTION_KINDS, prediction_to_velocity
+from sorajax.diffusion.guidance import guided_velocity_fn
+from sorajax.diffusion.samplers import SAMPLER_METHODS, VelocityFn, sample
+from sorajax.patches import PackedBatch
+
+# denoise(params, x_t [B, L, P], t [B, L], batch) -> prediction [B, L, P]; reads the batch's positions,
+# segment ids and captions (never its tokens, t or loss mask).
+Denoiser = Callable[[Any, jax.Array, jax.Array, PackedBatch], jax.Array]
+MAX_STEPS = 1000
+
+
+@dataclasses.dataclass(frozen=True)
+class SampleConfig:
+    """A run's sampling defaults (its config's `sample` section); every field can be overridden per call."""
+
+    method: str = "dpmpp_2m"
+    steps: int = 10
+    guidance: float = 4.0
+    use_ema: bool = True
+    frames: int = 9
+    height: int = 64
+    width: int = 64
+
+    def __post_init__(self) -> None:
+        if self.method not in SAMPLER_METHODS:
+            raise ValueError(f"unknown sampler {self.method!r}: use one of {list(SAMPLER_METHODS)}")
+        if not 1 <= self.steps <= MAX_STEPS:
+            raise ValueError(f"sample.steps must be between 1 and {MAX_STEPS}, got {self.steps}; 10-50 is typical")
+        if not 0 <= self.guidance <= 50:
+            raise ValueError(f"guidance must be in [0, 50], got {self.guidance}; 1 = no guidance, 3-7 is typical")
+        if min(self.frames, self.height, self.width) < 1:
+            raise ValueError(f"sample size must be positive, got {self.frames}x{self.height}x{self.width}")
+
+    @classmethod
+    def from_mapping(cls, values: Any) -> "SampleConfig":
+        return from_mapping(cls, values, "sample")
+
+
+@dataclasses.dataclass
+class SampleRequest:
+    """What one call generates: sizes in pixels, the noise seed, and how to sample."""
+
+    frames: int
+    height: int
+    width: int
+    seed: int = 0
+    steps: int = 10
+    method: str = "dpmpp_2m"
+    guidance: float = 4.0
+
+    def check(self) -> None:
+        """The sampler settings, checked before anything is encoded or sampled."""
+        if not 1 <= self.steps <= MAX_STEPS:
+            raise ValueError(f"steps must be between 1 and {MAX_STEPS}, got {self.steps}; 10-50 is typical")
+        if self.method not in SAMPLER_METHODS:
+            raise ValueError(f"unknown sampler {self.method!r}: use one of {list(SAMPLER_METHODS)}")
+        if not (np.isfinite(self.guidance) and 0 <= self.guidance <= 50):
+            raise ValueError(f"guidance must be in [0, 50], got {self.guidance}; 1 = no guidance, 3-7 is typical")
+
+    @classmethod
+    def defaults(cls, sample: SampleConfig, seed: int = 0) -> "SampleRequest":
+        return cls(frames=sample.frames, height=sample.height, width=sample.width, seed=seed, steps=sample.steps,
+                   method=sample.method, guidance=sample.guidance)
+
+
+def packed_denoiser(model: Any) -> Denoiser:
+    """The DiT (any linen module with the DiT's call signature) as a denoiser of packed batches."""
+
+    def denoise(params: Any, x_t: jax.Array, t: jax.Array, batch: PackedBatch) -> jax.Array:
+        return model.apply({"params": params}, x_t, batch.positions, batch.segment_ids, t, batch.text,
+                           batch.text_segment_ids)
+
+    return denoise
+
+
+def _conditioning_rows(batch: PackedBatch) -> PackedBatch:
+    """The batch without its token-sized fields: what both guidance branches concatenate (cheaply)."""
+    return batch.replace(tokens=None, t=None, loss_mask=None)
+
+
+def packed_velocity(denoise: Denoiser, params: Any, batch: PackedBatch, *, prediction: str = "velocity",
+                    guidance: float | jax.Array | None = None,
+                    uncond: tuple[jax.Array, jax.Array] | None = None) -> VelocityFn:
+    """``velocity(x_t, t)`` over the batch's rows: the prediction as a velocity, with CFG unless `guidance` is None.
+
+    `uncond` is (text [B, Lt, D], text segment ids [B, Lt]) of the unconditional branch; None means the
+    null caption (zeros over the batch's own text positions).
+    """
+    if prediction not in PREDICTION_KINDS:
+        raise ValueError(f"unknown prediction kind {prediction!r}; use one of {PREDICTION_KINDS}")
+
+    def velocity(x_t: jax.Array, t: jax.Array, rows: PackedBatch) -> jax.Array:
+        return prediction_to_velocity(denoise(params, x_t, t, rows), x_t, t, prediction)
+
+    cond = _conditioning_rows(batch)
+    if guidance is None:
+        return lambda x_t, t: velocity(x_t, t, cond)
+    text, text_segments = uncond if uncond is not None else (jnp.zeros_like(batch.text), batch.text_segment_ids)
+    return guided_velocity_fn(velocity, cond, cond.replace(text=text, text_segment_ids=text_segments), guidance)
+
+
+def sample_packed(denoise: Denoiser, params: Any, batch: PackedBatch, x_init: jax.Array, timesteps: jax.Array, *,
+                  method: str = "euler", prediction: str = "velocity", guidance: float | jax.Array | None = None,
+                  uncond: tuple[jax.Array, jax.Array] | None = None) -> jax.Array:
+    """Tokens [B, L, P]: the batch's generated tokens (``loss_mask``) integrated from `x_init`, the rest held.
+
+    `batch.tokens` holds the values of the tokens that are not generated (conditioning; padding);
+    `x_init` is where the generated ones start (noise, or the SDEdit start at ``timesteps[0]``).
+    """
+    velocity = packed_velocity(denoise, params, batch, prediction=prediction, guidance=guidance, uncond=uncond)
+    return sample(velocity, jnp.asarray(x_init, jnp.float32), timesteps, method=method,
+                  cond_mask=~jnp.asarray(batch.loss_mask), x_cond=jnp.asarray(batch.tokens, jnp.float32))

@@ -1,0 +1,180 @@
+"""Orbax checkpoints of a run: model state, data-iterator position and JSON metadata.
+
+One `Checkpointer` per run directory (``<run>/checkpoints``). Saves are asynchronous (training
+goes on while arrays are written), atomic (Orbax writes to a temporary folder and renames it, so
+a run killed mid-save keeps the previous checkpoint) and keep the newest N. The grain iterator's
+position is saved next to the model, so a resumed run sees exactly the batches an uninterrupted
+run would have seen. Readers can restore a PART of the saved state (:meth:`Checkpointer.restore_part`):
+inference asks for the weights it samples with and never reads the optimizer state.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Mapping
+
+import jax
+import orbax.checkpoint as ocp
+from etils import epath
+
+from sorajax.runs.paths import PathLike, run_path
+
+try:  # grain's Orbax handler for iterator state.
+    from grain.checkpoint import CheckpointRestore as _GrainRestore
+    from grain.checkpoint import CheckpointSave as _GrainSave
+except ImportError:  # pragma: no cover - older grain layout
+    from grain.python import PyGrainCheckpointRestore as _GrainRestore  # type: ignore
+    from grain.python import PyGrainCheckpointSave as _GrainSave  # type: ignore
+
+CHECKPOINTS = "checkpoints"
+
+
+class CheckpointNotFoundError(FileNotFoundError):
+    """Raised when a checkpoint is required but the directory holds none (or not the asked step)."""
+
+
+def abstract_like(tree: Any) -> Any:
+    """Restore target with the same shapes, dtypes and shardings as `tree`."""
+
+    def leaf(x: Any) -> Any:
+        if isinstance(x, jax.Array):
+            return jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding)
+        return x
+
+    return jax.tree.map(leaf, tree)
+
+
+class Checkpointer:
+    """Saves and restores `(state, data iterator, metadata)` under `directory`."""
+
+    def __init__(self, directory: PathLike, *, max_to_keep: int = 3, save_every: int = 1, async_save: bool = True):
+        self.directory = run_path(directory)
+        self.save_every = max(int(save_every), 1)
+        options = ocp.CheckpointManagerOptions(
+            max_to_keep=max_to_keep,
+            save_interval_steps=1,  # the trainer decides when; see `should_save`.
+            enable_async_checkpointing=async_save,
+            create=True,
+        )
+        self._manager = ocp.CheckpointManager(self.directory, options=options)
+
+    def latest_step(self) -> int | None:
+        return self._manager.latest_step()
+
+    def all_steps(self) -> list[int]:
+        return list(self._manager.all_steps())
+
+    def should_save(self, step: int, last_step: int) -> bool:
+        return step % self.save_every == 0 or step == last_step
+
+    def save(self, step: int, state: Any, *, data_iterator: Any = None, meta: Mapping[str, Any] | None = None) -> None:
+        args = {"state": ocp.args.StandardSave(state), "meta": ocp.args.JsonSave(dict(meta or {}))}
+        if data_iterator is not None:
+            args["data"] = _GrainSave(data_iterator)
+        self._manager.save(step, args=ocp.args.Composite(**args), force=True)
+
+    def restore(self, target_state: Any = None, *, step: int | None = None, data_iterator: Any = None) -> tuple[Any, dict]:
+        """The whole saved state, into the structure/shardings of `target_state` (arrays or ShapeDtypeStructs).
+
+        With no target the tree comes back as written (nested dicts of arrays).
+        """
+        step = self._step_or_latest(step)
+        target = None if target_state is None else abstract_like(target_state)
+        args = {"state": ocp.args.StandardRestore(target), "meta": ocp.args.JsonRestore()}
+        if data_iterator is not None:
+            args["data"] = _GrainRestore(data_iterator)
+        restored = self._manager.restore(step, args=ocp.args.Composite(**args))
+        return restored["state"], dict(restored["meta"] or {})
+
+    def restore_part(self, target: Mapping[str, Any], *, step: int | None = None) -> dict[str, Any]:
+        """Only the top-level entries of the saved state that `target` names, e.g. ``{'ema_params': ...}``.
+
+        `target` gives each entry's structure as ShapeDtypeStructs (with shardings to restore sharded; without,
+        onto this host's first device); nothing else of the checkpoint is read from disk.
+        """
+        step = self._step_or_latest(step)
+        one_device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+        target = jax.tree.map(lambda x: x if getattr(x, "sharding", None) is not None else
+                              jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=one_device), dict(target))
+        args = ocp.args.PyTreeRestore(item=target, restore_args=ocp.checkpoint_utils.construct_restore_args(target),
+                                      partial_restore=True)
+        restored = self._manager.restore(step, args=ocp.args.Composite(state=args))
+        return dict(restored["state"])
+
+    def read_meta(self, step: int | None = None) -> dict:
+        """Reads only the JSON metadata of a checkpoint (config, step), no arrays."""
+        step = self._step_or_latest(step)
+        path = self.directory / str(step) / "meta" / "metadata"
+        if path.exists():
+            return json.loads(path.read_text())
+        restored = self._manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))
+        return dict(restored["meta"] or {})
+
+    def _step_or_latest(self, step: int | None) -> int:
+        step = self.latest_step() if step is None else step
+        if step is None:
+            raise CheckpointNotFoundError(f"no checkpoint in {self.directory}: nothing has been saved there yet")
+        return step
+
+    def wait(self) -> None:
+        self._manager.wait_until_finished()
+
+    def close(self) -> None:
+        self._manager.wait_until_finished()
+        self._manager.close()
+
+
+def open_run(run: PathLike, step: int | None, train_command: str) -> Checkpointer:
+    """A run's checkpointer for reading, or a clear error when it has no checkpoints or not the asked `step`.
+
+    `train_command` completes the error message: how to make the checkpoint that is missing.
+    """
+    run = run_path(run)
+    ckpt_dir = run / CHECKPOINTS
+    if not ckpt_dir.is_dir():
+        raise CheckpointNotFoundError(
+            f"no checkpoints under {str(run)!r} (expected {ckpt_dir}); train one with `{train_command} "
+            f"--workdir={run}`, or pass the run directory that has one"
+        )
+    ckpt = Checkpointer(ckpt_dir, async_save=False)
+    saved = ckpt.all_steps()
+    if not saved or (step is not None and step not in saved):
+        ckpt.close()
+        what = "no checkpoint" if not saved else f"no checkpoint of step {step}"
+        raise CheckpointNotFoundError(
+            f"{what} under {ckpt_dir}; saved steps: {saved or 'none'} "
+            f"(train with `{train_command} --workdir={run}`; older steps are removed after keep_checkpoints newer saves)"
+        )
+    return ckpt
+
+
+def read_run_meta(run: PathLike, step: int | None, train_command: str) -> dict:
+    """A run's checkpoint metadata (config, fingerprint, step) without reading any array."""
+    ckpt = open_run(run, step, train_command)
+    try:
+        return ckpt.read_meta(step)
+    finally:
+        ckpt.close()
+
+
+def restore_run(run: PathLike, step: int | None, train_command: str, target: Any = None) -> tuple[Any, dict]:
+    """The whole saved state and metadata of a run (into `target`'s structure, dtypes and shardings if given)."""
+    ckpt = open_run(run, step, train_command)
+    try:
+        return ckpt.restore(target, step=step)
+    finally:
+        ckpt.close()
+
+
+def restore_run_part(run: PathLike, step: int | None, train_command: str,
+                     target: Mapping[str, Any]) -> tuple[dict[str, Any], dict]:
+    """Only the state entries `target` names (see :meth:`Checkpointer.restore_part`), and the metadata."""
+    ckpt = open_run(run, step, train_command)
+    try:
+        return ckpt.restore_part(target, step=step), ckpt.read_meta(step)
+    finally:
+        ckpt.close()
+
+
+def checkpoints_dir(run: PathLike) -> epath.Path:
+    return run_path(run) / CHECKPOINTS

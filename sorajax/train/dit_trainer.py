@@ -1,0 +1,182 @@
+"""The DiT trainer: the denoiser's parts for the one runner.
+
+    autoencoder (frozen, its run's weights) + text encoder (frozen)
+      -> this host's clips (world or TFDS) encoded once and cached in the run, or streamed
+      -> packed batches (grain, NaViT rows of mixed sizes) -> pure train step
+Evaluation is the fixed-noise validation loss of held-out packed batches, for the raw and the EMA
+weights, and the layout-word gap: how much worse the EMA weights denoise those batches at high
+noise when every caption's place and direction words are mirrored (`sorajax.eval.caption_layout`;
+0 = not read).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import jax
+import ml_collections
+import numpy as np
+
+from sorajax.conditioning import MaskRates
+from sorajax.config_dataclasses import check_sections
+from sorajax.data.clip_pipeline import (
+    BatchEncoder,
+    PackingConfig,
+    PixelBatch,
+    PixelBatchMaker,
+    caption_token_counts,
+    pixel_batch_dataset,
+)
+from sorajax.data.config import DiTDataConfig
+from sorajax.data.dit_clips import cached_clip_set, dit_clip_planner
+from sorajax.data.iterators import batch_iterator
+from sorajax.data.latent_cache import LatentClipSet, make_latent_encoder
+from sorajax.data.packed_batches import PackedBatchMaker, packed_batch_dataset
+from sorajax.data.world import WorldOptions
+from sorajax.diffusion.sampling import packed_denoiser
+from sorajax.diffusion.validation import validation_loss
+from sorajax.eval.caption_layout import LAYOUT_LEVELS, mirrored_clip_set
+from sorajax.models.build import build_text_encoder
+from sorajax.models.dit import DiT
+from sorajax.parallel.context import MeshContext
+from sorajax.parallel.distributed import host_rows
+from sorajax.parallel.mesh import MeshConfig
+from sorajax.parallel.rules import DIT_RULES, Rules, rules_from_config
+from sorajax.patches import PACKED_BATCH_AXES, PackedBatch
+from sorajax.runs.dit_spec import SECTIONS, DiTSpec
+from sorajax.runs.loaders import TrainedAutoencoder, load_autoencoder
+from sorajax.runs.paths import PathLike, RunLink, run_path
+from sorajax.train.config import DiTEvalConfig, DiTTrainConfig
+from sorajax.train.dit_step import init_state, make_train_step
+from sorajax.train.optim import make_optimizer
+from sorajax.train.runner import Trainer, run_training
+
+TRAIN_COMMAND = "python -m sorajax.train_dit"
+EVAL_BATCHES = 2
+
+
+@dataclasses.dataclass(frozen=True)
+class DiTRunConfig:
+    """Every section a DiT run reads, validated once (see `from_config`)."""
+
+    spec: DiTSpec
+    seed: int
+    vae_workdir: str
+    world: WorldOptions
+    data: DiTDataConfig
+    train: DiTTrainConfig
+    eval: DiTEvalConfig
+    conditioning: MaskRates
+    mesh: MeshConfig
+    rules: Rules
+
+    @classmethod
+    def from_config(cls, config: ml_collections.ConfigDict) -> "DiTRunConfig":
+        check_sections(config, {*SECTIONS, "seed", "vae_workdir", "world", "data", "train", "eval", "conditioning",
+                                "mesh", "parallel"}, "DiT")
+        if not config.get("vae_workdir"):
+            raise ValueError("vae_workdir is empty: pass the autoencoder's run, e.g. --config.vae_workdir=runs/main/vae")
+        parallel = config.get("parallel") or {}
+        return cls(spec=DiTSpec.from_config(config), seed=int(config.seed), vae_workdir=str(config.vae_workdir),
+                   world=WorldOptions(**config.get("world", {})), data=DiTDataConfig.from_mapping(config.data),
+                   train=DiTTrainConfig.from_mapping(config.train), eval=DiTEvalConfig.from_mapping(config.eval),
+                   conditioning=MaskRates.from_mapping(config.get("conditioning")),
+                   mesh=MeshConfig.from_mapping(config.get("mesh")),
+                   rules=rules_from_config(parallel.get("rules"), DIT_RULES))
+
+
+def _batch_axes(path: tuple, leaf: Any) -> tuple:
+    return PACKED_BATCH_AXES[path[-1].name]
+
+
+def _count_items(batch: Any) -> int:
+    """Throughput unit: tokens of a packed batch, clips of a streamed pixel batch."""
+    return len(batch.videos) if isinstance(batch, PixelBatch) else int(np.count_nonzero(batch.segment_ids))
+
+
+class _ClipData:
+    """This host's training batches and held-out batches, from the run's clips."""
+
+    def __init__(self, cfg: DiTRunConfig, autoencoder: TrainedAutoencoder, text_encoder: Any, run: Any):
+        vae = autoencoder.vae.config
+        rows = host_rows(cfg.data.rows)
+        self.packing = PackingConfig(rows=rows.stop - rows.start, seq_len=cfg.data.seq_len, text_len=cfg.data.text_len,
+                                     patch=cfg.spec.patch, spatial_factor=vae.spatial_factor,
+                                     temporal_factor=vae.temporal_factor)
+        self.encode = make_latent_encoder(autoencoder.vae, autoencoder.variables)
+        identity = {"run_step": autoencoder.step, "vae": autoencoder.config.vae.to_dict()}
+        stream = jax.process_index()
+
+        def clips(split: str) -> LatentClipSet:
+            planner = dit_clip_planner(cfg.data, cfg.world, self.packing, cfg.seed, split, cfg.eval.num_clips)
+            name = f"latents_{split}" + (f"_host{stream}" if jax.process_count() > 1 else "") + ".npz"
+            return cached_clip_set(planner, self.encode, text_encoder, identity, run / name)
+
+        self.prepare = lambda batch: batch  # noqa: E731
+        if cfg.data.cache_latents:
+            maker = PackedBatchMaker(clips("train"), self.packing.rows, cfg.data.seq_len, cfg.data.text_len,
+                                     cfg.spec.patch, cfg.seed, cfg.conditioning, stream=stream)
+            self.batches = batch_iterator(packed_batch_dataset(maker), cfg.data.worker_count)
+        else:  # streaming: decode in workers, encode every step (conditioning masks come with the cached path)
+            planner = dit_clip_planner(cfg.data, cfg.world, self.packing, cfg.seed, "train", cfg.eval.num_clips)
+            counts = caption_token_counts(text_encoder, [planner.caption(i) for i in range(planner.records.size)])
+            maker = PixelBatchMaker(planner, counts, cfg.seed, stream=stream)
+            self.batches = batch_iterator(pixel_batch_dataset(maker), cfg.data.worker_count)
+            self.prepare = BatchEncoder(self.encode, text_encoder, self.packing)
+        held_out = clips("eval")
+        self.eval_batches = self._fixed_batches(held_out, cfg, stream)
+        # The same batches with place/direction words mirrored: their loss gap says whether layout words are read.
+        self.mirror_batches = self._fixed_batches(mirrored_clip_set(held_out, text_encoder), cfg, stream)
+        if not all(np.array_equal(a.segment_ids, b.segment_ids) for a, b in zip(self.eval_batches, self.mirror_batches)):
+            raise RuntimeError("mirrored-caption eval batches are packed differently from the true ones; the "
+                               "layout-word gap would compare different clips")
+
+    def _fixed_batches(self, clips: LatentClipSet, cfg: DiTRunConfig, stream: int) -> list[PackedBatch]:
+        maker = PackedBatchMaker(clips, self.packing.rows, cfg.data.seq_len, cfg.data.text_len, cfg.spec.patch,
+                                 cfg.seed + 1, stream=stream)
+        return [maker(i) for i in range(EVAL_BATCHES)]
+
+
+def train_dit(config: ml_collections.ConfigDict, workdir: PathLike) -> dict[str, float]:
+    """Trains (or resumes) the DiT in `workdir`; returns the final eval metrics."""
+    cfg = DiTRunConfig.from_config(config)  # every section checked before any work
+    run = run_path(workdir)
+    ctx = MeshContext.create(cfg.mesh, cfg.rules)
+    autoencoder = load_autoencoder(cfg.vae_workdir)
+    text_encoder = build_text_encoder(cfg.spec.text_encoder)
+    model = DiT(cfg.spec.dit_config(autoencoder.vae.config.latent_channels, text_encoder.dim))
+    denoise = packed_denoiser(model)
+    data = _ClipData(cfg, autoencoder, text_encoder, run)
+    optimizer = make_optimizer(cfg.train)
+    step = make_train_step(denoise, optimizer, cfg.spec.time, cfg.train.caption_dropout, cfg.train.ema_decay,
+                           cfg.spec.prediction)
+    loss = ctx.jit_replicated(lambda params, batch, seed: validation_loss(
+        denoise, params, batch, seed, prediction=cfg.spec.prediction))
+    high_noise = ctx.jit_replicated(lambda params, batch, seed: validation_loss(
+        denoise, params, batch, seed, LAYOUT_LEVELS, cfg.spec.prediction))
+    eval_batches = [ctx.put(b, _batch_axes) for b in data.eval_batches]
+    mirror_batches = [ctx.put(b, _batch_axes) for b in data.mirror_batches]
+
+    def evaluate(state: Any) -> tuple[Any, dict[str, float]]:
+        def mean_loss(params: Any) -> float:
+            return float(np.mean([loss(params, b, i) for i, b in enumerate(eval_batches)]))
+
+        gap = np.mean([high_noise(state.ema_params, m, i) - high_noise(state.ema_params, b, i)
+                       for i, (b, m) in enumerate(zip(eval_batches, mirror_batches))])
+        return state, {"val_loss": mean_loss(state.params), "val_loss_ema": mean_loss(state.ema_params),
+                       "val_layout_gap_ema": float(gap)}
+
+    trainer = Trainer(
+        name="dit", train_command=TRAIN_COMMAND,
+        init_state=lambda: init_state(model, optimizer, data.eval_batches[0], cfg.seed),
+        train_step=step, batches=data.batches, batch_axes=_batch_axes, fingerprint=cfg.spec.fingerprint,
+        meta={"vae_step": autoencoder.step, "autoencoder": RunLink.between(autoencoder.run, run).to_json(),
+              "text_encoder": text_encoder.fingerprint},
+        evaluate=evaluate, eval_every=cfg.eval.every, count_items=_count_items, prepare_batch=data.prepare,
+        warm_start_checks={"vae_step": autoencoder.step},
+    )
+    metrics = run_training(ctx, trainer, cfg.train, run, config, init_from=cfg.train.init_from)
+    if metrics:
+        print("held-out: " + ", ".join(f"{k}={v:.4f}" for k, v in metrics.items()))
+    return metrics

@@ -1,0 +1,162 @@
+"""The one training runner every trainer uses, readable top to bottom.
+
+    mesh (always one: a single device is 1x1x1x1) -> state born sharded -> [warm start] -> resume
+    -> record the config -> for each step:
+         this host's batch -> global batch -> guarded train step -> log -> [evaluate] -> [checkpoint]
+
+A trainer (`dit_trainer`, `vae_trainer`) supplies only its parts (`Trainer`): how to make the fresh
+state, the pure train step, this host's batches and an optional evaluation. The runner owns the
+rest: shardings, checkpoints (async, atomic, keep-N, with the data position), warm start, resume
+(refusing a different model), the config record, metrics (TensorBoard + JSONL), the non-finite loss
+guard, and preemption: SIGTERM/SIGINT finish the current step, save a checkpoint, and stop.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import signal
+import time
+from typing import Any, Callable, Iterator
+
+import jax
+from tqdm.auto import tqdm
+
+from sorajax.parallel.context import MeshContext
+from sorajax.parallel.sharding import NamesFor
+from sorajax.parallel.steps import state_step
+from sorajax.runs.checkpoints import CHECKPOINTS, Checkpointer
+from sorajax.runs.metrics import MetricsWriter
+from sorajax.runs.paths import PathLike, run_path
+from sorajax.runs.records import as_json_tree, fingerprint_differences, record_run_config
+from sorajax.train.config import TrainConfig
+from sorajax.train.nonfinite import NonFiniteGuard, skip_nonfinite
+from sorajax.train.warm_start import warm_start
+
+
+@dataclasses.dataclass
+class Trainer:
+    """What a model's trainer supplies to the runner."""
+
+    name: str  # progress bar and messages ('dit', 'autoencoder')
+    train_command: str  # how a user makes such a run (completes error messages)
+    init_state: Callable[[], Any]  # the fresh state (a flax struct with .step, .rng); params may be boxed
+    train_step: Callable[[Any, Any], tuple[Any, dict]]  # pure; metrics include 'loss' and 'grad_norm'
+    batches: Iterator  # checkpointable grain iterator over THIS host's batches
+    batch_axes: NamesFor  # logical names of a batch leaf's dimensions
+    fingerprint: str  # the settings that shape the weights: resume refuses another
+    meta: dict  # saved with every checkpoint (the config, the autoencoder it learned on, ...)
+    evaluate: Callable[[Any], tuple[Any, dict]] | None = None  # may return an updated state
+    eval_every: int = 1000  # and after the last step
+    count_items: Callable[[Any], int] = lambda batch: 1
+    prepare_batch: Callable[[Any], Any] = lambda batch: batch  # e.g. encode a streamed pixel batch
+    state_axes: NamesFor | None = None  # names of state leaves not in logical boxes
+    warm_start_checks: dict = dataclasses.field(default_factory=dict)  # metadata an init_from source must match
+
+
+class StopRequest:
+    """Turns SIGTERM/SIGINT into a flag the loop checks between steps."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self) -> "StopRequest":
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            try:
+                self._previous[sig] = signal.signal(sig, self._handle)
+            except ValueError:  # not the main thread (e.g. a notebook worker): no handler.
+                pass
+        return self
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        del frame
+        if self.requested:  # a second signal means "now".
+            raise KeyboardInterrupt
+        self.requested = True
+        print(f"\nsignal {signum}: finishing this step, saving a checkpoint, then stopping")
+
+    def __exit__(self, *exc: Any) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+
+def resume(ckpt: Checkpointer, state: Any, batches: Any, trainer: Trainer, run: Any) -> Any:
+    """The newest checkpoint restored into `state`'s layout (and the data position), or `state` itself.
+
+    Refuses a checkpoint whose model fingerprint differs: silently continuing a different
+    architecture would either crash deep in Orbax or corrupt the run.
+    """
+    if ckpt.latest_step() is None:
+        return state
+    saved = ckpt.read_meta().get("model_fingerprint")
+    differences = fingerprint_differences(saved, trainer.fingerprint) if saved is not None else []
+    if differences:
+        raise ValueError(
+            f"the checkpoint in {run} was trained with a different {trainer.name} config ({'; '.join(differences)}); "
+            "resume with the same config, or pass a new --workdir to start a fresh run"
+        )
+    state, _ = ckpt.restore(state, data_iterator=batches)
+    print(f"resumed {trainer.name} from step {int(state.step)} in {run}")
+    return state
+
+
+def run_training(ctx: MeshContext, trainer: Trainer, settings: TrainConfig, run: PathLike, config_record: Any,
+                 init_from: str = "") -> dict[str, float]:
+    """Trains (or resumes) `trainer` in `run` up to `settings.steps`; returns the last evaluation's metrics."""
+    run = run_path(run)
+    run.mkdir(parents=True, exist_ok=True)
+    print(f"mesh: {ctx.describe()}")
+    state, shardings = ctx.init(trainer.init_state, trainer.state_axes)
+    ckpt = Checkpointer(run / CHECKPOINTS, max_to_keep=settings.keep_checkpoints, save_every=settings.save_every,
+                        async_save=settings.async_checkpoints)
+    writer = None
+    try:
+        if init_from and ckpt.latest_step() is None:  # fine-tuning; a restart resumes the run's own checkpoints
+            state = warm_start(state, init_from, trainer.fingerprint, trainer.train_command, trainer.warm_start_checks)
+        state = resume(ckpt, state, trainer.batches, trainer, run)
+        record_run_config(run, config_record, int(state.step) if ckpt.latest_step() is not None else None)
+        meta = {**trainer.meta, "model_fingerprint": trainer.fingerprint, "config": as_json_tree(config_record)}
+        writer = MetricsWriter(run)
+        return _loop(ctx, trainer, settings, state, shardings, ckpt, writer, meta)
+    finally:  # close files and finish pending async saves even when a step fails.
+        ckpt.close()
+        if writer is not None:
+            writer.close()
+
+
+def _loop(ctx: MeshContext, trainer: Trainer, settings: TrainConfig, state: Any, shardings: Any, ckpt: Checkpointer,
+          writer: MetricsWriter, meta: dict) -> dict[str, float]:
+    step_fn = state_step(skip_nonfinite(trainer.train_step), ctx.mesh, ctx.rules, shardings)
+    guard = NonFiniteGuard(settings.max_nonfinite_steps)
+    start, last = int(state.step), settings.steps
+    eval_metrics: dict[str, float] = {}
+    pending = None  # the previous step's non-finite flag, read once the next step is dispatched
+    t0, items = time.perf_counter(), 0
+    with StopRequest() as stop, tqdm(total=last, initial=start, desc=trainer.name, dynamic_ncols=True) as bar:
+        for step in range(start + 1, last + 1):
+            batch = next(trainer.batches)
+            state, metrics = step_fn(state, ctx.put(trainer.prepare_batch(batch), trainer.batch_axes))
+            if pending is not None:
+                guard.record(*pending, ckpt.latest_step())
+            pending = (step, metrics["nonfinite"])
+            items += trainer.count_items(batch)
+            bar.update(1)
+            if step % settings.log_every == 0 or step == last:
+                rate = items / max(time.perf_counter() - t0, 1e-9)
+                logged = writer.write_scalars(step, {**metrics, "nonfinite_steps": guard.total, "items_per_s": rate})
+                bar.set_postfix({k: f"{logged[k]:.4g}" for k in ("loss",) if k in logged})
+            final = step == last or stop.requested
+            if trainer.evaluate is not None and (step % trainer.eval_every == 0 or final):
+                state, eval_metrics = trainer.evaluate(state)
+                state = jax.device_put(state, shardings)  # an evaluation may replace a leaf (latent statistics)
+                writer.write_scalars(step, {f"eval/{k}": v for k, v in eval_metrics.items()})
+            if ckpt.should_save(step, last) or stop.requested:
+                guard.record(*pending, ckpt.latest_step())  # never save past a run of NaN steps unannounced
+                pending = None
+                ckpt.save(step, state, data_iterator=trainer.batches, meta={**meta, "step": step, "eval": eval_metrics})
+            if stop.requested:
+                break
+        if pending is not None:
+            guard.record(*pending, ckpt.latest_step())
+    ckpt.wait()
+    return eval_metrics

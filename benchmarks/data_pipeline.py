@@ -24,14 +24,14 @@ from pathlib import Path
 import numpy as np
 
 from sorajax.data.clip_pipeline import (
+    ClipPlanner,
     PackingConfig,
     PixelBatchMaker,
-    batch_iterator,
     caption_token_counts,
     packing_efficiency_of,
-    pixel_batch_dataset,
 )
 from sorajax.data.clip_sizing import SizingConfig, latent_token_count
+from sorajax.data.iterators import batch_dataset, batch_iterator
 from sorajax.data.tfds.source import TfdsClipSource
 from sorajax.data.tfds.builder import build_dataset
 from sorajax.data.world import generate_clip
@@ -95,28 +95,29 @@ def main() -> None:
         source = TfdsClipSource(dataset_dir)
         text_encoder = tiny_text_encoder(max_length=128)
         records = np.arange(len(source))
-        counts = caption_token_counts(text_encoder, [source.info(int(r)).caption for r in records])
+        counts = caption_token_counts(text_encoder, [source.caption(int(r)) for r in records])
         packing = PackingConfig(rows=args.rows, seq_len=args.seq_len, text_len=1024)
         sizing = SizingConfig(pixel_budget=args.pixel_budget, size_multiple=packing.size_multiple, max_frames=33)
-        maker = PixelBatchMaker(source, records, sizing, packing, counts, seed=0)
+        planner = ClipPlanner(source, records, sizing, packing, seed=0)
+        maker = PixelBatchMaker(planner, counts, seed=0)
 
         for workers in sorted({0, args.workers}):
-            iterator = batch_iterator(pixel_batch_dataset(maker), worker_count=workers)
+            iterator = batch_iterator(batch_dataset(maker), worker_count=workers)
             next(iterator)  # start-up (worker processes, first decode) is not throughput
             start = time.perf_counter()
             samples = tokens = 0
             for _ in range(args.batches):
                 batch = next(iterator)
                 samples += len(batch.videos)
-                tokens += sum(latent_token_count(maker.plans[int(np.flatnonzero(maker.records == r)[0])], 8, 4, packing.patch)
-                              for r in batch.record_indices)
+                tokens += sum(latent_token_count(planner.plans[int(np.flatnonzero(planner.records == r)[0])], 8, 4,
+                                                 packing.patch) for r in batch.record_indices)
             seconds = time.perf_counter() - start
             print(f"workers={workers}: {args.batches / seconds:.2f} batches/s, {samples / seconds:.1f} samples/s, "
                   f"{tokens / seconds:.0f} tokens/s")
 
         packed = packing_efficiency_of(maker, 200)
-        native = [(p, (source.info(p.index).height, source.info(p.index).width)) for p in maker.plans]
-        one_per_row = float(np.mean(maker.token_counts / packing.seq_len))
+        native = [(p, (source.info(p.index).height, source.info(p.index).width)) for p in planner.plans]
+        one_per_row = float(np.mean(planner.token_counts / packing.seq_len))
         side = int(np.sqrt(args.pixel_budget)) // packing.size_multiple * packing.size_multiple
         bucket, kept = bucketing_efficiency(native, packing, side)
         print(f"packing efficiency (non-padding tokens), seq_len={args.seq_len}, {args.rows} rows:")

@@ -18,11 +18,16 @@ import jax.numpy as jnp
 import numpy as np
 
 from sorajax.config_loading import load_config
+from sorajax.diffusion.sampling import packed_denoiser
 from sorajax.diffusion.timesteps import TrainingTimeConfig
 from sorajax.models.dit import DiT, DiTConfig
-from sorajax.patches import PackedBatch
-from sorajax.train.dit_step import DiTTrainState, make_train_step
+from sorajax.parallel.context import MeshContext
+from sorajax.parallel.rules import DIT_RULES
+from sorajax.patches import PackedBatch, packed_batch_axes
+from sorajax.train.config import DiTTrainConfig
+from sorajax.train.dit_step import init_state, make_train_step
 from sorajax.train.optim import make_optimizer
+from sorajax.train.runner import guarded_step
 
 PATCH_DIM, TEXT_DIM, SAMPLES_PER_ROW, CAPTION = 32, 384, 4, 48
 
@@ -44,6 +49,17 @@ def packed_batch(rows: int, seq_len: int) -> PackedBatch:
     )
 
 
+def compiled_train_step(dit: DiT, batch: PackedBatch):
+    """(state, placed batch, compiled step): the trainer's own step (NaN guard, mesh of this host's devices)."""
+    ctx = MeshContext.create(None, DIT_RULES)
+    optimizer = make_optimizer(DiTTrainConfig.from_mapping(load_config("configs/dit_tiny.py").train))
+    state, shardings = ctx.init(lambda: init_state(dit, optimizer, batch, 0))
+    placed = ctx.put(batch, packed_batch_axes)
+    step = guarded_step(ctx, make_train_step(packed_denoiser(dit), optimizer, TrainingTimeConfig(), 0.1, 0.999),
+                        shardings, donate=False)
+    return state, placed, step.lower(state, placed).compile()
+
+
 def flops_of(compiled) -> float:
     analysis = compiled.cost_analysis()
     analysis = analysis[0] if isinstance(analysis, (list, tuple)) else analysis
@@ -63,17 +79,8 @@ def timed(fn, *args, repeats: int) -> float:
 def bench(preset: str, rows: int, seq_len: int, dtype: str, repeats: int) -> dict:
     cfg = DiTConfig.preset(preset, patch_dim=PATCH_DIM, text_dim=TEXT_DIM, dtype=dtype)
     dit = DiT(cfg)
-    batch = packed_batch(rows, seq_len)
-    variables = jax.jit(dit.init)(jax.random.PRNGKey(0), batch.tokens[:1], batch.positions[:1], batch.segment_ids[:1],
-                                  batch.t[:1], batch.text[:1], batch.text_segment_ids[:1])
-    params = jax.tree.map(lambda x: x.unbox() if hasattr(x, "unbox") else x, variables["params"],
-                          is_leaf=lambda x: hasattr(x, "unbox"))
-    train_cfg = load_config("configs/dit_tiny.py").train
-    optimizer = make_optimizer(train_cfg)
-    state = DiTTrainState(jnp.int32(0), params, jax.tree.map(jnp.copy, params), optimizer.init(params),
-                          jax.random.PRNGKey(1))
-    step = make_train_step(dit, optimizer, TrainingTimeConfig(), 0.1, 0.999)
-    compiled = jax.jit(step).lower(state, batch).compile()
+    state, batch, compiled = compiled_train_step(dit, packed_batch(rows, seq_len))
+    params = state.params
     train_flops = flops_of(compiled)
     train_s = timed(lambda s: compiled(s, batch)[1]["loss"], state, repeats=repeats)
 

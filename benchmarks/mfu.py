@@ -19,14 +19,9 @@ import jax
 import jax.numpy as jnp
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from dit_throughput import flops_of, packed_batch  # noqa: E402
+from dit_throughput import compiled_train_step, flops_of, packed_batch  # noqa: E402
 
-from sorajax.config_loading import load_config  # noqa: E402
-from sorajax.diffusion.timesteps import TrainingTimeConfig  # noqa: E402
 from sorajax.models.dit import DiT, DiTConfig  # noqa: E402
-from sorajax.train.dit_loop import init_state  # noqa: E402
-from sorajax.train.dit_step import make_train_step  # noqa: E402
-from sorajax.train.optim import make_optimizer  # noqa: E402
 
 
 def matmul_peak(dtype: str, size: int, repeats: int = 10) -> float:
@@ -46,10 +41,7 @@ def matmul_peak(dtype: str, size: int, repeats: int = 10) -> float:
 def step_rate(preset: str, dtype: str, rows: int, seq_len: int, repeats: int) -> tuple[float, float]:
     """(FLOPs per train step, best step time in s) for the real step."""
     dit = DiT(DiTConfig.preset(preset, patch_dim=32, text_dim=384, dtype=dtype, attention_impl="auto"))
-    batch = packed_batch(rows, seq_len)
-    optimizer = make_optimizer(load_config("configs/dit_tiny.py").train)
-    state = init_state(dit, optimizer, jax.tree.map(jnp.asarray, batch), 0)
-    compiled = jax.jit(make_train_step(dit, optimizer, TrainingTimeConfig(), 0.1, 0.999)).lower(state, batch).compile()
+    state, batch, compiled = compiled_train_step(dit, packed_batch(rows, seq_len))
     jax.block_until_ready(compiled(state, batch))
     best = float("inf")
     for _ in range(repeats):

@@ -61,23 +61,14 @@ def matmul_peak(side: str, dtype: str, size: int = 2048, repeats: int = 10) -> f
 def jax_side(preset: str, rows: int, seq_len: int, dtype: str, repeats: int) -> tuple[float, float]:
     """(best train-step time in s, FLOPs per step from the compiled cost analysis) of the real sorajax step."""
     import jax
-    import jax.numpy as jnp
 
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-    from dit_throughput import packed_batch
+    from dit_throughput import compiled_train_step, packed_batch
 
-    from sorajax.config_loading import load_config
-    from sorajax.diffusion.timesteps import TrainingTimeConfig
     from sorajax.models.dit import DiT, DiTConfig
-    from sorajax.train.dit_loop import init_state
-    from sorajax.train.dit_step import make_train_step
-    from sorajax.train.optim import make_optimizer
 
     dit = DiT(DiTConfig.preset(preset, patch_dim=PATCH_DIM, text_dim=TEXT_DIM, dtype=dtype, attention_impl="auto"))
-    batch = packed_batch(rows, seq_len)
-    optimizer = make_optimizer(load_config("configs/dit_tiny.py").train)
-    state = init_state(dit, optimizer, jax.tree.map(jnp.asarray, batch), 0)
-    step = jax.jit(make_train_step(dit, optimizer, TrainingTimeConfig(), 0.1, 0.999)).lower(state, batch).compile()
+    state, batch, step = compiled_train_step(dit, packed_batch(rows, seq_len))
     analysis = step.cost_analysis()
     flops = float((analysis[0] if isinstance(analysis, (list, tuple)) else analysis)["flops"])
     return best_time(lambda: jax.block_until_ready(step(state, batch)[1]["loss"]), repeats), flops

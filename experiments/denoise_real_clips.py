@@ -18,6 +18,7 @@ from absl import app, flags
 from PIL import Image
 
 from sorajax.diffusion import x0_from_velocity
+from sorajax.diffusion.sampling import packed_velocity
 from sorajax.eval.probe_prompts import probe_prompt_set
 from sorajax.logging_setup import quiet_library_logs
 from sorajax.patches import unpack
@@ -34,12 +35,10 @@ _SCALE = 3  # pixel upscaling of the grid, for viewing
 def clean_prediction(pipeline: Pipeline, prompt: str, latent: np.ndarray, t: float) -> np.ndarray:
     """The DiT's one-step x0 for `latent` noised to `t` (seed of the pipeline's default request)."""
     inputs = pipeline.sampling_inputs([prompt], latent.shape, pipeline.defaults, edit=[latent], strength=t)
-    batch = inputs.batch
-    t_tokens = jnp.where(jnp.asarray(batch.segment_ids) > 0, t, 0.0).astype(jnp.float32)
-    velocity = pipeline.dit.apply(
-        {"params": pipeline.dit_params}, jnp.asarray(batch.tokens), jnp.asarray(batch.positions),
-        jnp.asarray(batch.segment_ids), t_tokens, jnp.asarray(batch.text), jnp.asarray(batch.text_segment_ids))
-    x0 = x0_from_velocity(jnp.asarray(batch.tokens), velocity, t)
+    x_t = jnp.asarray(inputs.x_init)  # the latent noised to t (SDEdit's start)
+    t_tokens = jnp.where(jnp.asarray(inputs.batch.segment_ids) > 0, t, 0.0).astype(jnp.float32)
+    velocity = packed_velocity(pipeline.denoise, pipeline.dit_params, inputs.batch, prediction=pipeline.prediction)
+    x0 = x0_from_velocity(x_t, velocity(x_t, t_tokens), t_tokens)
     return unpack(np.asarray(x0), inputs.layout)[0]
 
 

@@ -26,8 +26,8 @@ from absl import app, flags
 from PIL import Image
 
 from sorajax.data.world import WorldOptions, generate_clip
-from sorajax.diffusion.guidance import guided_velocity_fn
 from sorajax.diffusion.samplers import sample
+from sorajax.diffusion.sampling import packed_velocity
 from sorajax.eval.probe_prompts import probe_prompt_set
 from sorajax.logging_setup import quiet_library_logs
 from sorajax.patches import unpack
@@ -65,17 +65,11 @@ def clips_by_motion(per_motion: int) -> dict[str, list]:
     return found
 
 
-@functools.partial(jax.jit, static_argnums=(0, 1, 2, 3))
-def _tied_sample(dit, method: str, frame_tokens: int, shift: int, params, tokens, positions, segment_ids,
-                 cond_text, uncond_text, timesteps, guidance):
+@functools.partial(jax.jit, static_argnames=("denoise", "method", "prediction", "frame_tokens", "shift"))
+def _tied_sample(denoise, params, batch, x_init, timesteps, guidance, uncond, *, method: str, prediction: str,
+                 frame_tokens: int, shift: int):
     """Samples rows [lead-in a, loop] and [lead-in b, loop rotated by `shift` latents] as one loop."""
-
-    def denoise(x_t, t_tokens, text):
-        copies = x_t.shape[0] // segment_ids.shape[0]
-        return dit.apply({"params": params}, x_t, jnp.concatenate([positions] * copies),
-                         jnp.concatenate([segment_ids] * copies), t_tokens, *text)
-
-    velocity = guided_velocity_fn(denoise, cond_text, uncond_text, guidance)
+    velocity = packed_velocity(denoise, params, batch, prediction=prediction, guidance=guidance, uncond=uncond)
     offset = shift * frame_tokens
 
     def tied(x, t_tokens):
@@ -84,7 +78,7 @@ def _tied_sample(dit, method: str, frame_tokens: int, shift: int, params, tokens
         return jnp.stack([jnp.concatenate([v[0, :frame_tokens], loop_v]),
                           jnp.concatenate([v[1, :frame_tokens], jnp.roll(loop_v, -offset, axis=0)])])
 
-    x = tokens.at[1, frame_tokens:].set(jnp.roll(tokens[0, frame_tokens:], -offset, axis=0))
+    x = x_init.at[1, frame_tokens:].set(jnp.roll(x_init[0, frame_tokens:], -offset, axis=0))
     return sample(tied, x, timesteps, method=method)
 
 
@@ -96,10 +90,9 @@ def circular_loop(pipeline: Pipeline, prompt: str, seed: int) -> np.ndarray:
     inputs = pipeline.sampling_inputs([prompt, prompt], shape, request)
     batch = inputs.batch
     frame_tokens = batch.tokens.shape[1] // shape[0]  # patch (1, ph, pw): one latent frame per token block
-    tokens = _tied_sample(pipeline.dit, request.method, frame_tokens, max(1, loop_latents // 2), pipeline.dit_params,
-                          jnp.asarray(batch.tokens), batch.positions, batch.segment_ids,
-                          (batch.text, batch.text_segment_ids), inputs.uncond, inputs.timesteps,
-                          jnp.float32(request.guidance))
+    tokens = _tied_sample(pipeline.denoise, pipeline.dit_params, batch, jnp.asarray(inputs.x_init), inputs.timesteps,
+                          jnp.float32(request.guidance), inputs.uncond, method=request.method,
+                          prediction=pipeline.prediction, frame_tokens=frame_tokens, shift=max(1, loop_latents // 2))
     window = unpack(np.asarray(tokens), inputs.layout)[0]
     # Decoded twice around, the second lap has the loop's own end as its history, as on repeat.
     frames = pipeline.decode(np.concatenate([window, window[1:]]))

@@ -32,13 +32,13 @@ from sorajax.models.dit import DiT, parameter_count  # noqa: E402
 from sorajax.parallel.mesh import MeshConfig, describe, make_mesh  # noqa: E402
 from sorajax.parallel.rules import DIT_RULES, rules_from_config  # noqa: E402
 from sorajax.parallel.sharding import abstract_sharded, tree_shardings, with_shardings  # noqa: E402
-from sorajax.parallel.steps import state_step  # noqa: E402
-from sorajax.patches import PACKED_BATCH_AXES, PackedBatch  # noqa: E402
+from sorajax.parallel.context import MeshContext  # noqa: E402
+from sorajax.patches import PackedBatch, packed_batch_axes  # noqa: E402
 from sorajax.runs.dit_spec import SECTIONS, DiTSpec  # noqa: E402
 from sorajax.train.config import DiTTrainConfig  # noqa: E402
 from sorajax.train.dit_step import init_state, make_train_step  # noqa: E402
-from sorajax.train.nonfinite import skip_nonfinite  # noqa: E402
 from sorajax.train.optim import make_optimizer  # noqa: E402
+from sorajax.train.runner import guarded_step  # noqa: E402
 
 GIB = 1024**3
 # High-bandwidth memory per device (one JAX device = one chip; v4's megacore chip counts once).
@@ -120,10 +120,10 @@ def compile_train_step(config: ml_collections.ConfigDict, devices: Sequence[Any]
     mesh = make_mesh(MeshConfig.from_mapping(config.get("mesh")), devices)
     batch = abstract_batch(data.rows, data.seq_len, data.text_len, cfg.patch_dim, cfg.text_dim)
     state = abstract_sharded(lambda: init_state(model, optimizer, batch, 0), mesh, rules)
-    batch = with_shardings(batch, tree_shardings(batch, mesh, rules, lambda path, _: PACKED_BATCH_AXES[path[-1].name]))
+    batch = with_shardings(batch, tree_shardings(batch, mesh, rules, packed_batch_axes))
     step = make_train_step(packed_denoiser(model), optimizer, spec.time, train.caption_dropout, train.ema_decay,
                            spec.prediction)
-    jitted = state_step(skip_nonfinite(step), mesh, rules, jax.tree.map(lambda x: x.sharding, state))
+    jitted = guarded_step(MeshContext(mesh, rules), step, jax.tree.map(lambda x: x.sharding, state))
     compiled = jitted.lower(state, batch).compile()
 
     memory = compiled.memory_analysis()

@@ -16,6 +16,7 @@ import traceback
 from typing import Any, Callable, NoReturn
 
 from absl import app, flags
+from ml_collections import config_flags
 
 _PACKAGE = os.path.dirname(os.path.abspath(__file__))
 _DEBUG = flags.DEFINE_bool("debug", False, "on an error, show the Python traceback instead of one line")
@@ -23,8 +24,16 @@ _DEBUG = flags.DEFINE_bool("debug", False, "on an error, show the Python traceba
 USAGE_EXIT, ERROR_EXIT, INTERRUPTED_EXIT = 2, 1, 130
 
 
-def one_line(text: str) -> str:
+def one_line(text: Any) -> str:
     return " ".join(str(text).split())
+
+
+def _message(error: BaseException) -> str:
+    """The text an error carries (KeyError and wrapped errors keep it in their first argument)."""
+    inner: Any = error
+    while isinstance(inner, (KeyError, AttributeError)) and inner.args:
+        inner = inner.args[0]
+    return one_line(inner)
 
 
 def _raised_by_sorajax(error: BaseException) -> bool:
@@ -35,10 +44,39 @@ def _raised_by_sorajax(error: BaseException) -> bool:
 
 def describe(error: BaseException) -> str:
     """The one line a user sees for `error`."""
-    message = one_line(error.args[0] if isinstance(error, KeyError) and error.args else error)
+    message = _message(error)
     if _raised_by_sorajax(error) and message:
         return f"error: {message}"
     return f"error: {type(error).__name__}: {message} (unexpected: run again with --debug for the traceback)"
+
+
+def define_config(name: str, default: str, help_text: str) -> Any:
+    """`ml_collections` config flag, whose `--name.key=value` overrides are read as the flag is defined
+    (when the command's module is imported): a bad override is one usage line, not three tracebacks."""
+    try:
+        return config_flags.DEFINE_config_file(name, default, help_text)
+    except Exception as error:  # noqa: BLE001 - before absl runs, so before any other boundary
+        if "--debug" in sys.argv:
+            raise
+        unknown = "unknown key " if isinstance(error, (KeyError, AttributeError)) else ""
+        fail(f"usage error: --{name} override: {unknown}{_message(error)} (see --helpshort)", USAGE_EXIT)
+
+
+def config_value(flag: Any) -> Any:
+    """A config flag's value; a config file that failed to load is one line naming the flag and the cause."""
+    try:
+        value = flag.value
+        value.keys()  # a file that failed to load is a placeholder that raises on first use
+        return value
+    except OSError as error:
+        raise ValueError(f"--{flag.name} could not be loaded: {one_line(error)}; pass an existing config file "
+                         "(e.g. one of the repository's configs/*.py), optionally with :variant") from None
+
+
+def _without_traceback(message: str) -> str:
+    """absl embeds a config file's traceback in its flag error: keep the text before it and its last line."""
+    head, marker, tail = message.partition("Traceback (most recent call last):")
+    return f"{head.strip()} {tail.strip().splitlines()[-1]}" if marker else message
 
 
 def fail(line: str, code: int) -> NoReturn:
@@ -68,7 +106,7 @@ def _parse_flags(argv: list[str]) -> list[str]:
     try:
         return flags.FLAGS(argv)
     except flags.Error as error:
-        fail(f"usage error: {one_line(error)} (see --helpshort)", USAGE_EXIT)
+        fail(f"usage error: {one_line(_without_traceback(str(error)))} (see --helpshort)", USAGE_EXIT)
     except Exception as error:  # a config file that fails to load while flags are parsed
         if "--debug" in argv:
             raise

@@ -16,6 +16,12 @@ from typing import Any, Mapping
 import ml_collections
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CONFIGS = os.path.join(REPO_ROOT, "configs")
+
+
+def bundled_config(name: str) -> str:
+    """The path of one of the repository's config files (command defaults work from any directory)."""
+    return os.path.join(CONFIGS, name)
 
 
 def load_config(spec: str, overrides: Mapping[str, Any] | None = None) -> ml_collections.ConfigDict:
@@ -27,8 +33,11 @@ def load_config(spec: str, overrides: Mapping[str, Any] | None = None) -> ml_col
         raise FileNotFoundError(f"config file {path!r} not found; configs live in {os.path.join(REPO_ROOT, 'configs')}")
     module_spec = importlib.util.spec_from_file_location(f"sorajax_config_{os.path.basename(path)[:-3]}", path)
     module = importlib.util.module_from_spec(module_spec)
-    module_spec.loader.exec_module(module)
-    config = module.get_config(variant or None)
+    try:
+        module_spec.loader.exec_module(module)
+        config = module.get_config(variant or None)
+    except Exception as error:  # a config file's own error (a bad variant, a typo) names the file
+        raise ValueError(f"config {spec!r} failed to load: {type(error).__name__}: {error}") from error
     for key, value in (overrides or {}).items():
         apply_override(config, key, value)
     return config

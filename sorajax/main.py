@@ -14,9 +14,9 @@ import dataclasses
 
 import jax
 from absl import app, flags
-from ml_collections import config_flags
 
 from sorajax import cli
+from sorajax.config_loading import bundled_config
 from sorajax.eval.contact_sheet import contact_sheet
 from sorajax.eval.probe_prompts import probe_prompt_set
 from sorajax.eval.probe_report import format_report, run_probe_report
@@ -30,8 +30,8 @@ from sorajax.train.dit_trainer import DiTRunConfig, train_dit
 from sorajax.train.vae_trainer import VAERunConfig, train_vae
 from sorajax.video_io import write_image, write_video
 
-_VAE_CONFIG = config_flags.DEFINE_config_file("vae_config", "configs/vae_tiny.py", "autoencoder config[:variant]")
-_DIT_CONFIG = config_flags.DEFINE_config_file("dit_config", "configs/dit_tiny.py", "DiT config[:variant]")
+_VAE_CONFIG = cli.define_config("vae_config", bundled_config("vae_tiny.py"), "autoencoder config[:variant]")
+_DIT_CONFIG = cli.define_config("dit_config", bundled_config("dit_tiny.py"), "DiT config[:variant]")
 _WORKDIR = flags.DEFINE_string("workdir", "runs/main", "where checkpoints, metrics and samples go (local or gs://)")
 _PROBE_PROMPTS = flags.DEFINE_integer("probe_prompts", 48, "prompts in the probe report (0 skips it)")
 
@@ -62,13 +62,13 @@ def main(argv: list[str]) -> None:
     quiet_library_logs()
     workdir = run_path(_WORKDIR.value)
     vae_dir, dit_dir, samples_dir = (workdir / d for d in ("vae", "dit", "samples"))
-    dit_config = _DIT_CONFIG.value
+    vae_config, dit_config = cli.config_value(_VAE_CONFIG), cli.config_value(_DIT_CONFIG)
     dit_config.vae_workdir = str(vae_dir)
-    vae_run = VAERunConfig.from_config(_VAE_CONFIG.value)  # both configs checked before any training
+    vae_run = VAERunConfig.from_config(vae_config)  # both configs checked before any training
     DiTRunConfig.from_config(dit_config)
 
     print(f"[1/3] training the video autoencoder in {vae_dir}")
-    vae_metrics = train_vae(_VAE_CONFIG.value, vae_dir)
+    vae_metrics = train_vae(vae_config, vae_dir)
     trained = load_autoencoder(vae_dir)
     write_reconstruction_samples(jax.jit(make_reconstruct(trained.vae)), trained.variables, list(vae_run.eval.sizes),
                                  vae_run.seed, vae_run.world, samples_dir / "vae")

@@ -51,6 +51,11 @@ PACKED_BATCH_AXES: dict[str, tuple[str | None, ...]] = {
 }
 
 
+def packed_batch_axes(path: tuple, leaf: object) -> tuple[str | None, ...]:
+    """The logical names of a PackedBatch leaf (a `names_for` for `sorajax.parallel.sharding`)."""
+    return PACKED_BATCH_AXES[path[-1].name]
+
+
 def check_patch(patch: Sequence[int]) -> Patch:
     """Validates a patch size and returns it as a tuple of three positive ints."""
     values = tuple(int(p) for p in patch)

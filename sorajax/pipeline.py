@@ -36,7 +36,7 @@ import numpy as np
 
 from sorajax.conditioning import Conditioning
 from sorajax.diffusion.samplers import sdedit_start
-from sorajax.diffusion.sampling import SampleRequest, packed_denoiser, sample_packed
+from sorajax.diffusion.sampling import SampleRequest, packed_denoiser, sample_packed, start_level
 from sorajax.diffusion.timesteps import TrainingTimeConfig, sampling_timesteps, shift_for_num_tokens
 from sorajax.models.build import build_text_encoder
 from sorajax.models.dit import DiT, abstract_params
@@ -74,6 +74,7 @@ class Pipeline:
         self.text_encoder, self.patch, self.time_config = text_encoder, tuple(patch), time_config
         self.defaults = defaults or SampleRequest(frames=9, height=64, width=64)
         self.prediction = prediction
+        self.run = self.autoencoder_run = None  # where from_run found the weights
         self.denoise = packed_denoiser(dit)
         self._decode = jax.jit(functools.partial(vae.apply, method="decode_normalized"))
         self._sample = jax.jit(functools.partial(sample_packed, self.denoise),
@@ -99,8 +100,10 @@ class Pipeline:
         dit = DiT(spec.dit_config(autoencoder.vae.config.latent_channels, text_encoder.dim))
         weights = "ema_params" if (spec.sample.use_ema if use_ema is None else use_ema) else "params"
         params = load_weights(run, int(meta["step"]), nn.meta.unbox(abstract_params(dit.config)), weights)
-        return cls(autoencoder.vae, autoencoder.variables, dit, params, text_encoder, spec.patch, spec.time,
-                   SampleRequest.defaults(spec.sample), spec.prediction)
+        pipeline = cls(autoencoder.vae, autoencoder.variables, dit, params, text_encoder, spec.patch, spec.time,
+                       SampleRequest.defaults(spec.sample), spec.prediction)
+        pipeline.run, pipeline.autoencoder_run = run, autoencoder.run
+        return pipeline
 
     # ---- checks ---------------------------------------------------------------------------
     def latent_shape(self, frames: int, height: int, width: int) -> tuple[int, int, int, int]:
@@ -210,9 +213,9 @@ class Pipeline:
             uncond = (neg_batch.text, neg_batch.text_segment_ids)
         shift = shift_for_num_tokens(num_tokens, self.time_config.base_tokens, self.time_config.base_shift,
                                      self.time_config.max_tokens, self.time_config.max_shift)
-        start = 1.0
+        start = start_level(self.prediction)
         if edit is not None:
-            start = self._check_strength(strength)
+            start = start_level(self.prediction, self._check_strength(strength))
             start_tokens = packed(self._checked_edit(edit, count, latent_shape), texts)[0].tokens
             x_init = np.asarray(sdedit_start(start_tokens, x_init, start))
         timesteps = sampling_timesteps(request.steps, shift, start=start)

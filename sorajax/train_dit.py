@@ -6,13 +6,13 @@ Needs a trained autoencoder (python -m sorajax.train_vae). Re-running resumes fr
 """
 
 from absl import app, flags
-from ml_collections import config_flags
 
 from sorajax import cli
+from sorajax.config_loading import bundled_config
 from sorajax.logging_setup import quiet_library_logs
 from sorajax.train.dit_trainer import train_dit
 
-_CONFIG = config_flags.DEFINE_config_file("config", "configs/dit_tiny.py", "DiT config file[:variant]")
+_CONFIG = cli.define_config("config", bundled_config("dit_tiny.py"), "DiT config file[:variant]")
 _WORKDIR = flags.DEFINE_string("workdir", "runs/main/dit", "run directory (local or gs://): checkpoints, metrics, "
                                "latent cache")
 
@@ -21,7 +21,7 @@ def main(argv: list[str]) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     quiet_library_logs()
-    train_dit(_CONFIG.value, _WORKDIR.value)
+    train_dit(cli.config_value(_CONFIG), _WORKDIR.value)
 
 
 if __name__ == "__main__":

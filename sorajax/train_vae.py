@@ -7,13 +7,13 @@ Re-running the same command resumes from the newest checkpoint in --workdir.
 """
 
 from absl import app, flags
-from ml_collections import config_flags
 
 from sorajax import cli
+from sorajax.config_loading import bundled_config
 from sorajax.logging_setup import quiet_library_logs
 from sorajax.train.vae_trainer import train_vae
 
-_CONFIG = config_flags.DEFINE_config_file("config", "configs/vae_tiny.py", "autoencoder config file[:variant]")
+_CONFIG = cli.define_config("config", bundled_config("vae_tiny.py"), "autoencoder config file[:variant]")
 _WORKDIR = flags.DEFINE_string("workdir", "runs/vae_tiny", "run directory (local or gs://): checkpoints, metrics")
 
 
@@ -21,7 +21,7 @@ def main(argv: list[str]) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     quiet_library_logs()
-    train_vae(_CONFIG.value, _WORKDIR.value)
+    train_vae(cli.config_value(_CONFIG), _WORKDIR.value)
 
 
 if __name__ == "__main__":

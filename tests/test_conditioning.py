@@ -20,7 +20,8 @@ from sorajax.conditioning import (
     validate_mask,
 )
 from sorajax.data.latent_cache import LatentClipSet
-from sorajax.data.packed_batches import PackedBatchMaker, packed_batch_dataset
+from sorajax.data.iterators import batch_dataset
+from sorajax.data.packed_batches import PackedBatchMaker
 from sorajax.diffusion.timesteps import TrainingTimeConfig, training_t
 from sorajax.patches import Sample, pack
 from sorajax.train.dit_step import conditioning_mask
@@ -128,8 +129,8 @@ def test_default_batches_are_exactly_the_unmasked_ones():
 
 def test_masked_tokens_are_clean_and_out_of_the_loss():
     clips = _clips()
-    plain = packed_batch_dataset(PackedBatchMaker(clips, 2, 48, 24, (1, 2, 2), seed=3), num_batches=40)
-    masked = packed_batch_dataset(PackedBatchMaker(clips, 2, 48, 24, (1, 2, 2), seed=3,
+    plain = batch_dataset(PackedBatchMaker(clips, 2, 48, 24, (1, 2, 2), seed=3), num_batches=40)
+    masked = batch_dataset(PackedBatchMaker(clips, 2, 48, 24, (1, 2, 2), seed=3,
                                                    mask_rates=MaskRates(image_to_video=0.5, inpaint=0.3)), num_batches=40)
     given_tokens = 0
     for j in range(40):

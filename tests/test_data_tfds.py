@@ -9,6 +9,8 @@ hosts read disjoint shards; the native/square framing switch; clear errors.
 import dataclasses
 import json
 import logging
+import subprocess
+import sys
 
 import jax
 import jax.numpy as jnp
@@ -24,11 +26,10 @@ from sorajax.data.clip_pipeline import (
     caption_token_counts,
     host_shard,
     packing_efficiency_of,
-    pixel_batch_dataset,
 )
 from sorajax.data.clip_source import ClipInfo
 from sorajax.data.clip_sizing import SizingConfig, latent_token_count
-from sorajax.data.iterators import batch_iterator
+from sorajax.data.iterators import batch_dataset, batch_iterator
 from sorajax.data.latent_cache import make_latent_encoder
 from sorajax.data.tfds.builder import BuildOptions, build_dataset
 from sorajax.data.tfds.media_files import MediaLimits
@@ -140,7 +141,7 @@ def test_end_to_end_packed_batches_and_one_train_step(built, text_encoder):
     _, dataset_dir, _ = built
     source = TfdsClipSource(dataset_dir)
     maker = _maker(source, text_encoder)
-    pixel_batch = pixel_batch_dataset(maker)[0]
+    pixel_batch = batch_dataset(maker)[0]
     assert len(pixel_batch.videos) >= 2
     for video, record in zip(pixel_batch.videos, pixel_batch.record_indices):
         info = source.info(int(record))
@@ -167,7 +168,7 @@ def test_end_to_end_packed_batches_and_one_train_step(built, text_encoder):
 
 def test_resume_from_a_checkpoint_sees_the_same_batches(built, text_encoder, tmp_path):
     source = TfdsClipSource(built[1])
-    dataset = pixel_batch_dataset(_maker(source, text_encoder, seed=5))
+    dataset = batch_dataset(_maker(source, text_encoder, seed=5))
     straight = batch_iterator(dataset)
     reference = [next(straight) for _ in range(6)]
 
@@ -303,3 +304,16 @@ def test_train_dit_command_trains_on_a_tfds_dataset(built, tmp_path, cache_laten
     assert sorted(p.name for p in (tmp_path / "dit").glob("latents_*.npz")) == cached
     steps = [json.loads(line)["step"] for line in open(tmp_path / "dit" / "metrics.jsonl") if '"loss"' in line]
     assert steps[-1] == 2
+    if cache_latents:  # a run trained on your own videos samples, through the API and the command line
+        from sorajax.pipeline import Pipeline
+
+        pipeline = Pipeline.from_run(dit_dir)
+        assert (pipeline.defaults.frames, pipeline.defaults.height, pipeline.defaults.width) == (5, 32, 32)
+        video = pipeline.generate(["a small red ball"], steps=2)[0]
+        assert video.shape == (5, 32, 32, 3) and video.dtype == np.uint8
+        out = tmp_path / "samples"
+        done = subprocess.run([sys.executable, "-m", "sorajax.generate", f"--run={dit_dir}", "--prompt=a red ball",
+                               "--steps=2", "--width=48", f"--out={out}"], capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr[-2000:]
+        written = read_video(out / "00_a_red_ball.mp4").frames
+        assert written.shape == (5, 32, 48, 3) and (out / "contact_sheet.png").is_file()

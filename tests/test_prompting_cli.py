@@ -4,6 +4,8 @@ Every case uses one 9x16x16 window so the sampler compiles once (loop and outpai
 """
 
 import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -96,3 +98,12 @@ def test_expand_prompt_samples_the_detailed_caption_and_names_files_by_the_promp
     caption = expanded[0].split(" -> ", 1)[1]
     assert "red ball" in caption and "left" in caption and len(caption) > len("a red ball moving left")
     assert "00_a_red_ball_moving_left.png" in os.listdir(root / "expanded")
+
+
+def test_a_bad_size_on_a_real_run_is_one_line_from_the_command(run, tmp_path):
+    _, dit_dir = run
+    done = subprocess.run([sys.executable, "-m", "sorajax.generate", f"--run={dit_dir}", "--prompt=x", "--width=20",
+                           f"--out={tmp_path}"], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    assert done.stderr.strip().splitlines() == [
+        "error: width 20 does not fit the autoencoder (x8) and patch size (1, 2, 2): use a multiple of 16 pixels, e.g. 16"]

@@ -18,7 +18,6 @@ from __future__ import annotations
 import dataclasses
 from typing import Callable, Sequence
 
-import grain
 import numpy as np
 from tqdm.auto import tqdm
 
@@ -28,7 +27,6 @@ from sorajax.data.latent_cache import LatentClipSet
 from sorajax.models.text_encoder import TextEmbeddingCache, TextEncoder
 from sorajax.patches import PackedBatch, Sample, check_patch, pack, plan_rows
 
-ENDLESS = 2**31 - 1
 
 
 @dataclasses.dataclass(frozen=True)
@@ -172,9 +170,6 @@ class PixelBatchMaker:
                           captions=[self.planner.caption(i) for i in chosen],
                           record_indices=self.planner.records[chosen])
 
-
-def pixel_batch_dataset(maker: PixelBatchMaker, num_batches: int = ENDLESS) -> grain.MapDataset:
-    return grain.MapDataset.range(num_batches).map(maker)
 
 
 def _encode_by_size(videos: Sequence[np.ndarray], encode_video: Callable[[np.ndarray], np.ndarray],

@@ -1,12 +1,23 @@
-"""Checkpointable iterators over the random-access batch datasets (video, pixel and packed batches).
+"""Batch datasets and their checkpointable iterators (video, pixel and packed batches alike).
 
-Every dataset here maps a batch index to a batch, so a grain iterator's state is a position: the
-checkpoint stores it and a resumed run reads exactly the batches it would have read.
+Every batch maker maps a batch index to a batch, so a dataset is `range(n).map(maker)` and a grain
+iterator's state is a position: the checkpoint stores it and a resumed run reads exactly the
+batches it would have read.
 """
 
 from __future__ import annotations
 
+from typing import Any, Callable
+
 import grain
+
+# The largest index grain's samplers handle as a plain int32: "endless" for any training run.
+ENDLESS = 2**31 - 1
+
+
+def batch_dataset(maker: Callable[[int], Any], num_batches: int = ENDLESS) -> grain.MapDataset:
+    """Batch j of the returned dataset is `maker(j)`."""
+    return grain.MapDataset.range(num_batches).map(maker)
 
 
 def batch_iterator(dataset: grain.MapDataset, worker_count: int = 0, prefetch_threads: int | None = None,

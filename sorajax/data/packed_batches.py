@@ -17,14 +17,12 @@ from __future__ import annotations
 
 from typing import Sequence
 
-import grain
 import numpy as np
 
 from sorajax.conditioning import MaskRates, sample_training_mask
 from sorajax.data.latent_cache import LatentClipSet
 from sorajax.patches import PackedBatch, Sample, num_patches, pack, plan_rows
 
-ENDLESS = 2**31 - 1
 
 
 class PackedBatchMaker:
@@ -66,8 +64,3 @@ class PackedBatchMaker:
         ]
         batch, _ = pack(samples, self.seq_len, self.text_len, self.patch, rows=self.rows)
         return batch
-
-
-def packed_batch_dataset(maker: PackedBatchMaker, num_batches: int = ENDLESS) -> grain.MapDataset:
-    """Batch j of the returned dataset is `maker(j)`."""
-    return grain.MapDataset.range(num_batches).map(maker)

@@ -15,12 +15,10 @@ from __future__ import annotations
 
 from typing import Sequence
 
-import grain
 import numpy as np
 
 from sorajax.data.world.source import WorldSource
 
-ENDLESS = 2**31 - 1
 
 
 class VideoBatchMaker:
@@ -57,8 +55,3 @@ class VideoBatchMaker:
         y0 = int(rng.integers(video.shape[1] - self.crop[1] + 1))
         x0 = int(rng.integers(video.shape[2] - self.crop[2] + 1))
         return video[t0 : t0 + frames, y0 : y0 + self.crop[1], x0 : x0 + self.crop[2]]
-
-
-def video_batch_dataset(maker: VideoBatchMaker, num_batches: int = ENDLESS) -> grain.MapDataset:
-    """A random-access grain dataset of `num_batches` batches (endless by default)."""
-    return grain.MapDataset.range(num_batches).map(maker)

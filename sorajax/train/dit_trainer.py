@@ -26,13 +26,12 @@ from sorajax.data.clip_pipeline import (
     PixelBatch,
     PixelBatchMaker,
     caption_token_counts,
-    pixel_batch_dataset,
 )
 from sorajax.data.config import DiTDataConfig
 from sorajax.data.dit_clips import cached_clip_set, dit_clip_planner
-from sorajax.data.iterators import batch_iterator
+from sorajax.data.iterators import batch_dataset, batch_iterator
 from sorajax.data.latent_cache import LatentClipSet, make_latent_encoder
-from sorajax.data.packed_batches import PackedBatchMaker, packed_batch_dataset
+from sorajax.data.packed_batches import PackedBatchMaker
 from sorajax.data.world import WorldOptions
 from sorajax.diffusion.sampling import packed_denoiser
 from sorajax.diffusion.validation import validation_loss
@@ -43,7 +42,7 @@ from sorajax.parallel.context import MeshContext
 from sorajax.parallel.distributed import host_rows
 from sorajax.parallel.mesh import MeshConfig
 from sorajax.parallel.rules import DIT_RULES, Rules, rules_from_config
-from sorajax.patches import PACKED_BATCH_AXES, PackedBatch
+from sorajax.patches import PackedBatch, packed_batch_axes
 from sorajax.runs.dit_spec import SECTIONS, DiTSpec
 from sorajax.runs.loaders import TrainedAutoencoder, load_autoencoder
 from sorajax.runs.paths import PathLike, RunLink, run_path
@@ -86,10 +85,6 @@ class DiTRunConfig:
                    rules=rules_from_config(parallel.get("rules"), DIT_RULES))
 
 
-def _batch_axes(path: tuple, leaf: Any) -> tuple:
-    return PACKED_BATCH_AXES[path[-1].name]
-
-
 def _count_items(batch: Any) -> int:
     """Throughput unit: tokens of a packed batch, clips of a streamed pixel batch."""
     return len(batch.videos) if isinstance(batch, PixelBatch) else int(np.count_nonzero(batch.segment_ids))
@@ -117,12 +112,12 @@ class _ClipData:
         if cfg.data.cache_latents:
             maker = PackedBatchMaker(clips("train"), self.packing.rows, cfg.data.seq_len, cfg.data.text_len,
                                      cfg.spec.patch, cfg.seed, cfg.conditioning, stream=stream)
-            self.batches = batch_iterator(packed_batch_dataset(maker), cfg.data.worker_count)
+            self.batches = batch_iterator(batch_dataset(maker), cfg.data.worker_count)
         else:  # streaming: decode in workers, encode every step (conditioning masks come with the cached path)
             planner = dit_clip_planner(cfg.data, cfg.world, self.packing, cfg.seed, "train", cfg.eval.num_clips)
             counts = caption_token_counts(text_encoder, [planner.caption(i) for i in range(planner.records.size)])
             maker = PixelBatchMaker(planner, counts, cfg.seed, stream=stream)
-            self.batches = batch_iterator(pixel_batch_dataset(maker), cfg.data.worker_count)
+            self.batches = batch_iterator(batch_dataset(maker), cfg.data.worker_count)
             self.prepare = BatchEncoder(self.encode, text_encoder, self.packing)
         held_out = clips("eval")
         self.eval_batches = self._fixed_batches(held_out, cfg, stream)
@@ -155,8 +150,8 @@ def train_dit(config: ml_collections.ConfigDict, workdir: PathLike) -> dict[str,
         denoise, params, batch, seed, prediction=cfg.spec.prediction))
     high_noise = ctx.jit_replicated(lambda params, batch, seed: validation_loss(
         denoise, params, batch, seed, LAYOUT_LEVELS, cfg.spec.prediction))
-    eval_batches = [ctx.put(b, _batch_axes) for b in data.eval_batches]
-    mirror_batches = [ctx.put(b, _batch_axes) for b in data.mirror_batches]
+    eval_batches = [ctx.put(b, packed_batch_axes) for b in data.eval_batches]
+    mirror_batches = [ctx.put(b, packed_batch_axes) for b in data.mirror_batches]
 
     def evaluate(state: Any) -> tuple[Any, dict[str, float]]:
         def mean_loss(params: Any) -> float:
@@ -170,7 +165,7 @@ def train_dit(config: ml_collections.ConfigDict, workdir: PathLike) -> dict[str,
     trainer = Trainer(
         name="dit", train_command=TRAIN_COMMAND,
         init_state=lambda: init_state(model, optimizer, data.eval_batches[0], cfg.seed),
-        train_step=step, batches=data.batches, batch_axes=_batch_axes, fingerprint=cfg.spec.fingerprint,
+        train_step=step, batches=data.batches, batch_axes=packed_batch_axes, fingerprint=cfg.spec.fingerprint,
         meta={"vae_step": autoencoder.step, "autoencoder": RunLink.between(autoencoder.run, run).to_json(),
               "text_encoder": text_encoder.fingerprint},
         evaluate=evaluate, eval_every=cfg.eval.every, count_items=_count_items, prepare_batch=data.prepare,

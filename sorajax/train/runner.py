@@ -124,24 +124,37 @@ def run_training(ctx: MeshContext, trainer: Trainer, settings: TrainConfig, run:
             writer.close()
 
 
+def guarded_step(ctx: MeshContext, train_step: Callable, shardings: Any, donate: bool = True) -> Any:
+    """The train step exactly as the runner runs it: the NaN guard, over the mesh, the state kept in its layout.
+
+    Benchmarks and AOT compiles measure this, so their figures are the trainer's.
+    """
+    return state_step(skip_nonfinite(train_step), ctx.mesh, ctx.rules, shardings, donate)
+
+
 def _loop(ctx: MeshContext, trainer: Trainer, settings: TrainConfig, state: Any, shardings: Any, ckpt: Checkpointer,
           writer: MetricsWriter, meta: dict) -> dict[str, float]:
-    step_fn = state_step(skip_nonfinite(trainer.train_step), ctx.mesh, ctx.rules, shardings)
+    step_fn = guarded_step(ctx, trainer.train_step, shardings)
     guard = NonFiniteGuard(settings.max_nonfinite_steps)
     start, last = int(state.step), settings.steps
     eval_metrics: dict[str, float] = {}
-    pending = None  # the previous step's non-finite flag, read once the next step is dispatched
+    pending: list = []  # the last step's non-finite flag, read once the next step is dispatched (or earlier)
     t0, items = time.perf_counter(), 0
+
+    def settle() -> None:  # raises once too many steps in a row were NaN/Inf
+        while pending:
+            guard.record(*pending.pop(), ckpt.latest_step())
+
     with StopRequest() as stop, tqdm(total=last, initial=start, desc=trainer.name, dynamic_ncols=True) as bar:
         for step in range(start + 1, last + 1):
             batch = next(trainer.batches)
             state, metrics = step_fn(state, ctx.put(trainer.prepare_batch(batch), trainer.batch_axes))
-            if pending is not None:
-                guard.record(*pending, ckpt.latest_step())
-            pending = (step, metrics["nonfinite"])
+            settle()
+            pending.append((step, metrics["nonfinite"]))
             items += trainer.count_items(batch)
             bar.update(1)
-            if step % settings.log_every == 0 or step == last:
+            if step % settings.log_every == 0 or step == last:  # logging reads this step's numbers anyway
+                settle()
                 rate = items / max(time.perf_counter() - t0, 1e-9)
                 logged = writer.write_scalars(step, {**metrics, "nonfinite_steps": guard.total, "items_per_s": rate})
                 bar.set_postfix({k: f"{logged[k]:.4g}" for k in ("loss",) if k in logged})
@@ -151,12 +164,10 @@ def _loop(ctx: MeshContext, trainer: Trainer, settings: TrainConfig, state: Any,
                 state = jax.device_put(state, shardings)  # an evaluation may replace a leaf (latent statistics)
                 writer.write_scalars(step, {f"eval/{k}": v for k, v in eval_metrics.items()})
             if ckpt.should_save(step, last) or stop.requested:
-                guard.record(*pending, ckpt.latest_step())  # never save past a run of NaN steps unannounced
-                pending = None
+                settle()  # never save past a run of NaN steps unannounced
                 ckpt.save(step, state, data_iterator=trainer.batches, meta={**meta, "step": step, "eval": eval_metrics})
             if stop.requested:
                 break
-        if pending is not None:
-            guard.record(*pending, ckpt.latest_step())
+        settle()
     ckpt.wait()
     return eval_metrics

@@ -16,8 +16,8 @@ import numpy as np
 
 from sorajax.config_dataclasses import check_sections
 from sorajax.data.config import VideoDataConfig
-from sorajax.data.iterators import batch_iterator
-from sorajax.data.video_batches import VideoBatchMaker, video_batch_dataset
+from sorajax.data.iterators import batch_dataset, batch_iterator
+from sorajax.data.video_batches import VideoBatchMaker
 from sorajax.data.world import WorldOptions, WorldSource
 from sorajax.eval.vae_eval import collect_latents, evaluate_reconstruction, make_encode, make_scores
 from sorajax.models.vae import PARAM_AXES_BY_RANK, VIDEO_AXES, CausalVAE, VAEConfig, compute_latent_stats
@@ -91,7 +91,7 @@ def train_vae(config: ml_collections.ConfigDict, workdir: PathLike) -> dict[str,
     optimizer = make_optimizer(cfg.train)
     source = WorldSource(cfg.data.sizes, cfg.seed, cfg.world)
     maker = VideoBatchMaker(source, cfg.data.batch_size, cfg.data.crop, jax.process_index(), jax.process_count())
-    batches = batch_iterator(video_batch_dataset(maker), cfg.data.worker_count, prefetch_threads=0)
+    batches = batch_iterator(batch_dataset(maker), cfg.data.worker_count, prefetch_threads=0)
     scores, encode = ctx.jit_replicated(make_scores(vae)), ctx.jit_replicated(make_encode(vae))
     held_out = [ctx.put(b, video_axes) for b in held_out_batches(cfg, cfg.eval.num_batches)]
     stats_clips = [ctx.put(b, video_axes) for b in held_out_batches(cfg, cfg.eval.num_batches, "stats")]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from sorajax.diffusion.sampling import packed_denoiser
@@ -12,7 +11,7 @@ from sorajax.models.dit import DiT, DiTConfig
 from sorajax.parallel.context import MeshContext
 from sorajax.parallel.mesh import make_mesh
 from sorajax.parallel.rules import DIT_RULES
-from sorajax.patches import PACKED_BATCH_AXES, PackedBatch
+from sorajax.patches import PackedBatch, packed_batch_axes as batch_axes
 from sorajax.train.config import TrainConfig
 from sorajax.train.dit_step import init_state, make_train_step
 from sorajax.train.optim import make_optimizer
@@ -57,10 +56,6 @@ def train_step_fn(dit: DiT, opt):
     return make_train_step(packed_denoiser(dit), opt, TrainingTimeConfig(), caption_dropout=0.25, ema_decay=0.9)
 
 
-def batch_axes(path, leaf):
-    return PACKED_BATCH_AXES[path[-1].name]
-
-
 def mesh_context(axes: dict | None = None) -> MeshContext:
     """A mesh of the given axis sizes over every device; None: one device (a 1x1x1x1 mesh)."""
     if axes is None:
@@ -74,5 +69,5 @@ def dit_state(ctx: MeshContext, dit: DiT, opt, batch: PackedBatch, seed: int = 0
 
 
 def max_abs_diff(a, b) -> float:
-    diffs = jax.tree.map(lambda x, y: float(jnp.max(jnp.abs(jnp.asarray(x) - jnp.asarray(y)))), a, b)
+    diffs = jax.tree.map(lambda x, y: float(np.max(np.abs(np.asarray(x) - np.asarray(y)))), a, b)
     return max(jax.tree.leaves(diffs))

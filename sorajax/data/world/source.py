@@ -18,10 +18,11 @@ from typing import Any
 import numpy as np
 
 from sorajax.data.clip_source import ClipInfo
+from sorajax.data.iterators import ENDLESS
 from sorajax.data.world.options import WorldOptions
 from sorajax.data.world.scene import Clip, check_clip_size, generate_clip
 
-UNLIMITED_LENGTH = 2**31 - 1
+UNLIMITED_LENGTH = ENDLESS
 SPLIT_SEED_OFFSETS = {"train": 0, "eval": 1_000_003_000, "stats": 1_500_007_000}
 WORLD_FPS = 8.0  # the rate world clips are written at (sorajax.generate's default)
 _SIZE_STREAM = 1  # extra entropy word so the size draw never reuses the scene's random stream

@@ -42,6 +42,7 @@ setup(
     description="Sora-style video generation (spacetime-patch diffusion transformer) in JAX/Flax",
     packages=find_packages(include=["sorajax", "sorajax.*"]),
     python_requires=">=3.11",
+    license="Apache-2.0",
     install_requires=INSTALL_REQUIRES,
     extras_require={
         "test": ["pytest==9.2.0", "scikit-image==0.26.0"],

@@ -1,5 +1,6 @@
 """Rectified-flow diffusion, model-agnostic: noising and loss (flow), noise levels (timesteps), ODE samplers,
-classifier-free guidance. Everything works on token arrays [B, L, P] with per-token noise levels t [B, L]."""
+classifier-free guidance, the one sampling loop over a PackedBatch (sampling) and the one validation loss
+(validation). Everything works on token arrays [B, L, P] with per-token noise levels t [B, L]."""
 
 from sorajax.diffusion.flow import (
     add_noise,
@@ -20,6 +21,14 @@ from sorajax.diffusion.guidance import (
     null_caption_like,
 )
 from sorajax.diffusion.samplers import SAMPLER_METHODS, num_function_evals, sample, sdedit_start
+from sorajax.diffusion.sampling import (
+    SampleConfig,
+    SampleRequest,
+    packed_denoiser,
+    packed_velocity,
+    sample_packed,
+    start_level,
+)
 from sorajax.diffusion.timesteps import (
     TrainingTimeConfig,
     inverse_time_shift,
@@ -30,3 +39,4 @@ from sorajax.diffusion.timesteps import (
     tokens_per_segment,
     training_t,
 )
+from sorajax.diffusion.validation import fixed_level_loss, validation_loss

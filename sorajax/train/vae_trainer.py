@@ -20,7 +20,8 @@ from sorajax.data.iterators import batch_dataset, batch_iterator
 from sorajax.data.video_batches import VideoBatchMaker
 from sorajax.data.world import WorldOptions, WorldSource
 from sorajax.eval.vae_eval import collect_latents, evaluate_reconstruction, make_encode, make_scores
-from sorajax.models.vae import PARAM_AXES_BY_RANK, VIDEO_AXES, CausalVAE, VAEConfig, compute_latent_stats
+from sorajax.models.vae import CausalVAE, compute_latent_stats
+from sorajax.models.vae_config import PARAM_AXES_BY_RANK, VIDEO_AXES, VAEConfig
 from sorajax.parallel.context import MeshContext
 from sorajax.parallel.mesh import MeshConfig
 from sorajax.parallel.rules import VAE_RULES, Rules, rules_from_config

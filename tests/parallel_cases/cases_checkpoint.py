@@ -1,6 +1,5 @@
 """A train state saved from one mesh restores onto a different mesh (8 fake devices)."""
 
-import jax
 import numpy as np
 from jax.sharding import PartitionSpec
 

@@ -11,8 +11,8 @@ from sorajax.diffusion.timesteps import sampling_timesteps
 from sorajax.models.dit import DiT
 from sorajax.parallel.sharding import bytes_per_device
 from sorajax.parallel.steps import MeshStep, state_step
+from sorajax.patches import packed_batch_axes as batch_axes
 from tests.parallel_cases.common import (
-    batch_axes,
     dit_state,
     max_abs_diff,
     mesh_context,

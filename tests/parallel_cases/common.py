@@ -11,7 +11,7 @@ from sorajax.models.dit import DiT, DiTConfig
 from sorajax.parallel.context import MeshContext
 from sorajax.parallel.mesh import make_mesh
 from sorajax.parallel.rules import DIT_RULES
-from sorajax.patches import PackedBatch, packed_batch_axes as batch_axes
+from sorajax.patches import PackedBatch
 from sorajax.train.config import TrainConfig
 from sorajax.train.dit_step import init_state, make_train_step
 from sorajax.train.optim import make_optimizer

@@ -78,8 +78,8 @@ _LONG = flags.DEFINE_integer("long", None, "total frames of a long video (repeat
 def _prompts() -> list[str]:
     prompts = list(_PROMPT.value)
     if _PROMPTS_FILE.value:
-        with open(_PROMPTS_FILE.value, encoding="utf-8") as f:
-            prompts += [line.strip() for line in f if line.strip()]
+        lines = run_path(_PROMPTS_FILE.value).read_text().splitlines()  # local or gs://
+        prompts += [line.strip() for line in lines if line.strip()]
     if not prompts:
         raise app.UsageError("give at least one --prompt or a --prompts_file")
     return prompts

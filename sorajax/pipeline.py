@@ -43,7 +43,8 @@ from sorajax.models.dit import DiT, abstract_params
 from sorajax.models.vae_chunked import ChunkedCodec
 from sorajax.patches import PackedBatch, PackLayout, Sample, pack, patch_grid, unpack
 from sorajax.runs.dit_spec import DiTSpec
-from sorajax.runs.loaders import TRAIN_DIT, find_linked_run, load_autoencoder, load_weights, read_meta
+from sorajax.runs.checkpoints import read_run_meta
+from sorajax.runs.loaders import TRAIN_DIT, find_linked_run, load_autoencoder, load_weights
 from sorajax.runs.paths import PathLike, RunLink, run_path
 from sorajax.video_io import to_float, to_uint8
 
@@ -91,7 +92,7 @@ class Pipeline:
         autoencoder is looked for (its step is still the one the DiT learned on).
         """
         run = run_path(run)
-        meta = read_meta(run, step, TRAIN_DIT)
+        meta = read_run_meta(run, step, TRAIN_DIT)
         spec = DiTSpec.from_config(meta["config"])
         link = RunLink.from_json(meta.get("autoencoder", meta["config"]["vae_workdir"]))
         vae_run = run_path(autoencoder_run) if autoencoder_run is not None else find_linked_run(link, run, "autoencoder")

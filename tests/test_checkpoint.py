@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from sorajax.runs.checkpoints import Checkpointer, CheckpointNotFoundError, restore_run, restore_run_part
+from sorajax.runs.checkpoints import Checkpointer, CheckpointNotFoundError, read_run_meta, restore_run_part
 from sorajax.runs.records import fingerprint, fingerprint_differences
 
 
@@ -60,12 +60,13 @@ def test_restoring_a_step_that_is_gone_names_the_saved_steps(tmp_path):
         ckpt.save(step, {"x": jnp.full((2,), step)}, meta={"step": step})
     ckpt.close()
     with pytest.raises(CheckpointNotFoundError, match=r"no checkpoint of step 1 .*saved steps: \[2, 3\]"):
-        restore_run(str(tmp_path), 1, "python -m sorajax.train_dit")
-    raw, meta = restore_run(str(tmp_path), 2, "python -m sorajax.train_dit")
-    np.testing.assert_array_equal(raw["x"], [2, 2])
+        read_run_meta(str(tmp_path), 1, "python -m sorajax.train_dit")
+    part, meta = restore_run_part(str(tmp_path), 2, "python -m sorajax.train_dit",
+                                  {"x": jax.ShapeDtypeStruct((2,), jnp.int32)})
+    np.testing.assert_array_equal(part["x"], [2, 2])
     assert meta == {"step": 2}
     with pytest.raises(CheckpointNotFoundError, match="no checkpoints under .*train one with `python -m sorajax.x"):
-        restore_run(str(tmp_path / "elsewhere"), None, "python -m sorajax.x")
+        read_run_meta(str(tmp_path / "elsewhere"), None, "python -m sorajax.x")
 
 
 def test_a_part_of_the_state_is_restored_alone_even_when_the_rest_is_gone(tmp_path):

@@ -157,20 +157,12 @@ def read_run_meta(run: PathLike, step: int | None, train_command: str) -> dict:
         ckpt.close()
 
 
-def restore_run(run: PathLike, step: int | None, train_command: str, target: Any = None) -> tuple[Any, dict]:
-    """The whole saved state and metadata of a run (into `target`'s structure, dtypes and shardings if given)."""
-    ckpt = open_run(run, step, train_command)
-    try:
-        return ckpt.restore(target, step=step)
-    finally:
-        ckpt.close()
-
-
 def restore_run_part(run: PathLike, step: int | None, train_command: str,
                      target: Mapping[str, Any]) -> tuple[dict[str, Any], dict]:
     """Only the state entries `target` names (see :meth:`Checkpointer.restore_part`), and the metadata."""
     ckpt = open_run(run, step, train_command)
     try:
+        step = ckpt.latest_step() if step is None else step
         return ckpt.restore_part(target, step=step), ckpt.read_meta(step)
     finally:
         ckpt.close()

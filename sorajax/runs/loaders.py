@@ -11,15 +11,13 @@ out over a device mesh. A run whose optimizer state was stripped loads the same 
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Mapping
+from typing import Any
 
-import jax
-import jax.numpy as jnp
 import ml_collections
 from etils import epath
 
 from sorajax.models.vae import CausalVAE, VAEConfig, abstract_variables
-from sorajax.runs.checkpoints import CheckpointNotFoundError, checkpoints_dir, open_run
+from sorajax.runs.checkpoints import CheckpointNotFoundError, checkpoints_dir, read_run_meta, restore_run_part
 from sorajax.runs.paths import PathLike, RunLink, run_path
 
 TRAIN_VAE = "python -m sorajax.train_vae --config=configs/vae_tiny.py"
@@ -38,39 +36,15 @@ class TrainedAutoencoder:
     run: epath.Path
 
 
-def restore_entries(run: PathLike, step: int | None, train_command: str,
-                    entries: Mapping[str, Any]) -> tuple[dict[str, Any], dict]:
-    """(the named state entries as jax arrays, checkpoint metadata) of a run's newest (or `step`) checkpoint.
-
-    `entries` maps top-level state names to ShapeDtypeStruct trees (with shardings to restore sharded).
-    """
-    ckpt = open_run(run, step, train_command)
-    try:
-        step = ckpt.latest_step() if step is None else step
-        restored = ckpt.restore_part(entries, step=step)
-        meta = ckpt.read_meta(step)
-    finally:
-        ckpt.close()
-    return jax.tree.map(jnp.asarray, restored), meta
-
-
-def read_meta(run: PathLike, step: int | None, train_command: str) -> dict:
-    ckpt = open_run(run, step, train_command)
-    try:
-        return ckpt.read_meta(step)
-    finally:
-        ckpt.close()
-
-
 def load_autoencoder(run: PathLike, step: int | None = None) -> TrainedAutoencoder:
     """The autoencoder of `run` (newest checkpoint unless `step`): weights and latent statistics only."""
     run = run_path(run)
-    meta = read_meta(run, step, TRAIN_VAE)
+    meta = read_run_meta(run, step, TRAIN_VAE)
     config = ml_collections.ConfigDict(meta["config"])
     vae_config = VAEConfig.from_dict(config.vae)
     shapes = abstract_variables(vae_config)
     target = {"params": shapes["params"], "latent_stats": shapes["latent_stats"]}
-    variables, _ = restore_entries(run, int(meta["step"]), TRAIN_VAE, target)
+    variables, _ = restore_run_part(run, int(meta["step"]), TRAIN_VAE, target)
     return TrainedAutoencoder(CausalVAE(vae_config), variables, config, int(meta["step"]), run)
 
 
@@ -78,7 +52,7 @@ def load_weights(run: PathLike, step: int | None, abstract_params: Any, weights:
     """One weight tree of a DiT run (`ema_params` or `params`), restored into `abstract_params`' structure."""
     if weights not in WEIGHTS:
         raise ValueError(f"weights {weights!r} are not saved by the trainer: use one of {WEIGHTS}")
-    restored, _ = restore_entries(run, step, TRAIN_DIT, {weights: abstract_params})
+    restored, _ = restore_run_part(run, step, TRAIN_DIT, {weights: abstract_params})
     return restored[weights]
 
 

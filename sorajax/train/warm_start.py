@@ -13,8 +13,7 @@ from __future__ import annotations
 
 from typing import Any, Mapping, Sequence
 
-from sorajax.runs.checkpoints import abstract_like
-from sorajax.runs.loaders import read_meta, restore_entries
+from sorajax.runs.checkpoints import abstract_like, read_run_meta, restore_run_part
 from sorajax.runs.paths import run_path
 from sorajax.runs.records import fingerprint_differences
 
@@ -39,7 +38,7 @@ def warm_start(state: Any, spec: str, fingerprint: str, train_command: str, must
     if not run_path(source).is_dir():
         raise FileNotFoundError(f"train.init_from={spec!r}: no run directory {source!r}; give a run directory "
                                 "(optionally 'dir:step'), or leave init_from unset to train from scratch")
-    meta = read_meta(source, step, train_command)
+    meta = read_run_meta(source, step, train_command)
     differences = fingerprint_differences(meta.get("model_fingerprint", ""), fingerprint)
     if differences:
         raise ValueError(f"train.init_from={spec!r} was trained with a different model config "
@@ -51,7 +50,7 @@ def warm_start(state: Any, spec: str, fingerprint: str, train_command: str, must
                              "(for the autoencoder step: point config.vae_workdir at the source run's autoencoder)")
     names = [name for name in entries if hasattr(state, name)]
     # Restored into this state's structure and shardings (a mesh run gets sharded weights).
-    restored, _ = restore_entries(source, meta.get("step", step), train_command,
+    restored, _ = restore_run_part(source, meta.get("step", step), train_command,
                                   {name: abstract_like(getattr(state, name)) for name in names})
     print(f"initialised from {source} step {meta.get('step')} ({', '.join(names)}; optimizer and step start fresh)")
     return state.replace(**restored)

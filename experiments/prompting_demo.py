@@ -40,7 +40,7 @@ from sorajax.video_io import write_image, write_video  # noqa: E402
 
 _RUN = flags.DEFINE_string("run", "runs/main/dit", "DiT run directory")
 _OUT = flags.DEFINE_string("out", "outputs/prompting_demo", "output folder")
-_NUM_PROMPTS = flags.DEFINE_integer("num_prompts", 16, "world clips scored per probed mode")
+_NUM_PROMPTS = flags.DEFINE_integer("num_prompts", 16, "world clips scored per probed mode (at least 3)", lower_bound=3)
 _STRENGTHS = flags.DEFINE_list("strengths", ["0.5", "0.7", "0.85"], "SDEdit strengths to score")
 _SEED = flags.DEFINE_integer("seed", 0, "noise seed")
 _FPS = flags.DEFINE_float("fps", 8.0, "frames per second of the written mp4s")

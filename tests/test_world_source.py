@@ -85,3 +85,31 @@ def test_bad_arguments_raise_clear_errors():
     source = WorldSource(sizes=SIZES, length=10)
     with pytest.raises(IndexError):
         source[10]
+
+
+def test_splits_draw_disjoint_clips_and_the_clip_source_view_matches_the_records():
+    train, held_out = WorldSource(sizes=SIZES, seed=3), WorldSource(sizes=SIZES, seed=3, split="eval")
+    assert train.fingerprint != held_out.fingerprint
+    assert not np.array_equal(train.clip(0, (5, 16, 16)).video, held_out.clip(0, (5, 16, 16)).video)
+    record = held_out[4]
+    info = held_out.info(4)
+    assert (info.num_frames, info.height, info.width) == (record["num_frames"], record["height"], record["width"])
+    assert info.key == "world/eval/4" and held_out.caption(4) == record["caption"]
+    np.testing.assert_array_equal(held_out.frames(4, [0]), record["video"][:1])
+    # Another size renders the same scene: the facts are normalised to the frame, the pixels differ.
+    small, large = train.clip(2, (5, 16, 16)), train.clip(2, (5, 32, 32))
+    assert small.caption == large.caption and large.video.shape == (5, 32, 32, 3)
+    with pytest.raises(ValueError, match="unknown world split 'test'"):
+        WorldSource(sizes=SIZES, split="test")
+
+
+def test_hosts_render_their_share_of_the_same_global_autoencoder_batch():
+    from sorajax.data.video_batches import VideoBatchMaker
+
+    source = WorldSource(sizes=[(5, 16, 16), (1, 16, 24)], seed=1, options=WorldOptions(max_objects=1))
+    whole = VideoBatchMaker(source, 4, crop=(5, 8, 8))(3)["video"]
+    shares = [VideoBatchMaker(source, 4, crop=(5, 8, 8), host=h, num_hosts=2)(3)["video"] for h in range(2)]
+    assert whole.shape[0] == 4 and [s.shape[0] for s in shares] == [2, 2]
+    np.testing.assert_array_equal(np.concatenate(shares), whole)
+    with pytest.raises(ValueError, match="make data.batch_size a multiple of 3"):
+        VideoBatchMaker(source, 4, num_hosts=3)

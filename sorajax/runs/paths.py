@@ -28,11 +28,8 @@ def is_local(path: PathLike) -> bool:
 
 def run_path(path: PathLike) -> epath.Path:
     """``path`` as an epath.Path; local paths absolute (``~`` expanded), URLs as given."""
-    if isinstance(path, epath.Path) and not is_local(path):
-        return path
-    if is_local(path):
-        return epath.Path(os.path.abspath(os.path.expanduser(os.fspath(path))))
-    return epath.Path(os.fspath(path))
+    text = os.fspath(path)
+    return epath.Path(os.path.abspath(os.path.expanduser(text)) if is_local(text) else text)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -65,7 +62,7 @@ class RunLink:
         """Paths to try, most portable first: relative to ``base`` (the referring run), then absolute."""
         found = []
         if self.relative is not None:
-            found.append(run_path(base) / self.relative)
+            found.append(run_path(run_path(base) / self.relative))
         found.append(run_path(self.absolute))
         return list({os.fspath(p): p for p in found}.values())
 

@@ -226,7 +226,7 @@ def test_world_source_through_the_same_pipeline_packs_densely(text_encoder):
 
 def test_clips_too_big_for_a_row_name_the_fix(built, text_encoder):
     source = TfdsClipSource(built[1])
-    with pytest.raises(ValueError, match="lower pixel_budget / max_frames"):
+    with pytest.raises(ValueError, match="more than a row holds .*or use smaller clips"):
         _maker(source, text_encoder, SizingConfig(pixel_budget=96 * 96, size_multiple=16, max_frames=9, allow_upscale=True))
 
 

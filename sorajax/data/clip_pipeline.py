@@ -114,6 +114,22 @@ class ClipPlanner:
                              f"use clip sizes in multiples of {m}")
         return ClipPlan(record, tuple(range(info.num_frames)), (0, 0, info.height, info.width), info.height, info.width)
 
+    def check_fit(self, text_counts: np.ndarray | None = None) -> None:
+        """Refuse a clip that cannot fit a row (before anything is decoded); caption lengths when given."""
+        packing = self.packing
+        too_long = self.token_counts > packing.seq_len
+        if text_counts is not None:
+            too_long |= text_counts > packing.text_len
+        if too_long.any():
+            i = int(np.flatnonzero(too_long)[0])
+            p = self.plans[i]
+            caption = "" if text_counts is None else f" with {text_counts[i]} caption tokens"
+            raise ValueError(
+                f"record {p.index} becomes {p.num_frames}x{p.height}x{p.width} = {self.token_counts[i]} tokens"
+                f"{caption}, more than a row holds (seq_len={packing.seq_len}, text_len={packing.text_len}): raise "
+                "data.seq_len / data.text_len, or use smaller clips (data.sizes, or pixel_budget / max_frames)"
+            )
+
     def load(self, position: int) -> np.ndarray:
         """The training clip of `self.records[position]`: its planned frames, cropped and resized."""
         plan = self.plans[position]
@@ -140,21 +156,9 @@ class PixelBatchMaker:
         if self.text_counts.shape != planner.records.shape:
             raise ValueError(f"got {self.text_counts.size} caption token counts for {planner.records.size} records; "
                              "give one each")
-        self._check_fit()
+        planner.check_fit(self.text_counts)
         self.candidates = min(planner.records.size, 2 * self.packing.rows
                               * max(1, self.packing.seq_len // max(int(planner.token_counts.min()), 1)))
-
-    def _check_fit(self) -> None:
-        tokens, packing = self.planner.token_counts, self.packing
-        too_long = np.flatnonzero((tokens > packing.seq_len) | (self.text_counts > packing.text_len))
-        if too_long.size:
-            i = int(too_long[0])
-            p = self.planner.plans[i]
-            raise ValueError(
-                f"record {p.index} becomes {p.num_frames}x{p.height}x{p.width} = {tokens[i]} tokens with "
-                f"{self.text_counts[i]} caption tokens, more than a row holds (seq_len={packing.seq_len}, "
-                f"text_len={packing.text_len}): raise them, or lower pixel_budget / max_frames"
-            )
 
     def select(self, batch_index: int) -> list[int]:
         """Positions (into the planner's records) of the clips of batch `batch_index`, in packing order."""

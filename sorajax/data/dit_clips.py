@@ -37,8 +37,10 @@ def cached_clip_set(planner: ClipPlanner, encode_video: Callable[[np.ndarray], n
                     autoencoder_identity: dict, path: PathLike) -> LatentClipSet:
     """The planner's clips encoded once and cached at `path`; rebuilt when anything they depend on changes.
 
-    `autoencoder_identity` names the latent space (its run's step and config).
+    `autoencoder_identity` names the latent space (its run's step and config). Clips too big for a row
+    are refused before any is encoded.
     """
+    planner.check_fit()
     key = cache_key(autoencoder=autoencoder_identity, text=text_encoder.fingerprint, source=planner.source.fingerprint,
                     sizing=repr(planner.sizing), packing=repr(planner.packing), records=planner.records.tolist(),
                     seed=planner.seed)

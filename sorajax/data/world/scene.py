@@ -37,8 +37,6 @@ from sorajax.data.world.options import (
 )
 from sorajax.data.world.render import SHAPE_AREAS, SHAPE_EXTENTS, RenderObject, RenderOccluder, render
 
-__all__ = ["Clip", "MIN_SIDE", "check_clip_size", "generate_clip"]
-
 MIN_SIDE = 8
 _PHYSICS_SUBSTEPS = 4
 _REST_FRICTION = 0.97  # per frame, horizontal speed kept by an object resting on the floor
@@ -91,11 +89,9 @@ def _check_int(name: str, value: object, minimum: int, fix: str) -> int:
 
 def check_clip_size(num_frames: object, height: object, width: object) -> tuple[int, int, int]:
     """Validate a clip size, returning plain ints."""
-    return (
-        _check_int("num_frames", num_frames, 1, "use 1 for an image or more frames for a video."),
-        _check_int("height", height, MIN_SIDE, f"use a height of at least {MIN_SIDE} pixels."),
-        _check_int("width", width, MIN_SIDE, f"use a width of at least {MIN_SIDE} pixels."),
-    )
+    return (_check_int("num_frames", num_frames, 1, "use 1 for an image or more frames for a video."),
+            _check_int("height", height, MIN_SIDE, f"use a height of at least {MIN_SIDE} pixels."),
+            _check_int("width", width, MIN_SIDE, f"use a width of at least {MIN_SIDE} pixels."))
 
 
 def _fit_path(u: float, lo: float, hi: float, shift: float) -> float:

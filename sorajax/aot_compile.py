@@ -116,7 +116,7 @@ def compile_train_step(config: ml_collections.ConfigDict, devices: Sequence[Any]
     data, train = DiTDataConfig.from_mapping(config.data), DiTTrainConfig.from_mapping(config.train)
     cfg = spec.dit_config(int(config.latent_channels), int(config.text_dim))
     model, optimizer = DiT(cfg), make_optimizer(train)
-    rules = rules_from_config((config.get("parallel") or {}).get("rules"), DIT_RULES)
+    rules = rules_from_config(config, DIT_RULES)
     mesh = make_mesh(MeshConfig.from_mapping(config.get("mesh")), devices)
     batch = abstract_batch(data.rows, data.seq_len, data.text_len, cfg.patch_dim, cfg.text_dim)
     state = abstract_sharded(lambda: init_state(model, optimizer, batch, 0), mesh, rules)

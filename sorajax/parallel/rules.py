@@ -16,6 +16,8 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
+from sorajax.config_dataclasses import check_sections
+
 Rules = tuple[tuple[str, Any], ...]
 
 DIT_RULES: Rules = (
@@ -46,8 +48,12 @@ VAE_RULES: Rules = (
 )
 
 
-def rules_from_config(rules: Sequence[Sequence[Any]] | None, default: Rules) -> Rules:
-    """A rule table from config data (list of [name, axis | [axes] | None]) or the default."""
+def rules_from_config(config: Any, default: Rules) -> Rules:
+    """The rule table of a run config's `parallel` section (`rules`: [[name, axis | [axes] | None], ...]),
+    or `default` when the section or its table is absent."""
+    section = config.get("parallel") or {}
+    check_sections(section, {"rules"}, "parallel")
+    rules: Sequence[Sequence[Any]] | None = section.get("rules")
     if rules is None:
         return default
     table = []

@@ -76,13 +76,12 @@ class DiTRunConfig:
                                 "mesh", "parallel"}, "DiT")
         if not config.get("vae_workdir"):
             raise ValueError("vae_workdir is empty: pass the autoencoder's run, e.g. --config.vae_workdir=runs/main/vae")
-        parallel = config.get("parallel") or {}
         return cls(spec=DiTSpec.from_config(config), seed=int(config.seed), vae_workdir=str(config.vae_workdir),
                    world=WorldOptions(**config.get("world", {})), data=DiTDataConfig.from_mapping(config.data),
                    train=DiTTrainConfig.from_mapping(config.train), eval=DiTEvalConfig.from_mapping(config.eval),
                    conditioning=MaskRates.from_mapping(config.get("conditioning")),
                    mesh=MeshConfig.from_mapping(config.get("mesh")),
-                   rules=rules_from_config(parallel.get("rules"), DIT_RULES))
+                   rules=rules_from_config(config, DIT_RULES))
 
 
 def _count_items(batch: Any) -> int:

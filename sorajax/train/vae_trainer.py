@@ -52,12 +52,11 @@ class VAERunConfig:
     @classmethod
     def from_config(cls, config: ml_collections.ConfigDict) -> "VAERunConfig":
         check_sections(config, {"seed", "vae", "world", "data", "train", "eval", "mesh", "parallel"}, "autoencoder")
-        parallel = config.get("parallel") or {}
         return cls(seed=int(config.seed), vae=VAEConfig.from_dict(config.vae),
                    world=WorldOptions(**config.get("world", {})), data=VideoDataConfig.from_mapping(config.data),
                    train=VAETrainConfig.from_mapping(config.train), eval=VAEEvalConfig.from_mapping(config.eval),
                    mesh=MeshConfig.from_mapping(config.get("mesh")),
-                   rules=rules_from_config(parallel.get("rules"), VAE_RULES))
+                   rules=rules_from_config(config, VAE_RULES))
 
 
 def video_axes(path: tuple, leaf: Any) -> tuple:

@@ -23,6 +23,8 @@ from sorajax.parallel.steps import MeshStep, replicated_step
 class MeshContext:
     mesh: Mesh
     rules: Rules
+    # Batch shardings by (names, structure, shapes): `put` runs every step, and a run has few batch shapes.
+    _batch_shardings: dict = dataclasses.field(default_factory=dict, compare=False, repr=False)
 
     @classmethod
     def create(cls, config: MeshConfig | None, rules: Rules, devices: Any = None) -> "MeshContext":
@@ -43,9 +45,13 @@ class MeshContext:
 
     def put(self, local: Any, names_for: NamesFor) -> Any:
         """This host's rows of a batch (numpy) -> global arrays laid out by the batch's logical names."""
-        shapes = jax.tree.map(lambda x: jax.ShapeDtypeStruct((x.shape[0] * jax.process_count(), *x.shape[1:]),
-                                                             x.dtype), local)
-        return global_batch(local, self.shardings(shapes, names_for))
+        leaves, structure = jax.tree.flatten(local)
+        key = (names_for, structure, tuple((x.shape, str(x.dtype)) for x in leaves))
+        if key not in self._batch_shardings:
+            shapes = jax.tree.map(lambda x: jax.ShapeDtypeStruct((x.shape[0] * jax.process_count(), *x.shape[1:]),
+                                                                 x.dtype), local)
+            self._batch_shardings[key] = self.shardings(shapes, names_for)
+        return global_batch(local, self._batch_shardings[key])
 
     def jit_replicated(self, fn: Callable) -> MeshStep:
         """``fn`` over the mesh, outputs replicated (evaluation: numbers every host can read)."""

@@ -1,7 +1,7 @@
 """Train-step speed of the sorajax DiT against a PyTorch DiT of the same shape, from one run.
 
     python benchmarks/torch_reference.py [--preset S] [--rows 4] [--seq_len 256] [--dtype float32]
-        [--torch_python /work/refenv/bin/python]
+        [--torch_python /work/refenv/bin/python] [--torch_device cpu|cuda] [--peak_size 2048]
 
 The PyTorch side runs in a separate interpreter that has torch (sorajax never
 depends on it): this file re-runs itself there with ``--side=torch``. The reference
@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -31,7 +32,7 @@ PRESETS = {"tiny": (128, 4, 4), "S": (384, 12, 6), "B": (768, 12, 12)}
 
 
 def best_time(run, repeats: int) -> float:
-    """Seconds of the fastest of `repeats` calls of `run`, after one warm-up call (compiles, allocates)."""
+    """Seconds of the fastest of `repeats` calls of `run` (which must wait for its result), after one warm-up."""
     run()
     best = float("inf")
     for _ in range(repeats):
@@ -41,8 +42,8 @@ def best_time(run, repeats: int) -> float:
     return best
 
 
-def matmul_peak(side: str, dtype: str, size: int = 2048, repeats: int = 10) -> float:
-    """Best FLOP/s of one size x size matmul on `side` ('jax' or 'torch'): that side's own peak."""
+def matmul_peak(side: str, dtype: str, size: int = 2048, repeats: int = 10, device: str = "cpu") -> float:
+    """Best FLOP/s of one size x size matmul on `side` ('jax' or 'torch' on `device`): that side's own peak."""
     if side == "jax":
         import jax
         import jax.numpy as jnp
@@ -53,8 +54,8 @@ def matmul_peak(side: str, dtype: str, size: int = 2048, repeats: int = 10) -> f
     else:
         import torch
 
-        a = torch.ones(size, size, dtype={"float32": torch.float32, "bfloat16": torch.bfloat16}[dtype])
-        run = lambda: a @ a  # noqa: E731
+        a = torch.ones(size, size, dtype={"float32": torch.float32, "bfloat16": torch.bfloat16}[dtype], device=device)
+        run = lambda: (a @ a).sum().item()  # noqa: E731  (.item() waits for an asynchronous device)
     return 2 * size**3 / best_time(run, repeats)
 
 
@@ -74,7 +75,7 @@ def jax_side(preset: str, rows: int, seq_len: int, dtype: str, repeats: int) -> 
     return best_time(lambda: jax.block_until_ready(step(state, batch)[1]["loss"]), repeats), flops
 
 
-def torch_side(preset: str, rows: int, seq_len: int, dtype: str, repeats: int) -> float:
+def torch_side(preset: str, rows: int, seq_len: int, dtype: str, repeats: int, device: str = "cpu") -> float:
     """Best train-step time (s) of the PyTorch reference DiT at the same shape."""
     import torch
     from torch import nn
@@ -126,16 +127,16 @@ def torch_side(preset: str, rows: int, seq_len: int, dtype: str, repeats: int) -
             return self.final(x)
 
     torch.manual_seed(0)
-    model = ReferenceDiT().to(torch_dtype)
+    model = ReferenceDiT().to(device=device, dtype=torch_dtype)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
     per = seq_len // SAMPLES_PER_ROW
     seg = torch.arange(1, SAMPLES_PER_ROW + 1).repeat_interleave(per)
     text_seg = torch.arange(1, SAMPLES_PER_ROW + 1).repeat_interleave(CAPTION)
-    mask = (seg[:, None] == seg[None, :])[None, None].expand(rows, 1, -1, -1)
-    cross_mask = (seg[:, None] == text_seg[None, :])[None, None].expand(rows, 1, -1, -1)
-    tokens = torch.randn(rows, seq_len, PATCH_DIM, dtype=torch_dtype)
-    t_features = torch.randn(rows, seq_len, 256, dtype=torch_dtype)
-    text = torch.randn(rows, text_seg.numel(), TEXT_DIM, dtype=torch_dtype)
+    mask = (seg[:, None] == seg[None, :])[None, None].expand(rows, 1, -1, -1).to(device)
+    cross_mask = (seg[:, None] == text_seg[None, :])[None, None].expand(rows, 1, -1, -1).to(device)
+    tokens = torch.randn(rows, seq_len, PATCH_DIM, dtype=torch_dtype, device=device)
+    t_features = torch.randn(rows, seq_len, 256, dtype=torch_dtype, device=device)
+    text = torch.randn(rows, text_seg.numel(), TEXT_DIM, dtype=torch_dtype, device=device)
     target = torch.randn_like(tokens)
 
     def step():
@@ -158,20 +159,24 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--side", default="both", choices=["both", "jax", "torch"])
     parser.add_argument("--torch_python", default="/work/refenv/bin/python")
+    parser.add_argument("--torch_device", default="cpu", help="'cuda' on a GPU machine (JAX uses its default device)")
+    parser.add_argument("--peak_size", type=int, default=2048, help="matmul side for each side's peak (8192 on a GPU)")
     args = parser.parse_args()
     shape = (args.preset, args.rows, args.seq_len, args.dtype, args.repeats)
     if args.side == "torch":
-        print(json.dumps({"torch_s": torch_side(*shape), "torch_peak": matmul_peak("torch", args.dtype)}))
+        print(json.dumps({"torch_s": torch_side(*shape, device=args.torch_device),
+                          "torch_peak": matmul_peak("torch", args.dtype, args.peak_size, device=args.torch_device)}))
         return
     jax_s, flops = jax_side(*shape)
-    jax_peak = matmul_peak("jax", args.dtype)
+    jax_peak = matmul_peak("jax", args.dtype, args.peak_size)
     if args.side == "jax":
         print(json.dumps({"jax_s": jax_s, "flops": flops, "jax_peak": jax_peak}))
         return
-    if not os.path.exists(args.torch_python):
+    if not shutil.which(args.torch_python):
         raise FileNotFoundError(f"no PyTorch interpreter at {args.torch_python}: pass --torch_python=PATH")
     cmd = [args.torch_python, os.path.abspath(__file__), "--side=torch", f"--preset={args.preset}",
-           f"--rows={args.rows}", f"--seq_len={args.seq_len}", f"--dtype={args.dtype}", f"--repeats={args.repeats}"]
+           f"--rows={args.rows}", f"--seq_len={args.seq_len}", f"--dtype={args.dtype}", f"--repeats={args.repeats}",
+           f"--torch_device={args.torch_device}", f"--peak_size={args.peak_size}"]
     torch = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.strip().splitlines()[-1])
     torch_s, torch_peak = torch["torch_s"], torch["torch_peak"]
     tokens, gf = args.rows * args.seq_len, 1e9

@@ -21,7 +21,7 @@ from sorajax.models.dit_layers import dense, logical, segment_mean
 
 Array = jax.Array
 
-CAPTION_POOLS = ("mean", "attention")
+CAPTION_POOLS = ("mean", "attention", "none")  # none: the conditioning is the time embedding alone (Wan)
 
 
 def segment_softmax_pool(logits: Array, values: Array, text_segment_ids: Array) -> Array:

@@ -45,6 +45,7 @@ from sorajax.models.caption_pooling import CAPTION_POOLS, CaptionAttentionPooler
 from sorajax.models.dit_layers import (
     DiTBlock,
     FinalLayer,
+    SharedModulation,
     TextProjection,
     TimestepEmbedder,
     constrain,
@@ -52,6 +53,7 @@ from sorajax.models.dit_layers import (
     layer_norm,
 )
 from sorajax.models.frame_position import FramePositionEmbedder, frame_position_features
+from sorajax.models.dit_presets import DIT_PRESETS
 from sorajax.models.rope import rope_axis_dims
 
 Array = jax.Array
@@ -59,6 +61,9 @@ Array = jax.Array
 _DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
 CONTEXT_PARALLEL = ("none", *CONTEXT_PARALLEL_IMPLEMENTATIONS)
+MODULATIONS = ("per_block", "shared")
+QK_NORM_AXES = ("head", "width")
+FINAL_LAYERS = ("adaln", "table")
 
 # Which activations a rematerialised block keeps for the backward pass.
 REMAT_POLICIES: dict[str, Any] = {
@@ -70,14 +75,7 @@ REMAT_POLICIES: dict[str, Any] = {
     "offload": jax.checkpoint_policies.offload_dot_with_no_batch_dims("device", "pinned_host"),
 }
 
-# DiT paper sizes (width, depth, heads) plus a CPU-sized model.
-_PRESETS: dict[str, dict[str, int]] = {
-    "tiny": dict(width=128, depth=4, num_heads=4),
-    "S": dict(width=384, depth=12, num_heads=6),
-    "B": dict(width=768, depth=12, num_heads=12),
-    "L": dict(width=1024, depth=24, num_heads=16),
-    "XL": dict(width=1152, depth=28, num_heads=16),
-}
+_PRESETS = DIT_PRESETS
 
 
 @dataclasses.dataclass(frozen=True)
@@ -109,6 +107,15 @@ class DiTConfig:
       "is my place the caption's place". Measured on the main job's DiT at 1,000 steps: held-out loss
       (EMA) 0.252 -> 0.226 and the layout-word gap at t = 0.85 0.0001 -> 0.0007 (``sorajax.eval.caption_layout``);
       off by default until a full main-job run confirms its samples.
+    modulation: 'per_block' (each block projects the conditioning, width -> 6 width, adaLN-Zero as in
+      DiT) or 'shared' (adaLN-single as in PixArt-alpha and Wan: one projection for all blocks plus a
+      learned [6, width] table per block; per-token t is kept).
+    qk_norm_axis: 'head' (RMS norm of each head's queries/keys) or 'width' (over all heads, before the
+      split: Wan's form).
+    text_norm: a LayerNorm on the text embeddings before the text projection (Wan has none).
+    final_layer: 'adaln' (shift/scale projected from the conditioning) or 'table' (Wan's head: a learned
+      [2, width] table plus the conditioning, no projection).
+    mlp_hidden_dim: the MLP's hidden width; 0 takes ``width * mlp_ratio`` (Wan's sizes are explicit).
     scan_layers: run the blocks with ``nn.scan`` (one compiled block instead of
       ``depth``: much faster compiles). Parameters are then stacked under
       ``blocks/block`` with a leading ``layers`` axis instead of ``block_0..``.
@@ -133,6 +140,11 @@ class DiTConfig:
     frame_position_every_block: bool = False
     caption_pool: str = "attention"
     caption_pool_heads: int = 4
+    modulation: str = "per_block"
+    qk_norm_axis: str = "head"
+    text_norm: bool = True
+    final_layer: str = "adaln"
+    mlp_hidden_dim: int = 0
 
     def __post_init__(self) -> None:
         for name in ("patch_dim", "text_dim", "width", "depth", "num_heads"):
@@ -167,6 +179,12 @@ class DiTConfig:
             raise ValueError(
                 f"caption_pool_heads={self.caption_pool_heads} must be >= 1 and divide width {self.width}"
             )
+        choices = {"modulation": MODULATIONS, "qk_norm_axis": QK_NORM_AXES, "final_layer": FINAL_LAYERS}
+        for name, allowed in choices.items():
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"{name} {getattr(self, name)!r} is unknown: use one of {allowed}")
+        if self.mlp_hidden_dim < 0:
+            raise ValueError(f"mlp_hidden_dim must be >= 0 (0: width * mlp_ratio), got {self.mlp_hidden_dim}")
         if self.frame_position_every_block and not self.frame_position:
             raise ValueError("frame_position_every_block=True re-adds the frame-position features: "
                              "it needs frame_position=True")
@@ -178,7 +196,7 @@ class DiTConfig:
 
     @property
     def mlp_hidden(self) -> int:
-        return int(round(self.width * self.mlp_ratio))
+        return self.mlp_hidden_dim or int(round(self.width * self.mlp_ratio))
 
     @property
     def rope_axis_dims(self) -> tuple[int, int, int]:
@@ -191,7 +209,7 @@ class DiTConfig:
 
     @classmethod
     def preset(cls, name: str, **overrides: Any) -> DiTConfig:
-        """A named size ('tiny', 'S', 'B', 'L', 'XL'), with any field overridden."""
+        """A named size ('tiny', 'S', 'B', 'L', 'XL', or a Wan model: see ``dit_presets``), any field overridden."""
         if name not in _PRESETS:
             raise ValueError(f"unknown DiT preset {name!r}: use one of {list(_PRESETS)}")
         return cls.from_dict({**_PRESETS[name], **overrides})
@@ -231,15 +249,20 @@ class DiT(nn.Module):
             x = x + FramePositionEmbedder(cfg.width, dtype, name="frame_position")(place)
         x = constrain(x, ("batch", "length", "embed"))
 
-        text_normed = layer_norm(dtype, "text_norm", affine=True, axis_name="text_embed")(text.astype(dtype))
+        text_normed = text.astype(dtype)
+        if cfg.text_norm:
+            text_normed = layer_norm(dtype, "text_norm", affine=True, axis_name="text_embed")(text_normed)
         context = TextProjection(cfg.width, dtype, name="text_proj")(text_normed)
         cond = TimestepEmbedder(cfg.width, dtype, name="t_embed")(t)
         if cfg.caption_pool == "attention":
             pooler = CaptionAttentionPooler(cfg.width, cfg.caption_pool_heads, dtype, name="caption_attention_pool")
-        else:
-            pooler = CaptionPooler(cfg.width, dtype, name="caption_pool")
-        cond = cond + pooler(text_normed, text_segment_ids, segment_ids)
+            cond = cond + pooler(text_normed, text_segment_ids, segment_ids)
+        elif cfg.caption_pool == "mean":
+            cond = cond + CaptionPooler(cfg.width, dtype, name="caption_pool")(text_normed, text_segment_ids,
+                                                                               segment_ids)
         cond = constrain(cond, ("batch", "length", "embed"))
+        # What the blocks are conditioned on: cond itself, or the one projection they share.
+        block_cond = SharedModulation(cfg.width, dtype, name="modulation")(cond) if cfg.modulation == "shared" else cond
 
         block_args = dict(
             num_heads=cfg.num_heads,
@@ -251,8 +274,10 @@ class DiT(nn.Module):
             dropout_rate=cfg.dropout_rate,
             dtype=dtype,
             context_parallel=cfg.context_parallel,
+            modulation=cfg.modulation,
+            qk_norm_axis=cfg.qk_norm_axis,
         )
-        inputs = (cond, positions, segment_ids, context, text_segment_ids)
+        inputs = (block_cond, positions, segment_ids, context, text_segment_ids)
         place = place.astype(dtype) if cfg.frame_position_every_block else None
         if cfg.scan_layers:
             scan_inputs = inputs if place is None else (*inputs, place)
@@ -264,7 +289,7 @@ class DiT(nn.Module):
                     x = x + _place_projection(cfg.width, dtype, f"place_{i}")(place)
                 x = block(**block_args, name=f"block_{i}")(x, *inputs, deterministic)
 
-        out = FinalLayer(cfg.patch_dim, dtype, name="final")(x, cond).astype(jnp.float32)
+        out = FinalLayer(cfg.patch_dim, dtype, cfg.final_layer, name="final")(x, cond).astype(jnp.float32)
         # Padding tokens predict nothing: downstream losses and unpacking never see their values.
         return jnp.where((segment_ids > 0)[..., None], out, 0.0)
 

@@ -148,6 +148,23 @@ class TimestepEmbedder(nn.Module):
         return dense(self.width, ("mlp", "embed"), self.dtype, "fc2", init="small_normal")(h)
 
 
+class SharedModulation(nn.Module):
+    """adaLN-single: one ``width -> 6 width`` projection of ``silu(cond)``, shared by every block.
+
+    Returns ``[B, L, 6, width]`` in float32 (each block adds its own table); zero-initialised, so
+    with zero tables every gate starts at 0 as in adaLN-Zero.
+    """
+
+    width: int
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, cond: Array) -> Array:
+        mods = dense((ADALN_CHUNKS, self.width), ("embed", "modulation", "mlp"), self.dtype, "proj",
+                     zero_init=True)(nn.silu(cond))
+        return constrain(mods.astype(jnp.float32), ("batch", "length", "modulation", "embed"))
+
+
 class TextProjection(nn.Module):
     """Caption token embeddings ``[B, Lt, D_text]`` -> cross-attention context ``[B, Lt, width]``."""
 
@@ -179,8 +196,9 @@ class Mlp(nn.Module):
 class Attention(nn.Module):
     """Multi-head attention of tokens ``x`` over a ``context`` (x itself for self-attention).
 
-    QK-norm (RMS norm of queries and keys per head) keeps attention logits
-    bounded in bf16 and at large widths. 3D RoPE is applied when ``rope_axis_dims``
+    QK-norm (RMS norm of queries and keys) keeps attention logits bounded in bf16
+    and at large widths; per head (``qk_norm_axis='head'``) or over the whole
+    projected width before the split into heads (``'width'``, as Wan trains it). 3D RoPE is applied when ``rope_axis_dims``
     is given (self-attention over spacetime tokens; never for text keys).
     ``zero_init_output`` makes the layer output 0 at init, for residual branches
     that have no adaLN gate.
@@ -191,6 +209,7 @@ class Attention(nn.Module):
     qk_norm: bool
     implementation: str
     dtype: Any = jnp.float32
+    qk_norm_axis: str = "head"  # 'head': RMS over each head's features; 'width': over all heads at once (Wan)
     rope_axis_dims: tuple[int, int, int] | None = None
     rope_theta: float = 10_000.0
     zero_init_output: bool = False
@@ -230,11 +249,14 @@ class Attention(nn.Module):
         )(out)
 
     def _rms_norm(self, name: str) -> nn.RMSNorm:
+        over_width = self.qk_norm_axis == "width"
         return nn.RMSNorm(
             epsilon=NORM_EPS,
             dtype=self.dtype,
             param_dtype=jnp.float32,
-            scale_init=logical(nn.initializers.ones_init(), ("kv",)),
+            reduction_axes=(-2, -1) if over_width else -1,
+            feature_axes=(-2, -1) if over_width else -1,
+            scale_init=logical(nn.initializers.ones_init(), ("heads", "kv") if over_width else ("kv",)),
             name=name,
         )
 
@@ -245,6 +267,11 @@ class DiTBlock(nn.Module):
     modulated norm -> self-attention (segment-restricted, QK-norm, 3D RoPE) -> gated residual;
     norm -> cross-attention to the token's own caption -> residual (zero-init output);
     modulated norm -> MLP -> gated residual. Gates start at 0, so the block starts as identity.
+
+    ``modulation='per_block'``: ``cond [B, L, width]`` goes through this block's own
+    ``width -> 6 width`` projection. ``'shared'`` (adaLN-single): ``cond`` is already the one
+    projection every block shares, ``[B, L, 6, width]``, and the block adds its learned
+    ``[6, width]`` table: a sixth of the matmul work of per-block modulation is gone.
     """
 
     num_heads: int
@@ -256,6 +283,8 @@ class DiTBlock(nn.Module):
     dropout_rate: float = 0.0
     dtype: Any = jnp.float32
     context_parallel: str = "none"  # 'ring' / 'ulysses': self-attention split over the sequence axis
+    modulation: str = "per_block"  # or 'shared': cond is the shared [B, L, 6, width] projection
+    qk_norm_axis: str = "head"
 
     @nn.compact
     def __call__(
@@ -270,14 +299,20 @@ class DiTBlock(nn.Module):
     ) -> Array:
         width = x.shape[-1]
         head_dim = width // self.num_heads
-        mods = dense(
-            (ADALN_CHUNKS, width), ("embed", "modulation", "mlp"), self.dtype, "adaln", zero_init=True
-        )(nn.silu(cond))
+        if self.modulation == "shared":
+            table = self.param("modulation_table", logical(nn.initializers.zeros_init(), ("modulation", "embed")),
+                               (ADALN_CHUNKS, width), jnp.float32)
+            mods = (cond.astype(jnp.float32) + table).astype(self.dtype)
+        else:
+            mods = dense(
+                (ADALN_CHUNKS, width), ("embed", "modulation", "mlp"), self.dtype, "adaln", zero_init=True
+            )(nn.silu(cond))
         shift_attn, scale_attn, gate_attn, shift_mlp, scale_mlp, gate_mlp = (
             mods[:, :, i] for i in range(ADALN_CHUNKS)
         )
         drop = nn.Dropout(self.dropout_rate)
-        common = dict(num_heads=self.num_heads, head_dim=head_dim, qk_norm=self.qk_norm, dtype=self.dtype)
+        common = dict(num_heads=self.num_heads, head_dim=head_dim, qk_norm=self.qk_norm, dtype=self.dtype,
+                      qk_norm_axis=self.qk_norm_axis)
         self_impl = self.implementation if self.context_parallel == "none" else self.context_parallel
         # Captions are short and unsplit: cross-attention stays local (splash wants 128-multiples, so XLA/cuDNN).
         cross_impl = "auto" if self.implementation == "splash" else self.implementation
@@ -303,14 +338,25 @@ class DiTBlock(nn.Module):
 
 
 class FinalLayer(nn.Module):
-    """adaLN-modulated norm and a zero-initialised linear map to the patch dimension."""
+    """adaLN-modulated norm and a zero-initialised linear map to the patch dimension.
+
+    ``kind='adaln'``: shift and scale from a ``width -> 2 width`` projection of ``silu(cond)``;
+    ``'table'`` (Wan's head): a learned ``[2, width]`` table plus ``cond`` itself, no projection.
+    """
 
     patch_dim: int
     dtype: Any = jnp.float32
+    kind: str = "adaln"
 
     @nn.compact
     def __call__(self, x: Array, cond: Array) -> Array:
         width = x.shape[-1]
-        mods = dense((2, width), ("embed", "modulation", "mlp"), self.dtype, "adaln", zero_init=True)(nn.silu(cond))
+        if self.kind == "table":
+            table = self.param("modulation_table", logical(nn.initializers.zeros_init(), ("modulation", "embed")),
+                               (2, width), jnp.float32)
+            mods = (cond.astype(jnp.float32)[:, :, None, :] + table).astype(self.dtype)
+        else:
+            mods = dense((2, width), ("embed", "modulation", "mlp"), self.dtype, "adaln",
+                         zero_init=True)(nn.silu(cond))
         h = modulate(layer_norm(self.dtype, "norm", affine=False)(x), mods[:, :, 0], mods[:, :, 1])
         return dense(self.patch_dim, ("embed", "patch"), self.dtype, "linear", zero_init=True)(h)

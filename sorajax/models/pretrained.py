@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+import flax.linen as nn
 import jax
 import numpy as np
 
@@ -49,13 +50,8 @@ class CheckpointError(ValueError):
 
 def _leaves_by_path(abstract: Any) -> dict[tuple[str, ...], tuple[int, ...]]:
     """Shapes of every leaf of a (possibly boxed) parameter tree, by its path of dict keys."""
-    flat = jax.tree_util.tree_flatten_with_path(abstract, is_leaf=lambda x: hasattr(x, "shape"))[0]
-    shapes = {}
-    for path, leaf in flat:
-        names = tuple(str(getattr(p, "key", getattr(p, "name", p))) for p in path)
-        names = tuple(n for n in names if n != "value")  # nn.Partitioned boxes keep the array under .value
-        shapes[names] = tuple(getattr(leaf, "value", leaf).shape)
-    return shapes
+    flat = jax.tree_util.tree_flatten_with_path(nn.meta.unbox(abstract))[0]
+    return {tuple(str(getattr(p, "key", p)) for p in path): tuple(leaf.shape) for path, leaf in flat}
 
 
 def _place(entries: Iterable[tuple[str, str, Any]], key_map: KeyMap, abstract: Any, model: str,

@@ -1,6 +1,7 @@
 """DiT train-step throughput and sampling cost, with FLOPs from XLA's compiled cost analysis.
 
     python benchmarks/dit_throughput.py [--presets tiny S] [--rows 8] [--seq_len 192] [--dtype float32]
+        [--modulations per_block shared]
 
 For each preset: one packed batch of `rows` x `seq_len` tokens (4 samples per row, captions of 48
 tokens each), the real train step (AdamW, EMA, per-token t, caption dropout) jitted; prints tokens/s,
@@ -11,6 +12,7 @@ rows for classifier-free guidance) in s/step. All presets run in one process, si
 from __future__ import annotations
 
 import argparse
+import itertools
 import time
 
 import jax
@@ -76,8 +78,8 @@ def timed(fn, *args, repeats: int) -> float:
     return (time.perf_counter() - start) / repeats
 
 
-def bench(preset: str, rows: int, seq_len: int, dtype: str, repeats: int) -> dict:
-    cfg = DiTConfig.preset(preset, patch_dim=PATCH_DIM, text_dim=TEXT_DIM, dtype=dtype)
+def bench(preset: str, rows: int, seq_len: int, dtype: str, repeats: int, modulation: str = "per_block") -> dict:
+    cfg = DiTConfig.preset(preset, patch_dim=PATCH_DIM, text_dim=TEXT_DIM, dtype=dtype, modulation=modulation)
     dit = DiT(cfg)
     state, batch, compiled = compiled_train_step(dit, packed_batch(rows, seq_len))
     params = state.params
@@ -90,7 +92,7 @@ def bench(preset: str, rows: int, seq_len: int, dtype: str, repeats: int) -> dic
                                              double(b.text_segment_ids))).lower(params, batch).compile()
     sample_s = timed(forward, params, batch, repeats=repeats)
     tokens = rows * seq_len
-    return dict(preset=preset, params=sum(x.size for x in jax.tree.leaves(params)), tokens=tokens,
+    return dict(preset=preset, modulation=modulation, params=sum(x.size for x in jax.tree.leaves(params)), tokens=tokens,
                 train_s=train_s, tokens_per_s=tokens / train_s, train_gflop=train_flops / 1e9,
                 gflops=train_flops / train_s / 1e9, sample_s=sample_s, sample_gflop=flops_of(forward) / 1e9)
 
@@ -102,14 +104,16 @@ def main() -> None:
     parser.add_argument("--seq_len", type=int, default=192)
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--modulations", nargs="+", default=["per_block"], choices=["per_block", "shared"],
+                        help="adaLN per block or shared (adaLN-single); several: each preset with each, side by side")
     args = parser.parse_args()
     print(f"device: {jax.devices()[0].device_kind}, batch {args.rows} x {args.seq_len} tokens, {args.dtype}")
-    header = f"{'preset':6s} {'params':>9s} {'step s':>8s} {'tokens/s':>9s} {'GFLOP/step':>11s} {'GFLOP/s':>8s} {'sample s/step':>14s}"
+    header = f"{'preset':6s} {'modulation':10s} {'params':>9s} {'step s':>8s} {'tokens/s':>9s} {'GFLOP/step':>11s} {'GFLOP/s':>8s} {'sample s/step':>14s}"
     print(header)
-    for preset in args.presets:
-        r = bench(preset, args.rows, args.seq_len, args.dtype, args.repeats)
-        print(f"{r['preset']:6s} {r['params'] / 1e6:8.1f}M {r['train_s']:8.3f} {r['tokens_per_s']:9.0f} "
-              f"{r['train_gflop']:11.1f} {r['gflops']:8.1f} {r['sample_s']:14.3f}")
+    for preset, modulation in itertools.product(args.presets, args.modulations):
+        r = bench(preset, args.rows, args.seq_len, args.dtype, args.repeats, modulation)
+        print(f"{r['preset']:6s} {r['modulation']:10s} {r['params'] / 1e6:8.1f}M {r['train_s']:8.3f} "
+              f"{r['tokens_per_s']:9.0f} {r['train_gflop']:11.1f} {r['gflops']:8.1f} {r['sample_s']:14.3f}")
 
 
 if __name__ == "__main__":

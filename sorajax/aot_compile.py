@@ -1,12 +1,14 @@
 """Compile the real DiT train step for a TPU slice on this machine (no TPU needed) and report its cost.
 
-    python -m sorajax.aot_compile --config=configs/dit_scale.py:XL_1080p_60s --topology=v5p:4x4x4
+    python -m sorajax.aot_compile --config=configs/dit_scale.py:XL_1080p_60s --topology=v5p:4x4x4 [--step sample]
 
 ``libtpu`` (``pip install 'sorajax[tpu]'``) describes the slice
 (``jax.experimental.topologies.get_topology_desc``); the step is lowered with
 abstract, sharded inputs and compiled by the TPU compiler. Memory and FLOPs
 come from the compiled program (per chip: XLA compiles one SPMD program for all).
 ``--topology=cpu`` compiles for this host's devices instead (tests use 8 fake ones).
+``--step sample`` compiles one sampler step instead: the DiT's forward on the conditional and
+unconditional rows of ``data.rows`` clips (classifier-free guidance), with bfloat16 weights.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from sorajax.parallel.mesh import MeshConfig, describe, make_mesh  # noqa: E402
 from sorajax.parallel.rules import DIT_RULES, rules_from_config  # noqa: E402
 from sorajax.parallel.sharding import abstract_sharded, tree_shardings, with_shardings  # noqa: E402
 from sorajax.parallel.context import MeshContext  # noqa: E402
+from sorajax.parallel.steps import MeshStep  # noqa: E402
 from sorajax.patches import PackedBatch, packed_batch_axes  # noqa: E402
 from sorajax.runs.dit_spec import SECTIONS, DiTSpec  # noqa: E402
 from sorajax.train.config import DiTTrainConfig  # noqa: E402
@@ -108,47 +111,76 @@ def abstract_batch(rows: int, seq_len: int, text_len: int, patch_dim: int, text_
     )
 
 
-def compile_train_step(config: ml_collections.ConfigDict, devices: Sequence[Any], topology: str = "cpu") -> CompileReport:
-    """Lower and compile the trainer's own (guarded) train step of ``config`` over ``devices``; nothing is allocated."""
+def _setup(config: ml_collections.ConfigDict, devices: Sequence[Any]):
+    """(spec, data config, DiT config, model, mesh, rules) of a run config, checked before anything compiles."""
     check_sections(config, {*SECTIONS, "seed", "latent_channels", "text_dim", "data", "mesh", "parallel", "train"},
                    "AOT compile")
     spec = DiTSpec.from_config(config)
-    data, train = DiTDataConfig.from_mapping(config.data), DiTTrainConfig.from_mapping(config.train)
+    data = DiTDataConfig.from_mapping(config.data)
     cfg = spec.dit_config(int(config.latent_channels), int(config.text_dim))
-    model, optimizer = DiT(cfg), make_optimizer(train)
-    rules = rules_from_config(config, DIT_RULES)
     mesh = make_mesh(MeshConfig.from_mapping(config.get("mesh")), devices)
+    return spec, data, cfg, DiT(cfg), mesh, rules_from_config(config, DIT_RULES)
+
+
+def _report(compiled: Any, devices: Sequence[Any], topology: str, mesh: Any, cfg: Any, tokens: int) -> CompileReport:
+    memory = compiled.memory_analysis()
+    cost = compiled.cost_analysis()
+    cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+    total = (memory.argument_size_in_bytes + memory.output_size_in_bytes - memory.alias_size_in_bytes
+             + memory.temp_size_in_bytes)
+    kind = devices[0].device_kind
+    return CompileReport(
+        topology=topology, device_kind=kind, chips=len(devices), mesh=describe(mesh), params=parameter_count(cfg),
+        tokens_per_step=tokens, bytes_per_chip=int(total), state_bytes_per_chip=int(memory.argument_size_in_bytes),
+        temp_bytes_per_chip=int(memory.temp_size_in_bytes), flops_per_chip=float(cost.get("flops", np.nan)),
+        hbm_bytes=HBM_BYTES.get(kind),
+    )
+
+
+def compile_train_step(config: ml_collections.ConfigDict, devices: Sequence[Any], topology: str = "cpu") -> CompileReport:
+    """Lower and compile the trainer's own (guarded) train step of ``config`` over ``devices``; nothing is allocated."""
+    spec, data, cfg, model, mesh, rules = _setup(config, devices)
+    train = DiTTrainConfig.from_mapping(config.train)
+    optimizer = make_optimizer(train)
     batch = abstract_batch(data.rows, data.seq_len, data.text_len, cfg.patch_dim, cfg.text_dim)
     state = abstract_sharded(lambda: init_state(model, optimizer, batch, 0), mesh, rules)
     batch = with_shardings(batch, tree_shardings(batch, mesh, rules, packed_batch_axes))
     step = make_train_step(packed_denoiser(model), optimizer, spec.time, train.caption_dropout, train.ema_decay,
                            spec.prediction)
     jitted = guarded_step(MeshContext(mesh, rules), step, jax.tree.map(lambda x: x.sharding, state))
-    compiled = jitted.lower(state, batch).compile()
+    return _report(jitted.lower(state, batch).compile(), devices, topology, mesh, cfg, data.rows * data.seq_len)
 
-    memory = compiled.memory_analysis()
-    cost = compiled.cost_analysis()
-    cost = cost[0] if isinstance(cost, (list, tuple)) else cost
-    state_bytes = int(memory.argument_size_in_bytes)
-    total = (memory.argument_size_in_bytes + memory.output_size_in_bytes - memory.alias_size_in_bytes
-             + memory.temp_size_in_bytes)
-    kind = devices[0].device_kind
-    return CompileReport(
-        topology=topology, device_kind=kind, chips=len(devices), mesh=describe(mesh), params=parameter_count(cfg),
-        tokens_per_step=data.rows * data.seq_len, bytes_per_chip=int(total), state_bytes_per_chip=state_bytes,
-        temp_bytes_per_chip=int(memory.temp_size_in_bytes), flops_per_chip=float(cost.get("flops", np.nan)),
-        hbm_bytes=HBM_BYTES.get(kind),
-    )
+
+def compile_sample_step(config: ml_collections.ConfigDict, devices: Sequence[Any], topology: str = "cpu") -> CompileReport:
+    """Compile one guided sampler step: the DiT on 2 x ``data.rows`` rows (conditional + unconditional), bf16 weights."""
+    _, data, cfg, model, mesh, rules = _setup(config, devices)
+    batch = abstract_batch(2 * data.rows, data.seq_len, data.text_len, cfg.patch_dim, cfg.text_dim)
+    params = abstract_sharded(lambda: model.init(jax.random.key(0), *_example(batch))["params"], mesh, rules)
+    params = jax.tree.map(lambda p: jax.ShapeDtypeStruct(p.shape, jnp.bfloat16, sharding=p.sharding), params)
+    batch = with_shardings(batch, tree_shardings(batch, mesh, rules, packed_batch_axes))
+    denoise = packed_denoiser(model)
+    token_sharding = batch.tokens.sharding  # the prediction stays laid out like the tokens it denoises
+    step = MeshStep(lambda p, b: denoise(p, b.tokens, b.t, b), mesh, rules, out_shardings=token_sharding)
+    return _report(step.lower(params, batch).compile(), devices, topology, mesh, cfg, 2 * data.rows * data.seq_len)
+
+
+def _example(batch: PackedBatch) -> tuple[jax.Array, ...]:
+    """Zero-filled DiT inputs of the batch's shapes, for tracing the parameters' shapes."""
+    return tuple(jnp.zeros(x.shape, x.dtype) for x in (batch.tokens, batch.positions, batch.segment_ids, batch.t,
+                                                       batch.text, batch.text_segment_ids))
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     parser = cli.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", required=True, help="config file[:variant], e.g. configs/dit_scale.py:S_256")
     parser.add_argument("--topology", default="v5p:2x2x1", help="TPU topology (v5p:4x4x4, v5e:4x4, ...) or 'cpu'")
+    parser.add_argument("--step", default="train", choices=["train", "sample"],
+                        help="the train step, or one guided sampler step (bf16 weights)")
     parser.add_argument("--debug", action="store_true", help="on an error, show the Python traceback")
     args = parser.parse_args(argv)
     config = load_config(args.config)
-    report = compile_train_step(config, topology_devices(args.topology), args.topology)
+    compile_step = compile_train_step if args.step == "train" else compile_sample_step
+    report = compile_step(config, topology_devices(args.topology), args.topology)
     print("\n".join(report.lines()))
 
 

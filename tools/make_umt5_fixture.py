@@ -43,7 +43,8 @@ from diffusers.pipelines.wan.pipeline_wan import WanPipeline, prompt_clean  # no
 FIXTURES = Path(__file__).resolve().parents[1] / "tests" / "fixtures"
 
 # Training text for the tiny tokenizer: captions in the style of the project's world, plus digits,
-# punctuation and a few accented words so the normaliser and byte fallback have work to do.
+# punctuation and a few accented words so the normaliser has work to do. No byte fallback, as in
+# mT5's vocabulary: characters outside it become <unk>.
 CORPUS = [
     "A small red ball bounces on a dark blue background.",
     "A large green square drifts slowly to the left.",
@@ -86,6 +87,9 @@ CAPTIONS = [
     "The camera pans slowly to the left while a large green square drifts behind a grey wall, disappears "
     "for a few seconds, and then comes back out on the other side of the frame.",
 ]
+# Text outside the tiny vocabulary and raw whitespace: how each tokenizer format handles the unusual.
+PROBES = ["Tom & Jerry pay 5 euros", "\u20ac\u20ac and \U0001f642 unknown", "  spaces   and\ttabs\n here ",
+          "FULLWIDTH \uff26\uff35\uff2c\uff2c and ligature \ufb01ne", "caf\u00e9 vs cafe\u0301"]
 MAX_LENGTH = 24
 LONG_LENGTH = 40  # a second padding length, longer than the encoder's input above
 TINY = dict(d_model=32, d_kv=8, num_heads=4, d_ff=64, num_layers=3, relative_attention_num_buckets=32,
@@ -102,7 +106,7 @@ def train_tokenizer(folder: Path) -> None:
         sentencepiece.SentencePieceTrainer.train(
             input=str(corpus), model_prefix=str(Path(scratch) / "spiece"), model_type="unigram", vocab_size=400, minloglevel=2,
             pad_id=0, eos_id=1, unk_id=2, bos_id=-1, pad_piece="<pad>", eos_piece="</s>", unk_piece="<unk>",
-            character_coverage=1.0, byte_fallback=True, hard_vocab_limit=False, num_threads=1, seed_sentencepiece_size=2000,
+            character_coverage=1.0, byte_fallback=False, hard_vocab_limit=False, num_threads=1, seed_sentencepiece_size=2000,
         )
         shutil.copy(Path(scratch) / "spiece.model", folder / "spiece.model")
     (folder / "tokenizer_config.json").write_text(json.dumps({"tokenizer_class": "T5Tokenizer", "extra_ids": 0}))
@@ -145,6 +149,14 @@ def write_xxl_keys(path: Path) -> int:
     return len(state)
 
 
+def xxl_buckets(length: int) -> np.ndarray:
+    """The reference's bucket of every (query, key) pair at UMT5-XXL's 32 buckets / distance 128."""
+    config = transformers.UMT5Config(**XXL, feed_forward_proj="gated-gelu")
+    attention = transformers.models.umt5.modeling_umt5.UMT5Attention(config, has_relative_attention_bias=True)
+    position = torch.arange(length)
+    return attention._relative_position_bucket(position[None, :] - position[:, None]).numpy().astype(np.int32)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=FIXTURES)
@@ -180,6 +192,8 @@ def main() -> None:
     spiece_ids, spiece_mask = reference_ids(only_spiece, cleaned, MAX_LENGTH)
     raw_ids, _ = reference_ids(folder, CORPUS, 64)
     raw_spiece_ids, _ = reference_ids(only_spiece, CORPUS, 64)
+    probe_ids, _ = reference_ids(folder, PROBES, 32)
+    probe_spiece_ids, _ = reference_ids(only_spiece, PROBES, 32)
     with torch.no_grad():
         hidden = model(input_ids=torch.from_numpy(ids).long(), attention_mask=torch.from_numpy(mask).long())
     wan = wan_embeddings(tokenizer, model, MAX_LENGTH)
@@ -192,8 +206,9 @@ def main() -> None:
         max_length=np.int32(MAX_LENGTH), long_length=np.int32(LONG_LENGTH),
         input_ids=ids, attention_mask=mask, spiece_input_ids=spiece_ids, spiece_attention_mask=spiece_mask,
         corpus_ids=raw_ids, corpus_spiece_ids=raw_spiece_ids,
+        probes=np.array(PROBES), probe_ids=probe_ids, probe_spiece_ids=probe_spiece_ids,
         last_hidden_state=hidden.last_hidden_state.numpy().astype(np.float32),
-        wan_embeds=wan, wan_embeds_long=wan_long,
+        wan_embeds=wan, wan_embeds_long=wan_long, xxl_buckets_512=xxl_buckets(512),
         versions=np.array(f"torch {torch.__version__}, transformers {transformers.__version__}, "
                           f"diffusers {diffusers.__version__}, sentencepiece {sentencepiece.__version__}"),
     )
@@ -201,7 +216,8 @@ def main() -> None:
     sizes = {p.name: p.stat().st_size for p in sorted(folder.iterdir())}
     print(json.dumps({"vocab": vocab, "tiny_folder": sizes, "npz": (args.out / "umt5_tiny.npz").stat().st_size,
                       "xxl_keys": count, "spiece_equals_json": bool((ids == spiece_ids).all()),
-                      "corpus_equal": bool((raw_ids == raw_spiece_ids).all())}, indent=1))
+                      "corpus_equal": bool((raw_ids == raw_spiece_ids).all()),
+                      "probes_equal": bool((probe_ids == probe_spiece_ids).all())}, indent=1))
 
 
 if __name__ == "__main__":

@@ -24,6 +24,7 @@ INSTALL_REQUIRES = [
     "scipy>=1.11",  # connected components in the world probes
     "safetensors==0.8.0",
     "tokenizers==0.23.3",
+    "sentencepiece==0.2.3",  # UMT5 (Wan) tokenizer folders that ship only spiece.model
     "absl-py==2.5.1",
     "tqdm==4.70.1",
     "tensorboardX==2.6.5",

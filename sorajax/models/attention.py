@@ -26,7 +26,7 @@ import jax
 import jax.numpy as jnp
 
 from sorajax.models.splash_attention import compiling_for_tpu, splash_attention, splash_blocks
-from sorajax.parallel.context_parallel import context_parallel_attention
+from sorajax.parallel.context_parallel import context_parallel_attention, per_device_attention
 
 Array = jax.Array
 
@@ -121,7 +121,7 @@ def dot_product_attention(
     backend = resolve_implementation(implementation, q.dtype, q.shape[-1])
     if backend == "splash":
         if splash_blocks(q.shape[1], k.shape[1])[0] or compiling_for_tpu():
-            return splash_attention(q, k, v, q_segment_ids, kv_segment_ids)
+            return per_device_attention(splash_attention, q, k, v, q_segment_ids, kv_segment_ids)
         backend = "xla"  # off TPU, lengths splash cannot tile (e.g. the short example that initialises) use XLA
     allowed = segment_mask(q_segment_ids, kv_segment_ids)
     has_key = jnp.any(allowed, axis=-1, keepdims=True)  # [B, 1, Lq, 1]

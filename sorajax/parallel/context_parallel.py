@@ -113,3 +113,24 @@ def context_parallel_attention(
         body, mesh=mesh, in_specs=(spec, spec, spec, seg_spec, seg_spec), out_specs=spec, check_vma=False
     )
     return sharded(q, k, v, q_seg, kv_seg)
+
+
+def per_device_attention(attend: LocalAttention, q: Array, k: Array, v: Array, q_seg: Array, kv_seg: Array) -> Array:
+    """``attend`` on each device's own rows and heads, for kernels XLA cannot partition (splash).
+
+    Under a mesh with the batch or heads sharded and the sequence whole, a Pallas kernel must be
+    called per device (``shard_map``); attention over whole rows needs nothing from other devices.
+    Without a mesh, or inside another ``shard_map`` (Ulysses' gathered sequences), it is called directly.
+    """
+    mesh = jax.sharding.get_abstract_mesh()
+    if mesh.empty or getattr(mesh, "manual_axes", ()):
+        return attend(q, k, v, q_seg, kv_seg)
+    q_spec = fit_spec(nn.logical_to_mesh_axes(_QKV_NAMES), q.shape, mesh)
+    kv_spec = fit_spec(nn.logical_to_mesh_axes(_QKV_NAMES), k.shape, mesh)
+    if any(spec[1] is not None and mesh.shape[spec[1]] > 1 for spec in (q_spec, kv_spec) if isinstance(spec[1], str)):
+        raise ValueError("attention over a sequence split across devices needs context_parallel='ring' or 'ulysses'")
+    q_spec = kv_spec = PartitionSpec(q_spec[0], None, q_spec[2], q_spec[3])  # same rows and heads for k, v
+    seg_spec = PartitionSpec(q_spec[0], None)
+    sharded = jax.shard_map(attend, mesh=mesh, in_specs=(q_spec, kv_spec, kv_spec, seg_spec, seg_spec),
+                            out_specs=q_spec, check_vma=False)
+    return sharded(q, k, v, q_seg, kv_seg)

@@ -21,6 +21,7 @@ from safetensors.numpy import save_file
 
 from sorajax.models.pretrained import CheckpointError, check_coverage, fill_params, read_key_shapes
 from sorajax.models.vae import denormalize_latents, normalize_latents
+from sorajax.models.vae_chunked import ChunkedCodec
 from sorajax.models.vae_config import PARAM_AXES_BY_RANK
 from sorajax.models.wan_vae import WanVAE, abstract_wan_variables, wan_variables
 from sorajax.models.wan_vae_config import WanVAEConfig
@@ -103,6 +104,31 @@ def test_parity_with_diffusers_and_chunking(tiny: Tiny):
     np.testing.assert_allclose(chunk_mean, mean, atol=1e-5, rtol=0)
     np.testing.assert_allclose(chunk_logvar, logvar, atol=1e-5, rtol=0)
     np.testing.assert_allclose(chunk_decoded, decoded, atol=1e-5, rtol=0)
+
+
+def test_pipeline_interface_chunked_codec():
+    """WanVAE plugs into sorajax's ChunkedCodec (the pipeline's chunked coder): the pipeline's chunks of
+    2 latent frames give the whole-clip normalised latents and pixels (a micro 2.2-layout model)."""
+    config = WanVAEConfig(base_channels=4, channel_multipliers=(1, 1), num_res_blocks=1, temporal_downsample=(True,),
+                          latent_channels=2, residual=True, patch_size=2, latents_mean=(0.5, -1.0), latents_std=(2.0, 0.5))
+    vae = WanVAE(config)
+    rng = np.random.default_rng(0)
+    video = rng.uniform(-1, 1, (1, 9, 8, 8, 3)).astype(np.float32)
+    abstract = abstract_wan_variables(config)
+    assert jax.tree.map(np.shape, abstract["latent_stats"]) == {"mean": (2,), "std": (2,)}
+    params = jax.tree.map(lambda s: (0.3 * rng.standard_normal(s.shape)).astype(np.float32),
+                          nn.meta.unbox(abstract["params"]))
+    variables = wan_variables(config, params)
+    np.testing.assert_array_equal(variables["latent_stats"]["std"], np.float32([2.0, 0.5]))
+    codec = ChunkedCodec(vae, variables, chunk_latents=2)
+    latents = codec.encode_normalized(video)
+    whole = _compiled(lambda v, x: vae.apply(v, x, method="encode_normalized"), variables, video)(variables, video)
+    assert latents.shape == (1, 5, 2, 2, 2)
+    np.testing.assert_allclose(latents, whole, atol=1e-5, rtol=0)
+    pixels = codec.decode_normalized(latents)
+    decode = _compiled(lambda v, z: vae.apply(v, z, method="decode_normalized"), variables, latents)
+    np.testing.assert_allclose(pixels, decode(variables, latents), atol=1e-5, rtol=0)
+    assert pixels.shape == video.shape and np.abs(pixels).max() <= 1.0
 
 
 def test_latent_normalisation_round_trip(tiny: Tiny):

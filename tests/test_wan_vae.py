@@ -19,7 +19,12 @@ import pytest
 from flax import traverse_util
 from safetensors.numpy import save_file
 
-from sorajax.models.pretrained import CheckpointError, check_coverage, fill_params, read_key_shapes
+from sorajax.models.pretrained import (
+    CheckpointError,
+    check_coverage,
+    fill_params,
+    read_key_shapes,
+)
 from sorajax.models.vae import denormalize_latents, normalize_latents
 from sorajax.models.vae_chunked import ChunkedCodec
 from sorajax.models.vae_config import PARAM_AXES_BY_RANK
@@ -106,11 +111,24 @@ def test_parity_with_diffusers_and_chunking(tiny: Tiny):
     np.testing.assert_allclose(chunk_decoded, decoded, atol=1e-5, rtol=0)
 
 
+def test_bfloat16_compute_stays_close():
+    """The compute dtype switch: bfloat16 activations, float32 parameters and outputs (2.2 tiny encode)."""
+    tiny = Tiny("wan2.2")
+    config = dataclasses.replace(tiny.config, dtype="bfloat16")
+    vae = WanVAE(config)
+    encode = _compiled(lambda v, x: vae.apply(v, x, method="encode"), tiny.variables, tiny.data["video"])
+    mean, _ = encode(tiny.variables, tiny.data["video"])
+    assert mean.dtype == jnp.float32
+    error = np.abs(mean - tiny.data["mean"]).max()
+    assert 1e-4 < error < 5e-2, error  # really bfloat16, and still the same function
+
+
 def test_pipeline_interface_chunked_codec():
     """WanVAE plugs into sorajax's ChunkedCodec (the pipeline's chunked coder): the pipeline's chunks of
     2 latent frames give the whole-clip normalised latents and pixels (a micro 2.2-layout model)."""
     config = WanVAEConfig(base_channels=4, channel_multipliers=(1, 1), num_res_blocks=1, temporal_downsample=(True,),
-                          latent_channels=2, residual=True, patch_size=2, latents_mean=(0.5, -1.0), latents_std=(2.0, 0.5))
+                          latent_channels=2, residual=True, patch_size=2,
+                          latents_mean=(0.5, -1.0), latents_std=(2.0, 0.5))
     vae = WanVAE(config)
     rng = np.random.default_rng(0)
     video = rng.uniform(-1, 1, (1, 9, 8, 8, 3)).astype(np.float32)
@@ -173,10 +191,10 @@ def test_presets_and_sizes():
 
 
 @pytest.mark.parametrize("changes, message", [
-    (dict(temporal_downsample=(False, True)), "give 3 (one per downsampling level"),
-    (dict(latents_mean=(0.0,) * 3), "latents_mean has 3 values for 16 latent channels: give one per channel"),
-    (dict(dtype="float16"), "use one of ['bfloat16', 'float32']"),
-    (dict(base_channels=5, channel_multipliers=(1, 1)), None),
+    ({"temporal_downsample": (False, True)}, "give 3 (one per downsampling level"),
+    ({"latents_mean": (0.0,) * 3}, "latents_mean has 3 values for 16 latent channels: give one per channel"),
+    ({"dtype": "float16"}, "use one of ['bfloat16', 'float32']"),
+    ({"base_channels": 5, "channel_multipliers": (1, 1)}, None),
 ])
 def test_config_validation(changes, message):
     if message is None:  # 2.1 halves the decoder's channels at each upsample
@@ -221,10 +239,12 @@ def test_load_wan_vae_fills_the_tiny_model(tmp_path, tiny21):
 
 
 def test_load_refuses_another_family(tmp_path, tiny21):
-    folder = _folder(tmp_path, {"_class_name": "WanTransformer3DModel"}, {"m.safetensors": {"x": np.zeros(1, np.float32)}})
+    tensors = {"m.safetensors": {"x": np.zeros(1, np.float32)}}
+    folder = _folder(tmp_path, {"_class_name": "WanTransformer3DModel"}, tensors)
     with pytest.raises(CheckpointError) as err:
         load_wan_vae(folder)
-    assert str(err.value).startswith(f"{folder / 'config.json'}: this folder holds WanTransformer3DModel, not the Wan VAE")
+    assert str(err.value).startswith(
+        f"{folder / 'config.json'}: this folder holds WanTransformer3DModel, not the Wan VAE")
 
 
 def test_load_refuses_a_missing_shard(tmp_path, tiny21):
@@ -235,7 +255,8 @@ def test_load_refuses_a_missing_shard(tmp_path, tiny21):
     (folder / "b.safetensors").unlink()
     with pytest.raises(CheckpointError) as err:
         load_wan_vae(folder, "wan2.1")
-    assert str(err.value) == (f"{folder / 'b.safetensors'}: shard listed in diffusion_pytorch_model.safetensors.index.json "
+    assert str(err.value) == (f"{folder / 'b.safetensors'}: shard listed in "
+                              "diffusion_pytorch_model.safetensors.index.json "
                               f"(holding {keys[10]!r} and others) is missing: download the whole folder")
 
 
@@ -246,7 +267,8 @@ def test_load_refuses_a_wrong_shape(tmp_path, tiny21):
     with pytest.raises(CheckpointError) as err:
         load_wan_vae(folder, "wan2.1")
     message = str(err.value)
-    assert message.startswith(f"{folder / 'diffusion_pytorch_model.safetensors'}: key 'encoder.conv_in.bias' has shape (5,)")
+    shard = folder / "diffusion_pytorch_model.safetensors"
+    assert message.startswith(f"{shard}: key 'encoder.conv_in.bias' has shape (5,)")
     assert "encoder/conv_in/bias is (4,)" in message and "\n" not in message
 
 
@@ -257,7 +279,8 @@ def test_load_refuses_an_unknown_key(tmp_path, tiny21):
     with pytest.raises(CheckpointError) as err:
         load_wan_vae(folder, "wan2.1")
     assert str(err.value).startswith(
-        f"{folder / 'diffusion_pytorch_model.safetensors'}: key 'encoder.head.0.weight' is not part of the Wan VAE (wan2.1)")
+        f"{folder / 'diffusion_pytorch_model.safetensors'}: key 'encoder.head.0.weight' "
+        "is not part of the Wan VAE (wan2.1)")
 
 
 def test_load_refuses_the_other_version(tmp_path, tiny21):

@@ -32,22 +32,25 @@ from diffusers import AutoencoderKLWan
 OUT = Path(__file__).resolve().parents[1] / "tests" / "fixtures"
 
 # The Wan2.2-TI2V-5B vae/config.json values (the 2.1 ones are AutoencoderKLWan's defaults).
-WAN22_FULL = dict(
-    base_dim=160, decoder_base_dim=256, z_dim=48, is_residual=True, patch_size=2, in_channels=12,
-    out_channels=12, scale_factor_spatial=16, scale_factor_temporal=4,
-)
+WAN22_FULL = {
+    "base_dim": 160, "decoder_base_dim": 256, "z_dim": 48, "is_residual": True, "patch_size": 2, "in_channels": 12,
+    "out_channels": 12, "scale_factor_spatial": 16, "scale_factor_temporal": 4,
+}
 
 TINY = {
     # 2.1 layout at tiny width: the decoder's channel halving at every upsample is exercised.
-    "wan_vae21": dict(base_dim=4, z_dim=4, dim_mult=[1, 2, 4, 4], num_res_blocks=2,
-                      temperal_downsample=[False, True, True],
-                      latents_mean=[0.1, -0.2, 0.3, -0.4], latents_std=[1.5, 0.5, 2.0, 0.8]),
+    "wan_vae21": {
+        "base_dim": 4, "z_dim": 4, "dim_mult": [1, 2, 4, 4], "num_res_blocks": 2,
+        "temperal_downsample": [False, True, True],
+        "latents_mean": [0.1, -0.2, 0.3, -0.4], "latents_std": [1.5, 0.5, 2.0, 0.8],
+    },
     # 2.2 layout: patchify, residual levels, a decoder wider than the encoder.
-    "wan_vae22": dict(base_dim=4, decoder_base_dim=6, z_dim=6, dim_mult=[1, 2, 4, 4], num_res_blocks=1,
-                      temperal_downsample=[False, True, True], is_residual=True, patch_size=2,
-                      in_channels=12, out_channels=12, scale_factor_spatial=16,
-                      latents_mean=[0.1, -0.2, 0.3, -0.4, 0.05, 0.0],
-                      latents_std=[1.5, 0.5, 2.0, 0.8, 1.0, 1.2]),
+    "wan_vae22": {
+        "base_dim": 4, "decoder_base_dim": 6, "z_dim": 6, "dim_mult": [1, 2, 4, 4], "num_res_blocks": 1,
+        "temperal_downsample": [False, True, True], "is_residual": True, "patch_size": 2,
+        "in_channels": 12, "out_channels": 12, "scale_factor_spatial": 16,
+        "latents_mean": [0.1, -0.2, 0.3, -0.4, 0.05, 0.0], "latents_std": [1.5, 0.5, 2.0, 0.8, 1.0, 1.2],
+    },
 }
 CLIP = {"wan_vae21": (9, 32, 32), "wan_vae22": (9, 32, 32)}  # frames, height, width
 

@@ -22,7 +22,11 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from sorajax.models.vae import _check_rank_and_channels, denormalize_latents, normalize_latents
+from sorajax.models.vae import (
+    _check_rank_and_channels,
+    denormalize_latents,
+    normalize_latents,
+)
 from sorajax.models.vae_layers import Array, Cache, CausalConv3d, sub_cache
 from sorajax.models.wan_vae_config import WanVAEConfig, smallest_wan_clip_shape
 from sorajax.models.wan_vae_layers import (
@@ -131,8 +135,8 @@ class WanVAE(nn.Module):
         self.quant_conv = nn.Dense(2 * cfg.latent_channels, dtype=dtype, param_dtype=jnp.float32)
         self.post_quant_conv = nn.Dense(cfg.latent_channels, dtype=dtype, param_dtype=jnp.float32)
         if self.is_initializing() or self.has_variable("latent_stats", "mean"):
-            self.stats_mean = self.variable("latent_stats", "mean", lambda: jnp.asarray(cfg.latents_mean, jnp.float32))
-            self.stats_std = self.variable("latent_stats", "std", lambda: jnp.asarray(cfg.latents_std, jnp.float32))
+            self.stats_mean = self.variable("latent_stats", "mean", lambda: config_stats(cfg)["mean"])
+            self.stats_std = self.variable("latent_stats", "std", lambda: config_stats(cfg)["std"])
         else:
             self.stats_mean = self.stats_std = None
 
@@ -190,9 +194,8 @@ class WanVAE(nn.Module):
         return jnp.clip(x, -1.0, 1.0), new_cache
 
     def _stats(self) -> dict[str, Array]:
-        if self.stats_mean is None:
-            cfg = self.config
-            return {"mean": jnp.asarray(cfg.latents_mean, jnp.float32), "std": jnp.asarray(cfg.latents_std, jnp.float32)}
+        if self.stats_mean is None:  # params alone: the config's published statistics
+            return config_stats(self.config)
         return {"mean": self.stats_mean.value, "std": self.stats_std.value}
 
 
@@ -205,5 +208,9 @@ def abstract_wan_variables(config: WanVAEConfig) -> dict[str, Any]:
 
 def wan_variables(config: WanVAEConfig, params: Any) -> dict[str, Any]:
     """Full variables (``params`` + the config's ``latent_stats``), as ChunkedCodec and the pipeline take."""
-    stats = {"mean": jnp.asarray(config.latents_mean, jnp.float32), "std": jnp.asarray(config.latents_std, jnp.float32)}
-    return {"params": params, "latent_stats": stats}
+    return {"params": params, "latent_stats": config_stats(config)}
+
+
+def config_stats(config: WanVAEConfig) -> dict[str, Array]:
+    """The config's per-channel latent ``mean`` / ``std`` as float32 arrays."""
+    return {"mean": jnp.asarray(config.latents_mean, jnp.float32), "std": jnp.asarray(config.latents_std, jnp.float32)}

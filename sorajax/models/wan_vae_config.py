@@ -80,7 +80,8 @@ class WanVAEConfig(ClipGeometry):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.decoder_base_channels < 0:
-            raise ValueError(f"decoder_base_channels must be >= 0 (0 = base_channels), got {self.decoder_base_channels}")
+            raise ValueError(f"decoder_base_channels must be >= 0 (0 = base_channels), "
+                             f"got {self.decoder_base_channels}")
         for name in ("latents_mean", "latents_std"):
             if len(getattr(self, name)) != self.latent_channels:
                 raise ValueError(f"{name} has {len(getattr(self, name))} values for {self.latent_channels} latent "
@@ -99,8 +100,8 @@ class WanVAEConfig(ClipGeometry):
         """``wan2.1`` (4x8x8, z 16, 127 M parameters) or ``wan2.2`` (TI2V-5B: 4x16x16, z 48, 705 M)."""
         presets = {
             "wan2.1": {},
-            "wan2.2": dict(base_channels=160, decoder_base_channels=256, latent_channels=48, residual=True,
-                           patch_size=2, latents_mean=WAN22_LATENTS_MEAN, latents_std=WAN22_LATENTS_STD),
+            "wan2.2": {"base_channels": 160, "decoder_base_channels": 256, "latent_channels": 48, "residual": True,
+                       "patch_size": 2, "latents_mean": WAN22_LATENTS_MEAN, "latents_std": WAN22_LATENTS_STD},
         }
         if name not in presets:
             raise ValueError(f"unknown Wan VAE preset {name!r}: use one of {sorted(presets)}")
@@ -125,19 +126,19 @@ class WanVAEConfig(ClipGeometry):
         if in_channels != raw.get("out_channels", 3) or in_channels % (patch * patch):
             raise ValueError(f"in_channels {in_channels} / out_channels {raw.get('out_channels', 3)} do not fit "
                              f"patch_size {patch}: convert a released Wan VAE")
-        fields = dict(
-            base_channels=raw.get("base_dim", 96),
-            decoder_base_channels=raw.get("decoder_base_dim") or 0,
-            channel_multipliers=tuple(raw.get("dim_mult", (1, 2, 4, 4))),
-            num_res_blocks=raw.get("num_res_blocks", 2),
-            temporal_downsample=tuple(bool(t) for t in raw.get("temperal_downsample", (False, True, True))),
-            latent_channels=raw.get("z_dim", 16),
-            residual=bool(raw.get("is_residual", False)),
-            patch_size=patch,
-            image_channels=in_channels // (patch * patch),
-            latents_mean=tuple(float(v) for v in raw.get("latents_mean", WAN21_LATENTS_MEAN)),
-            latents_std=tuple(float(v) for v in raw.get("latents_std", WAN21_LATENTS_STD)),
-        )
+        fields = {
+            "base_channels": raw.get("base_dim", 96),
+            "decoder_base_channels": raw.get("decoder_base_dim") or 0,
+            "channel_multipliers": tuple(raw.get("dim_mult", (1, 2, 4, 4))),
+            "num_res_blocks": raw.get("num_res_blocks", 2),
+            "temporal_downsample": tuple(bool(t) for t in raw.get("temperal_downsample", (False, True, True))),
+            "latent_channels": raw.get("z_dim", 16),
+            "residual": bool(raw.get("is_residual", False)),
+            "patch_size": patch,
+            "image_channels": in_channels // (patch * patch),
+            "latents_mean": tuple(float(v) for v in raw.get("latents_mean", WAN21_LATENTS_MEAN)),
+            "latents_std": tuple(float(v) for v in raw.get("latents_std", WAN21_LATENTS_STD)),
+        }
         return cls(**{**fields, **overrides})
 
     # ---- derived shapes --------------------------------------------------------------------

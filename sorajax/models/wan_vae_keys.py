@@ -20,8 +20,8 @@ from pathlib import Path
 from typing import Any
 
 import flax.linen as nn
-from flax import traverse_util
 import numpy as np
+from flax import traverse_util
 
 from sorajax.models.pretrained import (
     CheckpointError,

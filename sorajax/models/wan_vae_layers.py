@@ -28,7 +28,13 @@ import jax
 import jax.numpy as jnp
 from einops import rearrange, reduce, repeat
 
-from sorajax.models.vae_layers import Array, Cache, CausalConv3d, _flat_lecun_normal, sub_cache
+from sorajax.models.vae_layers import (
+    Array,
+    Cache,
+    CausalConv3d,
+    _flat_lecun_normal,
+    sub_cache,
+)
 
 Padding = tuple[tuple[int, int], tuple[int, int]]
 

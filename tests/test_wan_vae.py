@@ -8,6 +8,7 @@ backend optimisation level: the same maths, compiled ~3x faster, which keeps thi
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 from pathlib import Path
 
@@ -83,9 +84,14 @@ class Tiny:
         return np.concatenate(frames, axis=1)
 
 
-@pytest.fixture(scope="module", params=sorted(VERSIONS))
+@functools.cache
+def load_tiny(version: str) -> Tiny:
+    return Tiny(version)
+
+
+@pytest.fixture(params=sorted(VERSIONS))
 def tiny(request) -> Tiny:
-    return Tiny(request.param)
+    return load_tiny(request.param)
 
 
 def test_parity_with_diffusers_and_chunking(tiny: Tiny):
@@ -113,7 +119,7 @@ def test_parity_with_diffusers_and_chunking(tiny: Tiny):
 
 def test_bfloat16_compute_stays_close():
     """The compute dtype switch: bfloat16 activations, float32 parameters and outputs (2.2 tiny encode)."""
-    tiny = Tiny("wan2.2")
+    tiny = load_tiny("wan2.2")
     config = dataclasses.replace(tiny.config, dtype="bfloat16")
     vae = WanVAE(config)
     encode = _compiled(lambda v, x: vae.apply(v, x, method="encode"), tiny.variables, tiny.data["video"])
@@ -197,6 +203,9 @@ def test_presets_and_sizes():
     ({"base_channels": 5, "channel_multipliers": (1, 1)}, None),
 ])
 def test_config_validation(changes, message):
+    with pytest.raises(ValueError, match="scale_factor_spatial 8 disagrees with the layout's factor 16"):
+        WanVAEConfig.from_diffusers({"is_residual": True, "patch_size": 2, "in_channels": 12, "out_channels": 12,
+                                     "scale_factor_spatial": 8})
     if message is None:  # 2.1 halves the decoder's channels at each upsample
         with pytest.raises(ValueError, match="must be even"):
             WanVAEConfig(temporal_downsample=(False,), **changes)

@@ -139,7 +139,13 @@ class WanVAEConfig(ClipGeometry):
             "latents_mean": tuple(float(v) for v in raw.get("latents_mean", WAN21_LATENTS_MEAN)),
             "latents_std": tuple(float(v) for v in raw.get("latents_std", WAN21_LATENTS_STD)),
         }
-        return cls(**{**fields, **overrides})
+        config = cls(**{**fields, **overrides})
+        factors = {"scale_factor_spatial": config.spatial_factor, "scale_factor_temporal": config.temporal_factor}
+        for name, derived in factors.items():
+            if raw.get(name) not in (None, derived):
+                raise ValueError(f"{name} {raw[name]} disagrees with the layout's factor {derived}: "
+                                 "the config.json is inconsistent; convert a released Wan VAE")
+        return config
 
     # ---- derived shapes --------------------------------------------------------------------
     @property

@@ -32,12 +32,12 @@ from sorajax.models.vae_layers import Array, Cache
 
 @functools.partial(jax.jit, static_argnums=0)
 def _encode_step(vae: CausalVAE, variables: Mapping[str, Any], frames: Array, cache: Cache):
-    return vae.apply(variables, frames, cache, method=CausalVAE.encode_chunk)
+    return vae.apply(variables, frames, cache, method="encode_chunk")
 
 
 @functools.partial(jax.jit, static_argnums=0)
 def _decode_step(vae: CausalVAE, variables: Mapping[str, Any], latents: Array, cache: Cache):
-    return vae.apply(variables, latents, cache, method=CausalVAE.decode_chunk)
+    return vae.apply(variables, latents, cache, method="decode_chunk")
 
 
 def _recut(chunks: Iterable[Array], first: int, size: int, what: str) -> Iterator[Array]:

@@ -27,8 +27,55 @@ PARAM_AXES_BY_RANK: dict[int, tuple[str, ...]] = {
 VIDEO_AXES = ("batch", "frames", "height", "width", "channels")  # a clip batch [B, T, H, W, C]
 
 
+class ClipGeometry:
+    """Clip <-> latent sizes and their checks, for any config with ``temporal_factor``,
+    ``spatial_factor`` and ``latent_channels`` (sorajax's own autoencoder and Wan's share them)."""
+
+    temporal_factor: int
+    spatial_factor: int
+    latent_channels: int
+
+    def latent_frames(self, num_frames: int) -> int:
+        """Latent frames for a clip of ``num_frames`` (= 1 + f*k) frames."""
+        self.validate_frames(num_frames)
+        return 1 + (num_frames - 1) // self.temporal_factor
+
+    def video_frames(self, latent_frames: int) -> int:
+        """Frames decoded from ``latent_frames`` latent frames."""
+        if latent_frames < 1:
+            raise ValueError(f"need at least 1 latent frame, got {latent_frames}")
+        return 1 + (latent_frames - 1) * self.temporal_factor
+
+    def latent_shape(self, num_frames: int, height: int, width: int) -> tuple[int, int, int, int]:
+        """``(t, h, w, c)`` of the latent of a ``[num_frames, height, width, 3]`` clip."""
+        self.validate_video_shape(num_frames, height, width)
+        s = self.spatial_factor
+        return self.latent_frames(num_frames), height // s, width // s, self.latent_channels
+
+    def validate_frames(self, num_frames: int) -> None:
+        f = self.temporal_factor
+        if num_frames < 1 or (num_frames - 1) % f:
+            shorter = 1 + max(num_frames - 1, 0) // f * f
+            raise ValueError(
+                f"got {num_frames} frames; the autoencoder needs 1 + {f}k frames "
+                f"(e.g. {shorter} or {shorter + f}): trim or pad the clip"
+            )
+
+    def validate_video_shape(self, num_frames: int, height: int, width: int) -> None:
+        """Raise a ValueError naming the fix if a clip of this size cannot be encoded."""
+        self.validate_frames(num_frames)
+        s = self.spatial_factor
+        for name, size in (("height", height), ("width", width)):
+            if size < s or size % s:
+                lower = size // s * s
+                options = f"{lower} or {lower + s}" if lower >= s else f"{lower + s}"
+                raise ValueError(
+                    f"{name} {size} is not divisible by the spatial factor {s}: resize to {options}"
+                )
+
+
 @dataclasses.dataclass(frozen=True)
-class VAEConfig:
+class VAEConfig(ClipGeometry):
     """Shape of the autoencoder. Frozen, so it can be a linen module attribute.
 
     Level ``i`` runs ``num_res_blocks`` residual blocks at
@@ -128,44 +175,6 @@ class VAEConfig:
     def level_temporal_kernel(self, level: int) -> int:
         """Temporal kernel of the convolutions at ``level`` (-1: the middle block)."""
         return self.temporal_kernels[level] if self.temporal_kernels else 3
-
-    def latent_frames(self, num_frames: int) -> int:
-        """Latent frames for a clip of ``num_frames`` (= 1 + f*k) frames."""
-        self.validate_frames(num_frames)
-        return 1 + (num_frames - 1) // self.temporal_factor
-
-    def video_frames(self, latent_frames: int) -> int:
-        """Frames decoded from ``latent_frames`` latent frames."""
-        if latent_frames < 1:
-            raise ValueError(f"need at least 1 latent frame, got {latent_frames}")
-        return 1 + (latent_frames - 1) * self.temporal_factor
-
-    def latent_shape(self, num_frames: int, height: int, width: int) -> tuple[int, int, int, int]:
-        """``(t, h, w, c)`` of the latent of a ``[num_frames, height, width, 3]`` clip."""
-        self.validate_video_shape(num_frames, height, width)
-        s = self.spatial_factor
-        return self.latent_frames(num_frames), height // s, width // s, self.latent_channels
-
-    def validate_frames(self, num_frames: int) -> None:
-        f = self.temporal_factor
-        if num_frames < 1 or (num_frames - 1) % f:
-            shorter = 1 + max(num_frames - 1, 0) // f * f
-            raise ValueError(
-                f"got {num_frames} frames; the autoencoder needs 1 + {f}k frames "
-                f"(e.g. {shorter} or {shorter + f}): trim or pad the clip"
-            )
-
-    def validate_video_shape(self, num_frames: int, height: int, width: int) -> None:
-        """Raise a ValueError naming the fix if a clip of this size cannot be encoded."""
-        self.validate_frames(num_frames)
-        s = self.spatial_factor
-        for name, size in (("height", height), ("width", width)):
-            if size < s or size % s:
-                lower = size // s * s
-                options = f"{lower} or {lower + s}" if lower >= s else f"{lower + s}"
-                raise ValueError(
-                    f"{name} {size} is not divisible by the spatial factor {s}: resize to {options}"
-                )
 
 
 def smallest_clip_shape(config: VAEConfig) -> tuple[int, int, int, int, int]:

@@ -1,8 +1,9 @@
 """AOT TPU compile table: config x topology -> GiB per chip, TFLOP per step, fits or not.
 
     python benchmarks/aot_table.py [--configs S_256 XL_1080p_60s] [--topologies v5p:2x2x1 v5p:4x4x4]
+        [--steps train sample] [--config_file configs/wan_scale.py] [--cells 1.3b_480p@v5p:2x2x1 ...]
 
-Each cell compiles the real train step with the TPU compiler from libtpu (no TPU
+Each cell compiles the real train step (or one guided sampler step, ``--steps sample``) with the TPU compiler from libtpu (no TPU
 needed; `pip install 'sorajax[tpu]'`). Large configs take minutes to compile on a CPU.
 A cell whose mesh does not fit the slice (e.g. sequence=16 on 4 chips) is reported as such.
 """
@@ -10,8 +11,9 @@ A cell whose mesh does not fit the slice (e.g. sequence=16 on 4 chips) is report
 from __future__ import annotations
 
 import argparse
+import itertools
 
-from sorajax.aot_compile import GIB, compile_train_step, topology_devices
+from sorajax.aot_compile import GIB, compile_sample_step, compile_train_step, topology_devices
 from sorajax.config_loading import load_config
 
 
@@ -20,21 +22,26 @@ def main() -> None:
     parser.add_argument("--configs", nargs="+", default=["S_256", "XL_720p", "XL_1080p_60s"])
     parser.add_argument("--topologies", nargs="+", default=["v5p:2x2x1", "v5p:4x4x4"])
     parser.add_argument("--config_file", default="configs/dit_scale.py")
+    parser.add_argument("--steps", nargs="+", default=["train"], choices=["train", "sample"])
+    parser.add_argument("--cells", nargs="+", default=None,
+                        help="config@topology pairs instead of every config x topology")
     args = parser.parse_args()
-    print(f"{'config':14s} {'topology':11s} {'chips':>5s} {'mesh':32s} {'GiB/chip':>9s} {'HBM':>5s} "
+    cells = ([tuple(c.split("@")) for c in args.cells] if args.cells
+             else [(name, topology) for name in args.configs for topology in args.topologies])
+    print(f"{'config':14s} {'step':6s} {'topology':11s} {'chips':>5s} {'mesh':32s} {'GiB/chip':>9s} {'HBM':>5s} "
           f"{'TFLOP/step':>11s} fits")
-    for name in args.configs:
-        for topology in args.topologies:
-            devices = topology_devices(topology)
-            try:
-                r = compile_train_step(load_config(f"{args.config_file}:{name}"), devices, topology)
-            except ValueError as err:  # mesh sizes that do not divide this slice
-                print(f"{name:14s} {topology:11s} {len(devices):5d} mesh does not fit this slice: {str(err)[:60]}")
-                continue
-            hbm = "?" if r.hbm_bytes is None else f"{r.hbm_bytes / GIB:.0f}"
-            fits = "?" if r.fits is None else ("yes" if r.fits else "no")
-            print(f"{name:14s} {topology:11s} {r.chips:5d} {r.mesh[:32]:32s} {r.bytes_per_chip / GIB:9.2f} {hbm:>5s} "
-                  f"{r.tflops_per_step:11.1f} {fits}", flush=True)
+    for (name, topology), step in itertools.product(cells, args.steps):
+        devices = topology_devices(topology)
+        compile_step = compile_train_step if step == "train" else compile_sample_step
+        try:
+            r = compile_step(load_config(f"{args.config_file}:{name}"), devices, topology)
+        except ValueError as err:  # mesh sizes that do not divide this slice
+            print(f"{name:14s} {step:6s} {topology:11s} {len(devices):5d} mesh does not fit this slice: {str(err)[:60]}")
+            continue
+        hbm = "?" if r.hbm_bytes is None else f"{r.hbm_bytes / GIB:.0f}"
+        fits = "?" if r.fits is None else ("yes" if r.fits else "no")
+        print(f"{name:14s} {step:6s} {topology:11s} {r.chips:5d} {r.mesh[:32]:32s} {r.bytes_per_chip / GIB:9.2f} "
+              f"{hbm:>5s} {r.tflops_per_step:11.1f} {fits}", flush=True)
 
 
 if __name__ == "__main__":

@@ -228,18 +228,22 @@ def _expected_parameter_count(cfg: DiTConfig) -> int:
     """Independent tally of every weight and bias, layer by layer."""
     w, p, dt, hidden, hd = cfg.width, cfg.patch_dim, cfg.text_dim, cfg.mlp_hidden, cfg.head_dim
     linear = lambda i, o: i * o + o  # noqa: E731
-    attention = 4 * linear(w, w) + (2 * hd if cfg.qk_norm else 0)
-    block = linear(w, 6 * w) + 2 * attention + 2 * w + linear(w, hidden) + linear(hidden, w)
-    stem = linear(p, w) + 2 * dt + linear(dt, w) + linear(w, w) + linear(256, w) + linear(w, w)
+    norm = w if cfg.qk_norm_axis == "width" else hd
+    attention = 4 * linear(w, w) + (2 * norm if cfg.qk_norm else 0)
+    modulation = 6 * w if cfg.modulation == "shared" else linear(w, 6 * w)  # a table, or a projection per block
+    block = modulation + 2 * attention + 2 * w + linear(w, hidden) + linear(hidden, w)
+    stem = linear(p, w) + (2 * dt if cfg.text_norm else 0) + linear(dt, w) + linear(w, w) + linear(256, w) + linear(w, w)
+    if cfg.modulation == "shared":
+        stem += linear(w, 6 * w)  # the one projection every block shares
     if cfg.caption_pool == "attention":  # keys, values, one query per head dim, output
         stem += 2 * linear(dt, w) + w + linear(w, w)
-    else:
+    elif cfg.caption_pool == "mean":
         stem += linear(dt, w) + linear(w, w)
     if cfg.frame_position:
         stem += linear(48, w) + linear(w, w)  # 48 Fourier features of place in frame and frame index
     if cfg.frame_position_every_block:
         block += linear(48, w)  # the same features re-added before each block
-    final = linear(w, 2 * w) + linear(w, p)
+    final = (2 * w if cfg.final_layer == "table" else linear(w, 2 * w)) + linear(w, p)
     return stem + cfg.depth * block + final
 
 
@@ -251,8 +255,13 @@ def test_preset_parameter_counts(name):
     assert {"tiny": 1e6, "S": 30e6, "B": 120e6, "L": 450e6, "XL": 700e6}[name] < count
 
 
+WAN_FORM = dict(modulation="shared", qk_norm_axis="width", text_norm=False, caption_pool="none",
+                frame_position=False, final_layer="table")
+
+
 @pytest.mark.parametrize("overrides", [dict(caption_pool="mean"), dict(frame_position=False), dict(caption_pool_heads=8),
-                                       dict(frame_position_every_block=True)])
+                                       dict(frame_position_every_block=True), dict(modulation="shared"),
+                                       dict(qk_norm_axis="width"), dict(mlp_hidden_dim=200), WAN_FORM])
 def test_conditioning_options_parameter_counts(overrides):
     cfg = DiTConfig.preset("tiny", **overrides)
     assert parameter_count(cfg) == _expected_parameter_count(cfg)
@@ -291,3 +300,35 @@ def test_wrong_input_shapes_name_the_field(params):
 def test_abstract_params_allocate_nothing():
     tree = nn.meta.unbox(abstract_params(DiTConfig.preset("XL")))
     assert all(isinstance(x, jax.ShapeDtypeStruct) for x in jax.tree_util.tree_leaves(tree))
+
+
+@pytest.mark.parametrize("name", ["wan2.1-t2v-1.3b", "wan2.1-t2v-14b", "wan2.2-ti2v-5b"])
+def test_wan_presets_count_like_the_released_models_and_name_every_axis(name):
+    cfg = DiTConfig.preset(name)
+    assert parameter_count(cfg) == _expected_parameter_count(cfg)
+    released = {"wan2.1-t2v-1.3b": 1_418_996_800, "wan2.1-t2v-14b": 14_288_491_584, "wan2.2-ti2v-5b": 4_999_787_712}
+    assert parameter_count(cfg) == released[name]  # diffusers' models built without weights (tests/fixtures keys)
+    boxed = jax.tree_util.tree_leaves(abstract_params(cfg), is_leaf=lambda x: isinstance(x, nn.Partitioned))
+    assert all(isinstance(b, nn.Partitioned) and len(b.names) == len(b.value.shape) for b in boxed)
+
+
+@pytest.mark.parametrize("overrides", [dict(modulation="shared"), WAN_FORM])
+def test_shared_modulation_and_wan_form_keep_the_dit_contracts(overrides):
+    cfg = dataclasses.replace(CONFIG, **overrides)
+    model = DiT(cfg)
+    init = nn.meta.unbox(jax.jit(lambda r: model.init(r, *example_inputs(cfg, 2, L, LT))["params"])(jax.random.key(0)))
+    run = jax.jit(lambda p, *x: model.apply({"params": p}, *x))
+    both = _batch([_row([SAMPLE_A, SAMPLE_B]), _row([SAMPLE_B], pad_seed=1)])
+    assert float(jnp.max(jnp.abs(run(init, *both)))) == 0.0  # zero-initialised output, as adaLN-Zero
+    params = _perturb(init)
+    out = np.asarray(run(params, *both))
+    alone = np.asarray(run(params, *_batch([_row([SAMPLE_A], pad_seed=2), _row([SAMPLE_B], pad_seed=3)])))
+    n_a, n_b = len(SAMPLE_A["tokens"]), len(SAMPLE_B["tokens"])
+    np.testing.assert_allclose(out[0, :n_a], alone[0, :n_a], atol=1e-5)  # packed == alone
+    np.testing.assert_allclose(out[0, n_a:n_a + n_b], alone[1, :n_b], atol=1e-5)
+    assert np.all(out[0, n_a + n_b:] == 0) and np.abs(out[0, :n_a]).max() > 1e-3  # padding predicts nothing
+    later = _batch([_row([SAMPLE_A, SAMPLE_B]), _row([SAMPLE_B], pad_seed=1)])
+    t = np.asarray(later[3]).copy()
+    t[0, 0] = 0.9 if t[0, 0] < 0.5 else 0.1  # one token's noise level changes its own prediction
+    changed = np.asarray(run(params, *later[:3], jnp.asarray(t), *later[4:]))
+    assert np.abs(changed[0, 0] - out[0, 0]).max() > 1e-4

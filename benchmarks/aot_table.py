@@ -5,6 +5,8 @@
 
 Each cell compiles the real train step (or one guided sampler step, ``--steps sample``) with the TPU compiler from libtpu (no TPU
 needed; `pip install 'sorajax[tpu]'`). Large configs take minutes to compile on a CPU.
+TFLOP/step is XLA's cost analysis (a scanned layer loop counted once, splash kernels not at all);
+model TFLOP counts the matmuls from the shapes (``sorajax.aot_compile.model_flops``).
 A cell whose mesh does not fit the slice (e.g. sequence=16 on 4 chips) is reported as such.
 """
 
@@ -29,7 +31,7 @@ def main() -> None:
     cells = ([tuple(c.split("@")) for c in args.cells] if args.cells
              else [(name, topology) for name in args.configs for topology in args.topologies])
     print(f"{'config':14s} {'step':6s} {'topology':11s} {'chips':>5s} {'mesh':32s} {'GiB/chip':>9s} {'HBM':>5s} "
-          f"{'TFLOP/step':>11s} fits")
+          f"{'TFLOP/step':>11s} {'model TFLOP':>12s} fits")
     for (name, topology), step in itertools.product(cells, args.steps):
         devices = topology_devices(topology)
         compile_step = compile_train_step if step == "train" else compile_sample_step
@@ -41,7 +43,7 @@ def main() -> None:
         hbm = "?" if r.hbm_bytes is None else f"{r.hbm_bytes / GIB:.0f}"
         fits = "?" if r.fits is None else ("yes" if r.fits else "no")
         print(f"{name:14s} {step:6s} {topology:11s} {r.chips:5d} {r.mesh[:32]:32s} {r.bytes_per_chip / GIB:9.2f} "
-              f"{hbm:>5s} {r.tflops_per_step:11.1f} {fits}", flush=True)
+              f"{hbm:>5s} {r.tflops_per_step:11.1f} {r.model_flops / 1e12:12.1f} {fits}", flush=True)
 
 
 if __name__ == "__main__":

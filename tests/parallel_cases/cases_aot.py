@@ -19,6 +19,8 @@ def test_compile_report_for_the_tiny_scale_config_on_eight_devices():
     # ...and the FLOPs are at least 6 x params x tokens / chips (forward + backward of the matmuls).
     assert report.flops_per_chip > 6 * report.params * report.tokens_per_step / 8 * 0.5
     assert report.fits is None and any("TFLOP" in line for line in report.lines())
+    # The tiny config has no scanned layers and XLA attention: XLA's count and the shape count agree.
+    assert report.model_flops == pytest.approx(report.tflops_per_step * 1e12, rel=0.02)
 
 
 def test_fits_compares_against_the_chip_memory():

@@ -19,19 +19,10 @@ import os
 import shutil
 import subprocess
 import sys
-import time
+
+from torch_reference import best_time  # the same timing rule for both benchmarks (this folder is on sys.path)
 
 TEXT_LEN, TEXT_DIM = 512, 4096
-
-
-def best_time(run, repeats: int) -> float:
-    run()
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        run()
-        best = min(best, time.perf_counter() - start)
-    return best
 
 
 def jax_side(args: argparse.Namespace) -> tuple[float, float]:

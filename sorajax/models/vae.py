@@ -161,24 +161,12 @@ def _middle(cfg: VAEConfig, h: Array, cache: Cache, new: dict[str, Cache]) -> tu
     return h, new
 
 
-class CausalVAE(nn.Module):
-    """Encoder + diagonal-Gaussian posterior + decoder, with stored latent statistics.
+class WholeClipCoder:
+    """Whole-clip coding written once, from a coder's chunk methods (``CausalVAE`` and ``WanVAE``).
 
-    ``cache=None`` in the ``*_chunk`` methods means "this chunk starts the video".
+    A subclass supplies ``config`` (image and latent channels, shape checks), ``encode_chunk``,
+    ``decode_chunk`` and ``_stats``; the whole clip is then its first (and only) chunk.
     """
-
-    config: VAEConfig
-
-    def setup(self) -> None:
-        self.encoder = CausalEncoder(self.config)
-        self.decoder = CausalDecoder(self.config)
-        # Declared only when present so that apply({'params': ...}) works for encode/decode.
-        if self.is_initializing() or self.has_variable("latent_stats", "mean"):
-            c = self.config.latent_channels
-            self.stats_mean = self.variable("latent_stats", "mean", jnp.zeros, (c,), jnp.float32)
-            self.stats_std = self.variable("latent_stats", "std", jnp.ones, (c,), jnp.float32)
-        else:
-            self.stats_mean = self.stats_std = None
 
     def __call__(self, x: Array, sample_posterior: bool = True) -> tuple[Array, Array, Array]:
         """Encode, sample the posterior (rng stream 'sample'), decode: ``(recon, mean, logvar)``."""
@@ -188,7 +176,6 @@ class CausalVAE(nn.Module):
             z = mean + jnp.exp(0.5 * logvar) * jax.random.normal(self.make_rng("sample"), mean.shape)
         return self.decode(z), mean, logvar
 
-    # ---- whole clip ------------------------------------------------------------------------
     def encode(self, x: Array) -> tuple[Array, Array]:
         """Posterior ``(mean, logvar)``, each ``[B, t, h, w, latent_channels]`` float32."""
         _check_rank_and_channels(x, self.config.image_channels, "video")
@@ -210,6 +197,26 @@ class CausalVAE(nn.Module):
     def decode_normalized(self, z: Array) -> Array:
         """Inverse of :meth:`encode_normalized` followed by :meth:`decode`."""
         return self.decode(denormalize_latents(z, self._stats()))
+
+
+class CausalVAE(WholeClipCoder, nn.Module):
+    """Encoder + diagonal-Gaussian posterior + decoder, with stored latent statistics.
+
+    ``cache=None`` in the ``*_chunk`` methods means "this chunk starts the video".
+    """
+
+    config: VAEConfig
+
+    def setup(self) -> None:
+        self.encoder = CausalEncoder(self.config)
+        self.decoder = CausalDecoder(self.config)
+        # Declared only when present so that apply({'params': ...}) works for encode/decode.
+        if self.is_initializing() or self.has_variable("latent_stats", "mean"):
+            c = self.config.latent_channels
+            self.stats_mean = self.variable("latent_stats", "mean", jnp.zeros, (c,), jnp.float32)
+            self.stats_std = self.variable("latent_stats", "std", jnp.ones, (c,), jnp.float32)
+        else:
+            self.stats_mean = self.stats_std = None
 
     # ---- causal chunks ---------------------------------------------------------------------
     def encode_chunk(self, x: Array, cache: Cache) -> tuple[Array, Array, Cache]:

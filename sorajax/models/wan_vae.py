@@ -22,11 +22,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from sorajax.models.vae import (
-    _check_rank_and_channels,
-    denormalize_latents,
-    normalize_latents,
-)
+from sorajax.models.vae import WholeClipCoder, _check_rank_and_channels
 from sorajax.models.vae_layers import Array, Cache, CausalConv3d, sub_cache
 from sorajax.models.wan_vae_config import WanVAEConfig, smallest_wan_clip_shape
 from sorajax.models.wan_vae_layers import (
@@ -120,7 +116,7 @@ class WanDecoder(nn.Module):
         return h.astype(jnp.float32), new
 
 
-class WanVAE(nn.Module):
+class WanVAE(WholeClipCoder, nn.Module):
     """Encoder, ``quant_conv``, diagonal Gaussian, ``post_quant_conv``, decoder; stored latent statistics.
 
     ``cache=None`` in the ``*_chunk`` methods means "this chunk starts the video".
@@ -139,35 +135,6 @@ class WanVAE(nn.Module):
             self.stats_std = self.variable("latent_stats", "std", lambda: config_stats(cfg)["std"])
         else:
             self.stats_mean = self.stats_std = None
-
-    def __call__(self, x: Array, sample_posterior: bool = True) -> tuple[Array, Array, Array]:
-        """Encode, sample the posterior (rng stream 'sample'), decode: ``(video, mean, logvar)``."""
-        mean, logvar = self.encode(x)
-        z = mean
-        if sample_posterior:
-            z = mean + jnp.exp(0.5 * logvar) * jax.random.normal(self.make_rng("sample"), mean.shape)
-        return self.decode(z), mean, logvar
-
-    # ---- whole clip ------------------------------------------------------------------------
-    def encode(self, x: Array) -> tuple[Array, Array]:
-        """Posterior ``(mean, logvar)``, each ``[B, t, h, w, z]`` float32."""
-        _check_rank_and_channels(x, self.config.image_channels, "video")
-        self.config.validate_video_shape(*x.shape[1:4])
-        mean, logvar, _ = self.encode_chunk(x, None)
-        return mean, logvar
-
-    def decode(self, z: Array) -> Array:
-        """Video ``[B, 1 + 4(t-1), H, W, 3]`` in [-1, 1] from latents ``[B, t, h, w, z]``."""
-        x, _ = self.decode_chunk(z, None)
-        return x
-
-    def encode_normalized(self, x: Array) -> Array:
-        """Posterior mean normalised per channel: ``(z - latents_mean) / latents_std``."""
-        return normalize_latents(self.encode(x)[0], self._stats())
-
-    def decode_normalized(self, z: Array) -> Array:
-        """Inverse of :meth:`encode_normalized` followed by :meth:`decode`."""
-        return self.decode(denormalize_latents(z, self._stats()))
 
     # ---- causal chunks ---------------------------------------------------------------------
     def encode_chunk(self, x: Array, cache: Cache) -> tuple[Array, Array, Cache]:

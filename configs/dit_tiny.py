@@ -23,8 +23,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
     # sorajax.models.dit.DiTConfig fields on top of a preset; patch_dim/text_dim are filled in from the
     # autoencoder and text encoder.
+    # modulation: 'per_block' (adaLN-Zero, a width -> 6 width projection in every block) or 'shared'
+    # (adaLN-single: one projection for all blocks + a table per block; docs/results.md compares them).
     c.model = ml_collections.ConfigDict(dict(preset="tiny", width=128, depth=4, num_heads=4, dtype="float32",
-                                             frame_position_every_block=False))
+                                             frame_position_every_block=False, modulation="per_block"))
     c.patch = (1, 2, 2)  # on the x4 autoencoder's 16x16 latents: 8x8 tokens per latent frame of a 64x64 clip
     c.prediction = "velocity"
 

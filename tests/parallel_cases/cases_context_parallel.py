@@ -94,3 +94,33 @@ def test_ulysses_with_heads_not_divisible_names_the_fix():
     seg = jnp.asarray(_packed_segments())
     with pytest.raises(ValueError, match="divisible by sequence"):
         _attend("ulysses", dict(data=2, sequence=4), q, k, v, seg)
+
+
+def test_splash_without_context_parallelism_runs_per_device_and_equals_full_attention():
+    """Splash (a Pallas kernel XLA cannot partition on TPU) under a mesh that shards rows and heads."""
+    from sorajax.parallel.context_parallel import per_device_attention
+
+    length = 128  # splash tiles by 128
+    keys = jax.random.split(jax.random.key(3), 3)
+    q, k, v = (jax.random.normal(key, (BATCH, length, HEADS, HEAD_DIM), jnp.float32) for key in keys)
+    seg = np.zeros((BATCH, length), np.int32)
+    seg[0, :50], seg[0, 50:100], seg[1, :128] = 1, 2, 1  # row 0 ends in 28 padding tokens
+    seg = jnp.asarray(seg)
+    full = dot_product_attention(q, k, v, seg, seg, "xla")
+    out = _attend_with("splash", dict(data=2, tensor=2, fsdp=2), q, k, v, seg)
+    np.testing.assert_allclose(np.asarray(out), np.asarray(full), atol=2e-5, rtol=1e-5)
+    np.testing.assert_array_equal(np.asarray(out)[0, 100:], 0.0)
+    with jax.set_mesh(make_mesh(dict(data=2, sequence=4))), nn.logical_axis_rules(DIT_RULES):
+        with pytest.raises(ValueError, match="context_parallel='ring' or 'ulysses'"):
+            per_device_attention(lambda *a: a[0], q, k, v, seg, seg)
+
+
+def _attend_with(implementation: str, mesh_shape: dict, q, k, v, seg):
+    mesh = make_mesh(mesh_shape)
+
+    def f(q, k, v, seg):
+        with nn.logical_axis_rules(DIT_RULES):
+            return dot_product_attention(q, k, v, seg, seg, implementation)
+
+    with jax.set_mesh(mesh):
+        return jax.jit(f)(q, k, v, seg)

@@ -124,6 +124,15 @@ def test_loads_a_sharded_folder_like_the_fixture(tmp_path, fixture, model):
     assert all(jax.tree.leaves(same))
 
 
+def test_scanned_layout_loads_and_computes_the_same(tmp_path, fixture, model):
+    write_folder(tmp_path / "transformer", fixture)
+    config, params = load_wan_dit(tmp_path / "transformer", scan_layers=True)
+    assert config.scan_layers and params["blocks"]["block"]["modulation_table"].shape == (2, 6, 32)
+    scanned = jax.jit(lambda p, *a: DiT(config).apply({"params": p}, *a))
+    out = run_one((config, scanned, params), fixture["latents_a"], fixture["per_token_t"], fixture["text_a"])
+    assert np.max(np.abs(out - fixture["out_per_token"])) < TOLERANCE
+
+
 def test_bad_folders_get_one_line_naming_file_and_key(tmp_path, fixture):
     cases = {
         "family": dict(config={"_class_name": "AutoencoderKLWan"}),

@@ -14,9 +14,11 @@ their keys are refused as unknown.
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
+import jax
 import numpy as np
 from einops import rearrange
 
@@ -134,11 +136,20 @@ def wan_dit_config(folder_config: dict, **overrides) -> DiTConfig:
     return DiTConfig(**fields)
 
 
-def load_wan_dit(folder: str | Path, dtype: Any = np.float32) -> tuple[DiTConfig, dict[str, Any]]:
+def stack_blocks(params: dict[str, Any], depth: int) -> dict[str, Any]:
+    """Per-block trees ``block_0 .. block_{depth-1}`` -> the ``scan_layers`` layout ``blocks/block`` [layers, ...]."""
+    flat = dict(params)
+    blocks = [flat.pop(f"block_{i}") for i in range(depth)]
+    flat["blocks"] = {"block": jax.tree.map(lambda *layers: np.stack(layers), *blocks)}
+    return flat
+
+
+def load_wan_dit(folder: str | Path, dtype: Any = np.float32, scan_layers: bool = False) -> tuple[DiTConfig, dict[str, Any]]:
     """(config, parameter tree) of a diffusers-format Wan transformer folder (``transformer/``).
 
     Every key must map to a parameter of the right shape and every parameter be filled
-    (``sorajax.models.pretrained``); errors are one line naming the file and the key.
+    (``sorajax.models.pretrained``); errors are one line naming the file and the key. ``scan_layers``
+    returns the config and tree of the scanned model (one compiled block: fast compiles at 30-40 layers).
     """
     raw = folder_config(folder, WAN_DIT_FAMILIES, "a Wan transformer")
     try:
@@ -147,4 +158,6 @@ def load_wan_dit(folder: str | Path, dtype: Any = np.float32) -> tuple[DiTConfig
         raise CheckpointError(f"{Path(folder) / 'config.json'}: {error}") from None
     params = fill_params(read_tensors(checkpoint_files(folder)), wan_dit_key_map(config), abstract_params(config),
                          f"the Wan transformer in {folder}", dtype)
+    if scan_layers:
+        return dataclasses.replace(config, scan_layers=True), stack_blocks(params, config.depth)
     return config, params

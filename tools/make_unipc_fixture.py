@@ -1,6 +1,7 @@
 """Write the UniPC parity fixture from diffusers' `UniPCMultistepScheduler` (flow sigmas, flow prediction).
 
-Why: Wan samples with UniPC by default; sorajax's `diffusion/unipc.py` must take the same steps. A fixed
+Why: Wan samples with UniPC by default; sorajax's `diffusion/unipc.py` (sampler method 'unipc') must take
+the same steps. A fixed
 non-linear velocity field stands in for the network (the scheduler is what is compared), so the test needs
 only numpy and JAX. Run once in the PyTorch environment (see tools/make_wan_dit_fixture.py):
 

@@ -10,6 +10,7 @@ Network evaluations (NFE) for N = len(timesteps) - 1 steps ending at t = 0:
                             Euler, because the velocity at t = 0 is never needed and is where x0- and
                             eps-parameterised networks are least defined)
 - "dpmpp_2m": N            (second order from the second step on, reusing the previous x0 estimate)
+- "unipc":    N            (UniPC predictor-corrector, Wan's default solver: ``diffusion/unipc.py``)
 
 DPM-Solver++(2M) in flow terms. With alpha_t = 1 - t, sigma_t = t, lambda_t = log(alpha_t / sigma_t) and
 the data prediction D = x_t - t v, the exact-exponential first-order step from t to t' reduces to
@@ -31,10 +32,11 @@ import jax
 import jax.numpy as jnp
 
 from sorajax.diffusion.flow import add_noise
+from sorajax.diffusion.unipc import unipc
 
 # velocity_fn(x_t [B, L, P], t_tokens [B, L]) -> velocity [B, L, P]
 VelocityFn = Callable[[jax.Array, jax.Array], jax.Array]
-SAMPLER_METHODS: tuple[str, ...] = ("euler", "heun", "dpmpp_2m")
+SAMPLER_METHODS: tuple[str, ...] = ("euler", "heun", "dpmpp_2m", "unipc")
 
 
 def num_function_evals(method: str, num_steps: int, ends_at_zero: bool = True) -> int:
@@ -149,7 +151,7 @@ def _dpmpp_2m(velocity_fn: VelocityFn, x: jax.Array, timesteps: jax.Array, cond:
     return x
 
 
-_SOLVERS = {"euler": _euler, "heun": _heun, "dpmpp_2m": _dpmpp_2m}
+_SOLVERS = {"euler": _euler, "heun": _heun, "dpmpp_2m": _dpmpp_2m, "unipc": unipc}
 
 
 def sample(

@@ -1,98 +1,91 @@
 """UniPC for flow matching: the solver Wan samples with by default (Zhao et al. 2023, "UniPC").
 
-A multistep predictor-corrector in the log-SNR variable ``lambda = log((1 - sigma) / sigma)`` of the
-rectified-flow path ``x = (1 - sigma) x0 + sigma eps``, written on the network's x0 prediction
-``x0 = x - sigma v``. Each step corrects the sample just reached with the new prediction (UniC,
-order of the previous step), then predicts the next one (UniP, second order once two predictions
-exist, first order at the last step); the B(h) = e^h - 1 variant ("bh2"). The grid is the one Wan's
-pipelines use: N points from 1 to 1/1000, shifted by ``shift``, the first nudged below 1, then 0.
-Coefficients are scalars of the grid, computed on the host in float64; the updates run in JAX.
+A multistep predictor-corrector in the log-SNR variable ``lambda = log((1 - t) / t)`` of the
+rectified-flow path ``x = (1 - t) x0 + t eps``, on the network's data prediction ``D = x - t v``.
+Each step first corrects the sample it arrived at with the new prediction (UniC, of the previous
+step's order), then predicts the next sample (UniP: second order once two predictions exist, first
+order into the last noise level), in the B(h) = e^h - 1 form ("bh2"), as diffusers'
+``UniPCMultistepScheduler`` with flow sigmas does. One network evaluation per step.
+
+Ends are limits of the formulas: a start at t = 1 (lambda = -inf) or an end at t = 0 (+inf) make the
+ratios ``r`` infinite or zero, which the closed-form 2x2 solve below turns into vanishing corrections,
+so sorajax's grids (starting at exactly 1) and Wan's (``wan_sigmas``: starting at 1 - 1e-6) both work.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from typing import Any, Callable
 
 import jax
+import jax.numpy as jnp
 import numpy as np
-
-Array = jax.Array
-Velocity = Callable[[Array, float], Array]  # v(x, sigma)
 
 TRAIN_TIMESTEPS = 1000
 
 
-def unipc_sigmas(steps: int, shift: float) -> np.ndarray:
-    """``steps + 1`` noise levels from ~1 to 0: Wan's flow grid (float32, as its scheduler keeps them)."""
+def wan_sigmas(steps: int, shift: float) -> np.ndarray:
+    """Wan's sampling grid (diffusers' flow sigmas): N levels from 1 to 1/1000, shifted, the first
+    nudged below 1, then 0; float32 as its scheduler keeps them. Compare ``timesteps.sampling_timesteps``."""
     if steps < 1:
-        raise ValueError(f"UniPC needs at least 1 step, got {steps}")
+        raise ValueError(f"a sampling grid needs at least 1 step, got {steps}")
     sigmas = np.linspace(1.0, 1.0 / TRAIN_TIMESTEPS, steps + 1)[:-1]
     sigmas = shift * sigmas / (1 + (shift - 1) * sigmas)
     if abs(sigmas[0] - 1.0) < 1e-6:
-        sigmas[0] -= 1e-6  # log-SNR is infinite at sigma = 1
+        sigmas[0] -= 1e-6
     return np.concatenate([sigmas, [0.0]]).astype(np.float32)
 
 
-def _lam(sigma: float) -> float:
-    with np.errstate(divide="ignore"):
-        return float(np.log(np.float64(1.0 - sigma)) - np.log(np.float64(sigma)))
+def _log_snr(t: jax.Array) -> jax.Array:
+    return jnp.log1p(-t) - jnp.log(t)
 
 
-def _phis(h: float) -> tuple[float, float, float]:
-    """(e^-h - 1, b_1, b_2): the step's phi function and the B(h)-scaled right-hand sides of orders 1 and 2."""
-    hh = -h
-    h_phi_1 = float(np.expm1(hh))
-    b_h = h_phi_1
-    h_phi_k = h_phi_1 / hh - 1.0
-    b1 = h_phi_k / b_h
-    h_phi_k = h_phi_k / hh - 0.5
-    b2 = h_phi_k * 2.0 / b_h
-    return h_phi_1, b1, b2
+def _coefficients(t_from: jax.Array, t_to: jax.Array, t_older: jax.Array):
+    """(B(h), b1, b2, r): the step's exponential factor, order-1/2 right-hand sides, older point's ratio."""
+    lam_from = _log_snr(t_from)
+    h = _log_snr(t_to) - lam_from
+    b_h = jnp.expm1(-h)  # e^-h - 1 (data prediction), also h*phi_1
+    phi = b_h / -h - 1.0
+    b1 = phi / b_h
+    b2 = (phi / -h - 0.5) * 2.0 / b_h
+    r = (_log_snr(t_older) - lam_from) / h
+    return b_h, b1, b2, r
 
 
-def _update(x: Array, m0: Array, sigma_s0: float, sigma_t: float, residual: Array | float) -> Array:
-    """``x_t = sigma_t / sigma_s0 x - alpha_t (e^-h - 1) m0 - alpha_t B(h) residual``."""
-    h_phi_1 = _phis(_lam(sigma_t) - _lam(sigma_s0))[0]
-    alpha_t = 1.0 - sigma_t
-    return (sigma_t / sigma_s0) * x - alpha_t * h_phi_1 * m0 - alpha_t * h_phi_1 * residual
+def _update(x: jax.Array, t_from: jax.Array, t_to: jax.Array, b_h: jax.Array, d0: jax.Array,
+            residual: jax.Array) -> jax.Array:
+    """``x' = (t'/t) x - (1 - t') B(h) (D0 + residual)`` (the first two terms are the exact first-order step)."""
+    return (t_to / t_from) * x - (1.0 - t_to) * b_h * (d0 + residual)
 
 
-def sample_unipc(velocity: Velocity, x: Array, sigmas: np.ndarray, order: int = 2) -> Array:
-    """Integrate from ``x`` at ``sigmas[0]`` to ``sigmas[-1]`` (= 0) with UniPC of ``order`` 1 or 2."""
-    if order not in (1, 2):
-        raise ValueError(f"UniPC order must be 1 or 2, got {order}")
-    sigmas = [float(s) for s in np.asarray(sigmas, np.float32)]
-    steps = len(sigmas) - 1
-    preds: list[Array] = []  # x0 predictions, newest last
-    last_x, last_order = None, 0
-    for i in range(steps):
-        pred = x - sigmas[i] * velocity(x, sigmas[i])
-        if last_x is not None:  # UniC: correct the sample just reached with the new prediction
-            x = _correct(last_x, preds, pred, sigmas, i, last_order)
-        preds = (preds + [pred])[-2:]
-        this_order = min(order, steps - i, len(preds))
-        last_x, last_order = x, this_order
-        x = _predict(x, preds, sigmas, i, this_order)  # UniP
+def unipc(velocity_fn: Callable[[jax.Array, jax.Array], jax.Array], x: jax.Array, timesteps: jax.Array,
+          cond: Any) -> jax.Array:
+    """UniPC-2 over ``timesteps`` (decreasing, ending at 0); ``cond`` holds given tokens (``samplers``)."""
+    n = timesteps.shape[0] - 1
+
+    def t_at(i):
+        return timesteps[jnp.clip(i, 0, n)]
+
+    def body(i, carry):
+        x, last_x, d_prev, d_prev2 = carry
+        t = t_at(i)
+        d = x - t * velocity_fn(x, cond.token_t(t))
+        # UniC: correct the sample reached by the last step (from t_at(i - 1)) with the new prediction.
+        b_h, b1, b2, r = _coefficients(t_at(i - 1), t, t_at(i - 2))
+        first = _update(last_x, t_at(i - 1), t, b_h, d_prev, 0.5 * (d - d_prev))
+        rho0 = jnp.where(jnp.isfinite(r), (b1 - b2) / (1.0 - r), 0.0)  # the 2x2 solve, closed form
+        older = jnp.where(jnp.isfinite(r) & (r != 0), (d_prev2 - d_prev) / r, 0.0)
+        second = _update(last_x, t_at(i - 1), t, b_h, d_prev, rho0 * older + (b1 - rho0) * (d - d_prev))
+        last_order = jnp.minimum(i, 2)  # the order the previous step predicted with (at most 2, 1 at step 1)
+        corrected = cond.hold(jnp.where(last_order >= 2, second, first))
+        x = jnp.where((i > 0) & (t_at(i - 1) != t), corrected, x)  # nothing to correct after a zero-length step
+        # UniP: predict the next sample; first order at the first and the last step.
+        b_h, _, _, r = _coefficients(t, t_at(i + 1), t_at(i - 1))
+        d1 = jnp.where(jnp.isfinite(r) & (r != 0), (d_prev - d) / r, 0.0)
+        second_order = (i > 0) & (i < n - 1)
+        x_next = cond.hold(_update(x, t, t_at(i + 1), b_h, d, jnp.where(second_order, 0.5 * d1, 0.0)))
+        x_next = jnp.where(t_at(i + 1) == t, x, x_next)  # a zero-length step leaves x exactly as it is
+        return x_next, x, d, d_prev
+
+    zeros = jnp.zeros_like(x)
+    x, *_ = jax.lax.fori_loop(0, n, body, (x, x, zeros, zeros))
     return x
-
-
-def _predict(x: Array, preds: list[Array], sigmas: list[float], i: int, order: int) -> Array:
-    s0, t = sigmas[i], sigmas[i + 1]
-    m0 = preds[-1]
-    if order == 1:
-        return _update(x, m0, s0, t, 0.0)
-    h = _lam(t) - _lam(s0)
-    r1 = (_lam(sigmas[i - 1]) - _lam(s0)) / h
-    return _update(x, m0, s0, t, 0.5 * (preds[-2] - m0) / r1)
-
-
-def _correct(x: Array, preds: list[Array], pred: Array, sigmas: list[float], i: int, order: int) -> Array:
-    s0, t = sigmas[i - 1], sigmas[i]
-    m0 = preds[-1]
-    _, b1, b2 = _phis(_lam(t) - _lam(s0))
-    if order == 1:
-        return _update(x, m0, s0, t, 0.5 * (pred - m0))
-    h = _lam(t) - _lam(s0)
-    r1 = (_lam(sigmas[i - 2]) - _lam(s0)) / h
-    rho = np.linalg.solve(np.array([[1.0, 1.0], [r1, 1.0]]), np.array([b1, b2]))
-    return _update(x, m0, s0, t, rho[0] * (preds[-2] - m0) / r1 + rho[1] * (pred - m0))

@@ -132,7 +132,7 @@ def test_conditioning_tokens_held_exactly_and_seen_clean(method):
 
 
 def test_nfe_table_matches_documentation():
-    assert [samplers.num_function_evals(m, 10) for m in METHODS] == [10, 19, 10]
+    assert [samplers.num_function_evals(m, 10) for m in METHODS] == [10, 19, 10, 10]
     with pytest.raises(ValueError, match="unknown sampler method"):
         samplers.num_function_evals("ddim", 10)
 

@@ -32,6 +32,7 @@ import numpy as np
 from absl import app, flags
 
 from sorajax import cli, prompting
+from sorajax.diffusion.samplers import SAMPLER_METHODS
 from sorajax.eval.contact_sheet import contact_sheet
 from sorajax.logging_setup import quiet_library_logs
 from sorajax.long_video import generate_long_video
@@ -49,7 +50,7 @@ _HEIGHT = flags.DEFINE_integer("height", None, "pixels")
 _FRAMES = flags.DEFINE_integer("frames", None, "1 + 4k frames; 1 makes an image")
 _SEED = flags.DEFINE_integer("seed", 0, "noise seed")
 _STEPS = flags.DEFINE_integer("steps", None, "sampler steps (default: the run's config)")
-_SAMPLER = flags.DEFINE_enum("sampler", None, ["euler", "heun", "dpmpp_2m"], "ODE solver")
+_SAMPLER = flags.DEFINE_enum("sampler", None, list(SAMPLER_METHODS), "ODE solver")
 _GUIDANCE = flags.DEFINE_float("guidance", None, "classifier-free guidance scale (1 = none)")
 _FPS = flags.DEFINE_float("fps", 8.0, "frames per second of the written mp4")
 _OUT = flags.DEFINE_string("out", "outputs", "output folder")

@@ -8,6 +8,7 @@ import dataclasses
 from absl import app, flags
 
 from sorajax import cli
+from sorajax.diffusion.samplers import SAMPLER_METHODS
 from sorajax.eval.probe_report import format_report, run_probe_report
 from sorajax.logging_setup import quiet_library_logs
 from sorajax.pipeline import Pipeline
@@ -16,7 +17,7 @@ _RUN = flags.DEFINE_string("run", "runs/main/dit", "DiT run directory")
 _NUM = flags.DEFINE_integer("num_prompts", 48, "prompts from the fixed probe set")
 _FRAMES = flags.DEFINE_integer("frames", 9, "frames per video prompt (1 + 4k)")
 _STEPS = flags.DEFINE_integer("steps", None, "sampler steps (default: the run's config)")
-_SAMPLER = flags.DEFINE_enum("sampler", None, ["euler", "heun", "dpmpp_2m"], "ODE solver")
+_SAMPLER = flags.DEFINE_enum("sampler", None, list(SAMPLER_METHODS), "ODE solver")
 _GUIDANCE = flags.DEFINE_float("guidance", None, "classifier-free guidance scale")
 _SEED = flags.DEFINE_integer("seed", 0, "noise seed")
 _OUT = flags.DEFINE_string("out", None, "folder for probe_report.json and a contact sheet")

@@ -162,6 +162,18 @@ class CausalResBlock(nn.Module):
         return skip + h, {"conv1": cache1, "conv2": cache2}
 
 
+def attend_within_frames(x: Array, normed: Array, dtype: Any) -> Array:
+    """``x`` plus single-head attention among each frame's pixels of ``normed`` (never across time, so
+    the autoencoder stays causal). Call inside a compact module: it adds that module's 'qkv' and 'out'."""
+    batch, _, height, width, channels = x.shape
+    qkv = nn.Dense(3 * channels, dtype=dtype, param_dtype=jnp.float32, name="qkv")(normed.astype(dtype))
+    qkv = rearrange(qkv, "b t h w (three n d) -> three (b t) (h w) n d", three=3, n=1)
+    out = jax.nn.dot_product_attention(qkv[0], qkv[1], qkv[2])
+    out = rearrange(out, "(b t) (h w) n d -> b t h w (n d)", b=batch, h=height, w=width)
+    out = nn.Dense(channels, dtype=dtype, param_dtype=jnp.float32, name="out")(out)
+    return x.astype(dtype) + out
+
+
 class FrameSelfAttention(nn.Module):
     """Single-head self-attention over the pixels of each frame separately.
 
@@ -174,14 +186,7 @@ class FrameSelfAttention(nn.Module):
 
     @nn.compact
     def __call__(self, x: Array) -> Array:
-        batch, _, height, width, channels = x.shape
-        h = FrameGroupNorm(self.num_groups, name="norm")(x).astype(self.dtype)
-        qkv = nn.Dense(3 * channels, dtype=self.dtype, param_dtype=jnp.float32, name="qkv")(h)
-        qkv = rearrange(qkv, "b t h w (three n d) -> three (b t) (h w) n d", three=3, n=1)
-        out = jax.nn.dot_product_attention(qkv[0], qkv[1], qkv[2])
-        out = rearrange(out, "(b t) (h w) n d -> b t h w (n d)", b=batch, h=height, w=width)
-        out = nn.Dense(channels, dtype=self.dtype, param_dtype=jnp.float32, name="out")(out)
-        return x.astype(self.dtype) + out
+        return attend_within_frames(x, FrameGroupNorm(self.num_groups, name="norm")(x), self.dtype)
 
 
 class Downsample(nn.Module):

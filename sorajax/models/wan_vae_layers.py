@@ -29,6 +29,7 @@ import jax.numpy as jnp
 from einops import rearrange, reduce, repeat
 
 from sorajax.models.vae_layers import (
+    attend_within_frames,
     Array,
     Cache,
     CausalConv3d,
@@ -115,14 +116,7 @@ class WanFrameAttention(nn.Module):
 
     @nn.compact
     def __call__(self, x: Array) -> Array:
-        batch, _, height, width, channels = x.shape
-        h = WanRMSNorm(name="norm")(x).astype(self.dtype)
-        qkv = nn.Dense(3 * channels, dtype=self.dtype, param_dtype=jnp.float32, name="qkv")(h)
-        qkv = rearrange(qkv, "b t h w (three n d) -> three (b t) (h w) n d", three=3, n=1)
-        out = jax.nn.dot_product_attention(qkv[0], qkv[1], qkv[2])
-        out = rearrange(out, "(b t) (h w) n d -> b t h w (n d)", b=batch, h=height, w=width)
-        out = nn.Dense(channels, dtype=self.dtype, param_dtype=jnp.float32, name="out")(out)
-        return x.astype(self.dtype) + out
+        return attend_within_frames(x, WanRMSNorm(name="norm")(x), self.dtype)
 
 
 class WanDownsample(nn.Module):

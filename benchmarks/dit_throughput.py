@@ -62,6 +62,14 @@ def compiled_train_step(dit: DiT, batch: PackedBatch):
     return state, placed, step.lower(state, placed).compile()
 
 
+def guided_forward(dit: DiT):
+    """One sampler step's network work: the DiT on the batch's rows twice (CFG's two branches), jitted."""
+    double = lambda x: jnp.concatenate([x, x], axis=0)  # noqa: E731
+    return jax.jit(lambda p, b: dit.apply({"params": p}, double(b.tokens), double(b.positions),
+                                          double(b.segment_ids), double(b.t), double(b.text),
+                                          double(b.text_segment_ids)))
+
+
 def flops_of(compiled) -> float:
     analysis = compiled.cost_analysis()
     analysis = analysis[0] if isinstance(analysis, (list, tuple)) else analysis
@@ -86,10 +94,7 @@ def bench(preset: str, rows: int, seq_len: int, dtype: str, repeats: int, modula
     train_flops = flops_of(compiled)
     train_s = timed(lambda s: compiled(s, batch)[1]["loss"], state, repeats=repeats)
 
-    double = lambda x: jnp.concatenate([x, x], axis=0)  # CFG: conditional and unconditional rows
-    forward = jax.jit(lambda p, b: dit.apply({"params": p}, double(b.tokens), double(b.positions),
-                                             double(b.segment_ids), double(b.t), double(b.text),
-                                             double(b.text_segment_ids))).lower(params, batch).compile()
+    forward = guided_forward(dit).lower(params, batch).compile()
     sample_s = timed(forward, params, batch, repeats=repeats)
     tokens = rows * seq_len
     return dict(preset=preset, modulation=modulation, params=sum(x.size for x in jax.tree.leaves(params)), tokens=tokens,

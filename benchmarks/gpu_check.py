@@ -30,7 +30,7 @@ import jax.numpy as jnp
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from dit_throughput import compiled_train_step, flops_of, packed_batch, timed  # noqa: E402
+from dit_throughput import compiled_train_step, flops_of, guided_forward, packed_batch, timed  # noqa: E402
 from mfu import matmul_peak  # noqa: E402
 
 from sorajax.models.attention import dot_product_attention  # noqa: E402
@@ -104,11 +104,7 @@ def preset_row(preset: str, impl: str, dtype: str, rows: int, seq_len: int, repe
     flops = flops_of(step)
     loss = float(step(state, batch)[1]["loss"])
     seconds = timed(lambda s: step(s, batch)[1]["loss"], state, repeats=repeats)
-    double = lambda x: jnp.concatenate([x, x], axis=0)  # noqa: E731  CFG: conditional and unconditional rows
-    forward = jax.jit(lambda p, b: dit.apply({"params": p}, double(b.tokens), double(b.positions),
-                                             double(b.segment_ids), double(b.t), double(b.text),
-                                             double(b.text_segment_ids)))
-    sample_s = timed(forward, state.params, batch, repeats=repeats)
+    sample_s = timed(guided_forward(dit), state.params, batch, repeats=repeats)
     rate = flops / seconds
     mfu_pub = f"{rate / published:8.1%}" if published else f"{'-':>8s}"
     params = sum(x.size for x in jax.tree.leaves(state.params))

@@ -30,7 +30,7 @@ from sorajax.config_dataclasses import check_sections  # noqa: E402
 from sorajax.config_loading import load_config  # noqa: E402
 from sorajax.data.config import DiTDataConfig  # noqa: E402
 from sorajax.diffusion.sampling import packed_denoiser  # noqa: E402
-from sorajax.models.dit import DiT, parameter_count  # noqa: E402
+from sorajax.models.dit import DiT, example_inputs, parameter_count  # noqa: E402
 from sorajax.parallel.mesh import MeshConfig, describe, make_mesh  # noqa: E402
 from sorajax.parallel.rules import DIT_RULES, rules_from_config  # noqa: E402
 from sorajax.parallel.sharding import abstract_sharded, tree_shardings, with_shardings  # noqa: E402
@@ -172,7 +172,8 @@ def compile_sample_step(config: ml_collections.ConfigDict, devices: Sequence[Any
     """Compile one guided sampler step: the DiT on 2 x ``data.rows`` rows (conditional + unconditional), bf16 weights."""
     _, data, cfg, model, mesh, rules = _setup(config, devices)
     batch = abstract_batch(2 * data.rows, data.seq_len, data.text_len, cfg.patch_dim, cfg.text_dim)
-    params = abstract_sharded(lambda: model.init(jax.random.key(0), *_example(batch))["params"], mesh, rules)
+    example = example_inputs(cfg, 2 * data.rows, data.seq_len, data.text_len)
+    params = abstract_sharded(lambda: model.init(jax.random.key(0), *example)["params"], mesh, rules)
     params = jax.tree.map(lambda p: jax.ShapeDtypeStruct(p.shape, jnp.bfloat16, sharding=p.sharding), params)
     batch = with_shardings(batch, tree_shardings(batch, mesh, rules, packed_batch_axes))
     denoise = packed_denoiser(model)
@@ -180,12 +181,6 @@ def compile_sample_step(config: ml_collections.ConfigDict, devices: Sequence[Any
     step = MeshStep(lambda p, b: denoise(p, b.tokens, b.t, b), mesh, rules, out_shardings=token_sharding)
     return _report(step.lower(params, batch).compile(), devices, topology, mesh, cfg, 2 * data.rows * data.seq_len,
                    model_flops(cfg, 2 * data.rows, data.seq_len, data.text_len, train=False))
-
-
-def _example(batch: PackedBatch) -> tuple[jax.Array, ...]:
-    """Zero-filled DiT inputs of the batch's shapes, for tracing the parameters' shapes."""
-    return tuple(jnp.zeros(x.shape, x.dtype) for x in (batch.tokens, batch.positions, batch.segment_ids, batch.t,
-                                                       batch.text, batch.text_segment_ids))
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -29,3 +29,14 @@ def test_fits_compares_against_the_chip_memory():
     assert small.fits is True and big.fits is False
     assert small.tflops_per_step == pytest.approx(4.0)
     assert "DOES NOT FIT" in "\n".join(big.lines())
+
+
+def test_sample_step_compiles_both_guidance_branches_with_bf16_weights():
+    from sorajax.aot_compile import compile_sample_step
+
+    config = load_config("configs/dit_scale.py:tiny8")
+    report = compile_sample_step(config, topology_devices("cpu"), "cpu")
+    assert report.tokens_per_step == 2 * 4 * 64  # the conditional and unconditional rows of 4 clips
+    assert report.state_bytes_per_chip < 2 * report.params  # bf16 weights, no optimizer state
+    # The shape count charges the text projections per video token: ~10% above XLA on this short-row config.
+    assert report.model_flops == pytest.approx(report.tflops_per_step * 1e12, rel=0.15)

@@ -32,6 +32,7 @@ DIT_RULES: Rules = (
     ("text_embed", None),
     ("patch", None),
     ("layers", None),
+    ("lora_rank", None),  # LoRA adapters' rank axis (sorajax.models.lora): small, kept whole
 )
 
 VAE_RULES: Rules = (

@@ -11,6 +11,7 @@ from typing import Any
 
 from sorajax.config_dataclasses import from_mapping
 from sorajax.data.config import Size, check_sizes
+from sorajax.models.lora import LoraConfig
 
 
 @dataclasses.dataclass(frozen=True)
@@ -54,9 +55,15 @@ class DiTTrainConfig(TrainConfig):
     ema_decay: float = 0.995
     caption_dropout: float = 0.1
     init_from: str = ""  # fine-tune: another DiT run's weights ('dir' or 'dir:step'), same model config
+    lora: LoraConfig = dataclasses.field(default_factory=LoraConfig)  # rank > 0: train adapters of init_from
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        if not isinstance(self.lora, LoraConfig):
+            object.__setattr__(self, "lora", LoraConfig.from_mapping(self.lora))
+        if self.lora.enabled and not self.init_from:
+            raise ValueError(f"train.lora.rank={self.lora.rank} needs a base: set train.init_from to the DiT run "
+                             "to adapt ('dir' or 'dir:step'), or train.lora.rank=0 to train from scratch")
         if not 0 <= self.ema_decay < 1:
             raise ValueError(f"train.ema_decay must be in [0, 1), got {self.ema_decay}")
         if not 0 <= self.caption_dropout <= 1:

@@ -21,6 +21,7 @@ from sorajax.diffusion.flow import add_noise, flow_matching_loss, prediction_tar
 from sorajax.diffusion.guidance import drop_captions
 from sorajax.diffusion.sampling import Denoiser
 from sorajax.diffusion.timesteps import TrainingTimeConfig, training_t
+from sorajax.models.lora import LoraConfig, init_adapters
 from sorajax.patches import PackedBatch
 
 
@@ -33,15 +34,25 @@ class DiTTrainState:
     rng: jax.Array
 
 
-def init_state(model: Any, optimizer: optax.GradientTransformation, example: PackedBatch, seed: int) -> DiTTrainState:
+def init_state(model: Any, optimizer: optax.GradientTransformation, example: PackedBatch, seed: int,
+               lora: LoraConfig | None = None) -> DiTTrainState:
     """The fresh state (params still in their logical boxes; the runner unboxes them, born sharded).
 
-    `example` gives only shapes (one row is traced); the EMA starts as a copy of the weights.
+    `example` gives only shapes (one row is traced); the EMA starts as a copy of the weights. With
+    `lora` enabled the trained params are the adapters alone (the DiT's own weights are only traced
+    for their shapes and names: the base comes from another run).
     """
     init_rng, state_rng = jax.random.split(jax.random.PRNGKey(seed))
     row = jax.tree.map(lambda x: jnp.zeros((1, *x.shape[1:]), x.dtype), example)
-    params = model.init(init_rng, row.tokens, row.positions, row.segment_ids, row.t, row.text,
-                        row.text_segment_ids)["params"]
+
+    def dit_params(rng: jax.Array) -> Any:
+        return model.init(rng, row.tokens, row.positions, row.segment_ids, row.t, row.text,
+                          row.text_segment_ids)["params"]
+
+    if lora is not None and lora.enabled:
+        params = init_adapters(jax.eval_shape(dit_params, init_rng), lora, init_rng)
+    else:
+        params = dit_params(init_rng)
     return DiTTrainState(step=jnp.asarray(0, jnp.int32), params=params, ema_params=jax.tree.map(jnp.copy, params),
                          opt_state=optimizer.init(params), rng=state_rng)
 
@@ -66,14 +77,31 @@ def diffusion_loss(
     return loss, {"loss": loss, "mean_t": mean_t, "loss_tokens": aux["num_loss_tokens"]}
 
 
+def own_weights(frozen: Any, trainable: Any) -> Any:
+    """The network's weights when all of them train (no frozen part)."""
+    del frozen
+    return trainable
+
+
 def make_train_step(
     denoise: Denoiser, optimizer: optax.GradientTransformation, time_config: TrainingTimeConfig,
     caption_dropout: float, ema_decay: float, prediction: str = "velocity",
-) -> Callable[[DiTTrainState, PackedBatch], tuple[DiTTrainState, dict[str, jax.Array]]]:
-    def train_step(state: DiTTrainState, batch: PackedBatch) -> tuple[DiTTrainState, dict[str, jax.Array]]:
+    weights: Callable[[Any, Any], Any] = own_weights,
+) -> Callable[..., tuple[DiTTrainState, dict[str, jax.Array]]]:
+    """`train_step(state, batch, frozen=None)`; the denoiser runs with `weights(frozen, state.params)`.
+
+    LoRA passes the base as `frozen` and merges the adapters into it (`sorajax.train.lora_run`): the
+    gradient, the optimizer and the EMA see only the adapters.
+    """
+
+    def loss_of(trainable: Any, frozen: Any, *args: Any) -> tuple[jax.Array, dict[str, jax.Array]]:
+        return diffusion_loss(denoise, weights(jax.lax.stop_gradient(frozen), trainable), *args)
+
+    def train_step(state: DiTTrainState, batch: PackedBatch,
+                   frozen: Any = None) -> tuple[DiTTrainState, dict[str, jax.Array]]:
         rng, step_rng = jax.random.split(state.rng)
-        grad_fn = jax.value_and_grad(diffusion_loss, argnums=1, has_aux=True)
-        (_, metrics), grads = grad_fn(denoise, state.params, batch, step_rng, time_config, caption_dropout, prediction)
+        grad_fn = jax.value_and_grad(loss_of, has_aux=True)
+        (_, metrics), grads = grad_fn(state.params, frozen, batch, step_rng, time_config, caption_dropout, prediction)
         updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
         ema = optax.incremental_update(params, state.ema_params, step_size=1.0 - ema_decay)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+import flax.linen as nn
 import jax
 import ml_collections
 import numpy as np
@@ -37,17 +38,20 @@ from sorajax.diffusion.sampling import packed_denoiser
 from sorajax.diffusion.validation import validation_loss
 from sorajax.eval.caption_layout import LAYOUT_LEVELS, mirrored_clip_set
 from sorajax.models.build import build_text_encoder
-from sorajax.models.dit import DiT
+from sorajax.models.dit import DiT, abstract_params
+from sorajax.models.lora import init_adapters, parameter_count, target_kernels
 from sorajax.parallel.context import MeshContext
 from sorajax.parallel.distributed import host_rows
 from sorajax.parallel.mesh import MeshConfig
 from sorajax.parallel.rules import DIT_RULES, Rules, rules_from_config
+from sorajax.parallel.sharding import with_shardings
 from sorajax.patches import PackedBatch, packed_batch_axes
 from sorajax.runs.dit_spec import SECTIONS, DiTSpec
 from sorajax.runs.loaders import TrainedAutoencoder, load_autoencoder
 from sorajax.runs.paths import PathLike, RunLink, run_path
 from sorajax.train.config import DiTEvalConfig, DiTTrainConfig
-from sorajax.train.dit_step import init_state, make_train_step
+from sorajax.train.dit_step import init_state, make_train_step, own_weights
+from sorajax.train.lora_run import BASE_KEY, LORA_KEY, load_base, lora_fingerprint, merged_weights, resolve_base
 from sorajax.train.optim import make_optimizer
 from sorajax.train.runner import Trainer, run_training
 
@@ -143,34 +147,48 @@ def train_dit(config: ml_collections.ConfigDict, workdir: PathLike) -> dict[str,
     denoise = packed_denoiser(model)
     data = _ClipData(cfg, autoencoder, text_encoder, run)
     optimizer = make_optimizer(cfg.train)
+    lora = cfg.train.lora
+    fingerprint, meta, frozen, weights = cfg.spec.fingerprint, {}, None, own_weights
+    if lora.enabled:  # the base is frozen (restored sharded, never saved); the state holds only adapters
+        base = resolve_base(cfg.train.init_from, run, cfg.spec.fingerprint, TRAIN_COMMAND)
+        boxed = abstract_params(model.config)
+        target = with_shardings(nn.meta.unbox(boxed), ctx.shardings(boxed))
+        frozen, weights = load_base(base, run, lora.base_weights, target, TRAIN_COMMAND), merged_weights(lora)
+        fingerprint = lora_fingerprint(cfg.spec.fingerprint, lora)
+        meta = {LORA_KEY: lora.to_dict(), BASE_KEY: base}
+        adapters = jax.eval_shape(lambda: init_adapters(boxed, lora, jax.random.PRNGKey(0)))
+        print(f"LoRA rank {lora.rank} (scale {lora.scale:g}) on {len(target_kernels(boxed, lora))} kernels: "
+              f"{parameter_count(adapters):,} trainable parameters, base {parameter_count(boxed):,} frozen "
+              f"({base['run']['absolute']} step {base['step']}, {lora.base_weights})")
     step = make_train_step(denoise, optimizer, cfg.spec.time, cfg.train.caption_dropout, cfg.train.ema_decay,
-                           cfg.spec.prediction)
-    loss = ctx.jit_replicated(lambda params, batch, seed: validation_loss(
-        denoise, params, batch, seed, prediction=cfg.spec.prediction))
-    high_noise = ctx.jit_replicated(lambda params, batch, seed: validation_loss(
-        denoise, params, batch, seed, LAYOUT_LEVELS, cfg.spec.prediction))
+                           cfg.spec.prediction, weights)
+    loss = ctx.jit_replicated(lambda frozen, params, batch, seed: validation_loss(
+        denoise, weights(frozen, params), batch, seed, prediction=cfg.spec.prediction))
+    high_noise = ctx.jit_replicated(lambda frozen, params, batch, seed: validation_loss(
+        denoise, weights(frozen, params), batch, seed, LAYOUT_LEVELS, cfg.spec.prediction))
     eval_batches = [ctx.put(b, packed_batch_axes) for b in data.eval_batches]
     mirror_batches = [ctx.put(b, packed_batch_axes) for b in data.mirror_batches]
 
     def evaluate(state: Any) -> tuple[Any, dict[str, float]]:
         def mean_loss(params: Any) -> float:
-            return float(np.mean([loss(params, b, i) for i, b in enumerate(eval_batches)]))
+            return float(np.mean([loss(frozen, params, b, i) for i, b in enumerate(eval_batches)]))
 
-        gap = np.mean([high_noise(state.ema_params, m, i) - high_noise(state.ema_params, b, i)
+        gap = np.mean([high_noise(frozen, state.ema_params, m, i) - high_noise(frozen, state.ema_params, b, i)
                        for i, (b, m) in enumerate(zip(eval_batches, mirror_batches))])
         return state, {"val_loss": mean_loss(state.params), "val_loss_ema": mean_loss(state.ema_params),
                        "val_layout_gap_ema": float(gap)}
 
     trainer = Trainer(
         name="dit", train_command=TRAIN_COMMAND,
-        init_state=lambda: init_state(model, optimizer, data.eval_batches[0], cfg.seed),
-        train_step=step, batches=data.batches, batch_axes=packed_batch_axes, fingerprint=cfg.spec.fingerprint,
+        init_state=lambda: init_state(model, optimizer, data.eval_batches[0], cfg.seed, lora),
+        train_step=step, batches=data.batches, batch_axes=packed_batch_axes, fingerprint=fingerprint,
         meta={"vae_step": autoencoder.step, "autoencoder": RunLink.between(autoencoder.run, run).to_json(),
-              "text_encoder": text_encoder.fingerprint},
+              "text_encoder": text_encoder.fingerprint, **meta},
         evaluate=evaluate, eval_every=cfg.eval.every, count_items=_count_items, prepare_batch=data.prepare,
-        warm_start_checks={"vae_step": autoencoder.step},
+        warm_start_checks={"vae_step": autoencoder.step}, frozen=() if frozen is None else (frozen,),
     )
-    metrics = run_training(ctx, trainer, cfg.train, run, config, init_from=cfg.train.init_from)
+    # LoRA reads its base above; a full fine-tune copies init_from's weights into the state.
+    metrics = run_training(ctx, trainer, cfg.train, run, config, init_from="" if lora.enabled else cfg.train.init_from)
     if metrics:
         print("held-out: " + ", ".join(f"{k}={v:.4f}" for k, v in metrics.items()))
     return metrics

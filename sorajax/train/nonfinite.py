@@ -23,8 +23,8 @@ class NonFiniteLossError(RuntimeError):
 def skip_nonfinite(train_step: Callable[[Any, Any], tuple[Any, dict]]) -> Callable[[Any, Any], tuple[Any, dict]]:
     """`train_step` whose NaN/Inf steps leave the state as it was (but for `step` and `rng`)."""
 
-    def guarded(state: Any, batch: Any) -> tuple[Any, dict]:
-        new, metrics = train_step(state, batch)
+    def guarded(state: Any, batch: Any, *frozen: Any) -> tuple[Any, dict]:
+        new, metrics = train_step(state, batch, *frozen)
         finite = jnp.isfinite(metrics["loss"]) & jnp.isfinite(metrics["grad_norm"])
         kept = jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, state)
         metrics = {**metrics, "nonfinite": (~finite).astype(jnp.int32)}

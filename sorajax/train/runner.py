@@ -51,6 +51,7 @@ class Trainer:
     prepare_batch: Callable[[Any], Any] = lambda batch: batch  # e.g. encode a streamed pixel batch
     state_axes: NamesFor | None = None  # names of state leaves not in logical boxes
     warm_start_checks: dict = dataclasses.field(default_factory=dict)  # metadata an init_from source must match
+    frozen: tuple = ()  # arrays the step reads but never updates (LoRA's base weights): its extra arguments
 
 
 class StopRequest:
@@ -148,7 +149,7 @@ def _loop(ctx: MeshContext, trainer: Trainer, settings: TrainConfig, state: Any,
     with StopRequest() as stop, tqdm(total=last, initial=start, desc=trainer.name, dynamic_ncols=True) as bar:
         for step in range(start + 1, last + 1):
             batch = next(trainer.batches)
-            state, metrics = step_fn(state, ctx.put(trainer.prepare_batch(batch), trainer.batch_axes))
+            state, metrics = step_fn(state, ctx.put(trainer.prepare_batch(batch), trainer.batch_axes), *trainer.frozen)
             settle()
             pending.append((step, metrics["nonfinite"]))
             items += trainer.count_items(batch)

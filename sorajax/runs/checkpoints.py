@@ -101,6 +101,15 @@ class Checkpointer:
         restored = self._manager.restore(step, args=ocp.args.Composite(state=args))
         return dict(restored["state"])
 
+    def saved_shapes(self, entry: str, step: int | None = None) -> Any:
+        """ShapeDtypeStructs of one top-level entry of the saved state, from Orbax's metadata (no array is read).
+
+        For trees whose structure only the checkpoint knows (a LoRA run's adapters)."""
+        step = self._step_or_latest(step)
+        with ocp.PyTreeCheckpointer() as reader:
+            tree = reader.metadata(self.directory / str(step) / "state").item_metadata.tree
+        return jax.tree.map(lambda m: jax.ShapeDtypeStruct(tuple(m.shape), m.dtype), tree[entry])
+
     def read_meta(self, step: int | None = None) -> dict:
         """Reads only the JSON metadata of a checkpoint (config, step), no arrays."""
         step = self._step_or_latest(step)

@@ -13,16 +13,20 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+import jax
 import ml_collections
 from etils import epath
+from jax.sharding import NamedSharding, PartitionSpec
 
+from sorajax.models.lora import LoraConfig, merge
 from sorajax.models.vae import CausalVAE, VAEConfig, abstract_variables
-from sorajax.runs.checkpoints import CheckpointNotFoundError, checkpoints_dir, read_run_meta, restore_run_part
+from sorajax.runs.checkpoints import CheckpointNotFoundError, checkpoints_dir, open_run, read_run_meta, restore_run_part
 from sorajax.runs.paths import PathLike, RunLink, run_path
 
 TRAIN_VAE = "python -m sorajax.train_vae --config=configs/vae_tiny.py"
 TRAIN_DIT = "python -m sorajax.train_dit (or python -m sorajax.main)"
 WEIGHTS = ("ema_params", "params")
+LORA_KEY, LORA_BASE_KEY = "lora", "lora_base"  # a LoRA run's checkpoint meta: its LoraConfig and its base
 
 
 @dataclasses.dataclass(frozen=True)
@@ -49,11 +53,39 @@ def load_autoencoder(run: PathLike, step: int | None = None) -> TrainedAutoencod
 
 
 def load_weights(run: PathLike, step: int | None, abstract_params: Any, weights: str = "ema_params") -> Any:
-    """One weight tree of a DiT run (`ema_params` or `params`), restored into `abstract_params`' structure."""
+    """One weight tree of a DiT run (`ema_params` or `params`), restored into `abstract_params`' structure.
+
+    A LoRA run's tree is its base's weights with the run's adapters (raw or EMA) merged in.
+    """
     if weights not in WEIGHTS:
         raise ValueError(f"weights {weights!r} are not saved by the trainer: use one of {WEIGHTS}")
+    meta = read_run_meta(run, step, TRAIN_DIT)
+    if LORA_KEY in meta:
+        return _merged_lora_weights(run, int(meta["step"]), meta, abstract_params, weights)
     restored, _ = restore_run_part(run, step, TRAIN_DIT, {weights: abstract_params})
     return restored[weights]
+
+
+def load_lora_base(base: dict, run: PathLike, weights: str, target: Any, train_command: str = TRAIN_DIT) -> Any:
+    """The frozen base of LoRA run `run` (its meta entry `base`: link, step): weight tree `weights`, restored
+    into `target` (ShapeDtypeStructs; with shardings to come back sharded)."""
+    source = find_linked_run(RunLink.from_json(base["run"]), run, "LoRA base")
+    restored, _ = restore_run_part(source, int(base["step"]), train_command, {weights: target})
+    return restored[weights]
+
+
+def _merged_lora_weights(run: PathLike, step: int, meta: dict, abstract_params: Any, weights: str) -> Any:
+    lora = LoraConfig.from_mapping(meta[LORA_KEY])
+    base = load_lora_base(meta[LORA_BASE_KEY], run, lora.base_weights, abstract_params)
+    ckpt = open_run(run, step, TRAIN_DIT)
+    try:  # the adapters' shapes as saved: the params tree alone does not say which kernel axes are inputs
+        adapters = ckpt.restore_part({weights: ckpt.saved_shapes(weights, step)}, step=step)[weights]
+    finally:
+        ckpt.close()
+    sharding = jax.tree.leaves(base)[0].sharding
+    if isinstance(sharding, NamedSharding):  # a base laid out over a mesh: the (small) adapters replicated on it
+        adapters = jax.device_put(adapters, NamedSharding(sharding.mesh, PartitionSpec()))
+    return merge(base, adapters, lora.scale)
 
 
 def find_linked_run(link: RunLink, base: PathLike, what: str) -> epath.Path:

@@ -47,11 +47,11 @@ from sorajax.parallel.rules import DIT_RULES, Rules, rules_from_config
 from sorajax.parallel.sharding import with_shardings
 from sorajax.patches import PackedBatch, packed_batch_axes
 from sorajax.runs.dit_spec import SECTIONS, DiTSpec
-from sorajax.runs.loaders import TrainedAutoencoder, load_autoencoder
+from sorajax.runs.loaders import LORA_BASE_KEY, LORA_KEY, TrainedAutoencoder, load_autoencoder, load_lora_base
 from sorajax.runs.paths import PathLike, RunLink, run_path
 from sorajax.train.config import DiTEvalConfig, DiTTrainConfig
 from sorajax.train.dit_step import init_state, make_train_step, own_weights
-from sorajax.train.lora_run import BASE_KEY, LORA_KEY, load_base, lora_fingerprint, merged_weights, resolve_base
+from sorajax.train.lora_run import lora_fingerprint, merged_weights, resolve_base
 from sorajax.train.optim import make_optimizer
 from sorajax.train.runner import Trainer, run_training
 
@@ -153,9 +153,9 @@ def train_dit(config: ml_collections.ConfigDict, workdir: PathLike) -> dict[str,
         base = resolve_base(cfg.train.init_from, run, cfg.spec.fingerprint, TRAIN_COMMAND)
         boxed = abstract_params(model.config)
         target = with_shardings(nn.meta.unbox(boxed), ctx.shardings(boxed))
-        frozen, weights = load_base(base, run, lora.base_weights, target, TRAIN_COMMAND), merged_weights(lora)
+        frozen, weights = load_lora_base(base, run, lora.base_weights, target, TRAIN_COMMAND), merged_weights(lora)
         fingerprint = lora_fingerprint(cfg.spec.fingerprint, lora)
-        meta = {LORA_KEY: lora.to_dict(), BASE_KEY: base}
+        meta = {LORA_KEY: lora.to_dict(), LORA_BASE_KEY: base}
         adapters = jax.eval_shape(lambda: init_adapters(boxed, lora, jax.random.PRNGKey(0)))
         print(f"LoRA rank {lora.rank} (scale {lora.scale:g}) on {len(target_kernels(boxed, lora))} kernels: "
               f"{parameter_count(adapters):,} trainable parameters, base {parameter_count(boxed):,} frozen "

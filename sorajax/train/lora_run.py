@@ -11,16 +11,14 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Any
+from typing import Any, Callable
 
 from sorajax.models.lora import LoraConfig, merge
-from sorajax.runs.checkpoints import Checkpointer, checkpoints_dir, read_run_meta, restore_run_part
+from sorajax.runs.checkpoints import Checkpointer, checkpoints_dir, read_run_meta
+from sorajax.runs.loaders import LORA_BASE_KEY
 from sorajax.runs.paths import PathLike, RunLink, run_path
 from sorajax.runs.records import fingerprint, fingerprint_differences
 from sorajax.train.warm_start import parse_source
-
-BASE_KEY = "lora_base"  # checkpoint meta entry: {run: RunLink, step, weights, fingerprint}
-LORA_KEY = "lora"  # checkpoint meta entry: the LoraConfig as a dict
 
 
 def lora_fingerprint(model_fingerprint: str, lora: LoraConfig) -> str:
@@ -37,10 +35,10 @@ def _recorded_base(run: PathLike) -> dict | None:
         meta = ckpt.read_meta() if ckpt.latest_step() is not None else None
     finally:
         ckpt.close()
-    if meta is not None and BASE_KEY not in meta:
-        raise ValueError(f"the checkpoints in {run} are not a LoRA run's (no {BASE_KEY!r} in their meta): pass a "
+    if meta is not None and LORA_BASE_KEY not in meta:
+        raise ValueError(f"the checkpoints in {run} are not a LoRA run's (no {LORA_BASE_KEY!r} in their meta): pass a "
                          "new --workdir for a LoRA fine-tune, or set train.lora.rank=0 to resume that run")
-    return None if meta is None else meta[BASE_KEY]
+    return None if meta is None else meta[LORA_BASE_KEY]
 
 
 def resolve_base(spec: str, run: PathLike, model_fingerprint: str, train_command: str) -> dict:
@@ -76,16 +74,6 @@ def resolve_base(spec: str, run: PathLike, model_fingerprint: str, train_command
     return {"run": RunLink.between(source, run).to_json(), "step": int(meta["step"]), "fingerprint": base_fingerprint}
 
 
-def load_base(base: dict, run: PathLike, weights: str, target: Any, train_command: str) -> Any:
-    """The base weight tree `weights` of the entry `base`, restored into `target` (ShapeDtypeStructs, with
-    shardings to come back sharded). `run` is the LoRA run the entry's link is relative to."""
-    from sorajax.runs.loaders import find_linked_run  # loaders import this module for LoRA runs
-
-    source = find_linked_run(RunLink.from_json(base["run"]), run, "LoRA base")
-    restored, _ = restore_run_part(source, int(base["step"]), train_command, {weights: target})
-    return restored[weights]
-
-
-def merged_weights(lora: LoraConfig):
+def merged_weights(lora: LoraConfig) -> Callable[[Any, Any], Any]:
     """`weights(frozen, trainable)` for `make_train_step` and evaluation: the base with the adapters merged."""
     return lambda base, adapters: merge(base, adapters, lora.scale)

@@ -96,7 +96,7 @@ def target_kernels(boxed_params: Any, lora: LoraConfig) -> dict[tuple[str, ...],
     patterns = [re.compile(p) for p in lora.targets]
     chosen = {path: leaf for path, leaf in kernels.items() if any(p.search(_path_name(path)) for p in patterns)}
     if not chosen:
-        examples = ", ".join(_path_name(p) for p in list(kernels)[:6])
+        examples = ", ".join(sorted(_path_name(p) for p in kernels)[:6])
         raise ValueError(f"train.lora.targets {list(lora.targets)} match no kernel of this DiT; its kernels are "
                          f"e.g. {examples}")
     return chosen

@@ -11,6 +11,9 @@ Variants (`--config=configs/dit_tiny.py:VARIANT`):
   mesh    the default, over a device mesh (all devices data-parallel; override e.g.
           --config.mesh.fsdp=4 --config.mesh.data=-1): sharded state, per-host batches.
   smoke   a few steps with a tiny random text encoder, for tests.
+  lora    LoRA fine-tuning of the main job's DiT (runs/main/dit; override --config.train.init_from): rank-16
+          adapters of every block's attention and MLP kernels train, the base stays frozen; the run saves
+          only adapters. Sample it as any run, or export it with `python -m sorajax.merge_lora`.
 """
 
 import ml_collections
@@ -100,6 +103,11 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     elif arg == "mesh":  # sorajax.parallel.mesh.MeshConfig fields; -1 fills with the devices left
         c.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1, sequence=1, tensor=1))
         c.parallel = ml_collections.ConfigDict(dict(rules=None))  # None: the default logical axis rules
+    elif arg == "lora":
+        c.train.init_from = "runs/main/dit"
+        c.train.lora.rank, c.train.lora.alpha = 16, 16.0
+        c.train.steps, c.train.warmup_steps, c.train.learning_rate, c.train.save_every = 500, 20, 3e-3, 250
+        c.eval.every = 250
     elif arg not in (None, ""):
-        raise ValueError(f"unknown variant {arg!r} for configs/dit_tiny.py; use '', 'long', 'mesh' or 'smoke'")
+        raise ValueError(f"unknown variant {arg!r} for configs/dit_tiny.py; use '', 'long', 'mesh', 'smoke' or 'lora'")
     return c

@@ -55,10 +55,11 @@ def main(argv: list[str]) -> None:
     if not os.path.isdir(os.path.join(base, "checkpoints")):
         train_dit(dit_config(vae, _BASE_STEPS.value, **{"train.learning_rate": 3e-3, "train.warmup_steps": 20}), base)
     fine = {"full": {"train.learning_rate": 1e-3},
-            "lora": {"train.learning_rate": 1e-2, "train.lora.rank": 8, "train.lora.alpha": 8.0}}
+            "lora": {"train.learning_rate": 1e-2, "train.lora.rank": 8, "train.lora.alpha": 8.0,
+                     "train.lora.base_weights": "params"}}  # both start from the base's raw weights
     before = train_dit(dit_config(vae, 1, **SHIFTED, **{"train.init_from": base, "train.warmup_steps": 1}),
                        os.path.join(work, "before"))
-    table = {"before (base on shifted clips)": {"val_loss_ema": before["val_loss_ema"]}}
+    table = {"before (base on shifted clips)": {"val_loss": before["val_loss"], "val_loss_ema": before["val_loss_ema"]}}
     for name, extra in fine.items():
         run = os.path.join(work, name)
         metrics = train_dit(dit_config(vae, _STEPS.value, **SHIFTED, **{"train.init_from": base,

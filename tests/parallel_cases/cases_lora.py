@@ -50,7 +50,8 @@ def test_sharded_lora_steps_equal_one_device(name, reference):
     state, new, loss, shardings = _lora_step(MESHES[name])
     assert max_abs_diff(state.params, ref_state.params) < 1e-7  # the same adapters, born sharded
     np.testing.assert_allclose(loss, ref_loss, rtol=1e-5)
-    assert max_abs_diff(new.params, ref_new.params) < 1e-5
+    # Reduction order differs by mesh; Adam steps of 1e-2 make that ~1e-5 (a missing all-reduce: ~1e-2).
+    assert max_abs_diff(new.params, ref_new.params) < 5e-5
     assert max_abs_diff(new.params, state.params) > 1e-4  # the steps moved the adapters
     query = shardings.params["blocks"]["block"]["self_attn"]["query"]["kernel"]
     # A: [layers, embed, rank] -> embed over fsdp; B: [layers, rank, heads, kv] -> heads over tensor; rank whole.

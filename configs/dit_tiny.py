@@ -69,9 +69,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         async_checkpoints=True,
         init_from="",  # fine-tune: another DiT run's weights ('dir' or 'dir:step'), same model config
         # LoRA (sorajax.models.lora.LoraConfig): rank > 0 trains low-rank adapters of init_from's kernels only.
-        lora=ml_collections.ConfigDict(dict(rank=0, alpha=0.0, targets=(r"(self|cross)_attn/(query|key|value|out)/kernel$",
-                                                                        r"mlp/fc[12]/kernel$"),
-                                            base_weights="ema_params")),
+        lora=ml_collections.ConfigDict(dict(
+            rank=0, alpha=0.0, base_weights="ema_params",
+            targets=(r"(self|cross)_attn/(query|key|value|out)/kernel$", r"mlp/fc[12]/kernel$"),
+        )),
     ))
     c.eval = ml_collections.ConfigDict(dict(every=500, num_clips=64))
 

@@ -42,7 +42,8 @@ def test_merge_is_the_base_at_init_and_w_plus_scaled_a_b_after(scan):
     query = out[:-2] + ("query", "kernel")
     lead = "l" if scan else ""
     w = traverse_util.flatten_dict(base)
-    expected_out = w[out] + 2.0 * jnp.einsum(f"{lead}hkr,{lead}ro->{lead}hko", flat[(*out, "lora_a")], flat[(*out, "lora_b")])
+    expected_out = w[out] + 2.0 * jnp.einsum(f"{lead}hkr,{lead}ro->{lead}hko", flat[(*out, "lora_a")],
+                                             flat[(*out, "lora_b")])
     expected_q = w[query] + 2.0 * jnp.einsum(f"{lead}ir,{lead}rhk->{lead}ihk", flat[(*query, "lora_a")],
                                              flat[(*query, "lora_b")])
     np.testing.assert_allclose(merged[out], expected_out, atol=1e-6)
@@ -110,12 +111,16 @@ def test_checkpoint_holds_only_adapters_the_base_is_untouched_and_resume_is_exac
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
 
 
-def test_resume_refuses_another_base_step(runs, tmp_path):
+def test_resume_refuses_another_base_and_bad_targets(runs, tmp_path):
     vae, base, straight = runs
     copy = str(tmp_path / "copy")
     shutil.copytree(straight, copy)
     with pytest.raises(ValueError, match="names step 2, but this LoRA run's adapters were trained on step 4"):
         train_dit(_config(vae, 6, **{**_lora(base), "train.init_from": f"{base}:2"}), copy)
+    with pytest.raises(ValueError, match="is not the base this LoRA run was trained on"):
+        train_dit(_config(vae, 6, **{**_lora(base), "train.init_from": str(tmp_path)}), copy)
+    with pytest.raises(ValueError, match=r"targets \['nope'\] match no kernel of this DiT; its kernels are e.g. block_0/"):
+        train_dit(_config(vae, 1, **{**_lora(base), "train.lora.targets": ("nope",)}), str(tmp_path / "t"))
 
 
 def test_merged_export_equals_the_on_the_fly_merge(runs, tmp_path):

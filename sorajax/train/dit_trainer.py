@@ -150,14 +150,15 @@ def train_dit(config: ml_collections.ConfigDict, workdir: PathLike) -> dict[str,
     lora = cfg.train.lora
     fingerprint, meta, frozen, weights = cfg.spec.fingerprint, {}, None, own_weights
     if lora.enabled:  # the base is frozen (restored sharded, never saved); the state holds only adapters
-        base = resolve_base(cfg.train.init_from, run, cfg.spec.fingerprint, TRAIN_COMMAND)
         boxed = abstract_params(model.config)
+        kernels = target_kernels(boxed, lora)  # targets that match nothing are refused before any weight is read
+        base = resolve_base(cfg.train.init_from, run, cfg.spec.fingerprint, TRAIN_COMMAND)
         target = with_shardings(nn.meta.unbox(boxed), ctx.shardings(boxed))
         frozen, weights = load_lora_base(base, run, lora.base_weights, target, TRAIN_COMMAND), merged_weights(lora)
         fingerprint = lora_fingerprint(cfg.spec.fingerprint, lora)
         meta = {LORA_KEY: lora.to_dict(), LORA_BASE_KEY: base}
         adapters = jax.eval_shape(lambda: init_adapters(boxed, lora, jax.random.PRNGKey(0)))
-        print(f"LoRA rank {lora.rank} (scale {lora.scale:g}) on {len(target_kernels(boxed, lora))} kernels: "
+        print(f"LoRA rank {lora.rank} (scale {lora.scale:g}) on {len(kernels)} kernels: "
               f"{parameter_count(adapters):,} trainable parameters, base {parameter_count(boxed):,} frozen "
               f"({base['run']['absolute']} step {base['step']}, {lora.base_weights})")
     step = make_train_step(denoise, optimizer, cfg.spec.time, cfg.train.caption_dropout, cfg.train.ema_decay,

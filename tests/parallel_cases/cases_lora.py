@@ -10,7 +10,6 @@ from sorajax.diffusion.sampling import packed_denoiser
 from sorajax.diffusion.timesteps import TrainingTimeConfig
 from sorajax.models.dit import DiT, abstract_params
 from sorajax.models.lora import LoraConfig
-from sorajax.parallel.sharding import with_shardings
 from sorajax.parallel.steps import state_step
 from sorajax.patches import packed_batch_axes as batch_axes
 from sorajax.train.dit_step import init_state, make_train_step

@@ -22,8 +22,9 @@ from sorajax.train.warm_start import parse_source
 
 
 def lora_fingerprint(model_fingerprint: str, lora: LoraConfig) -> str:
-    """The run's fingerprint: the model's plus the adapters' shape settings (resume refuses other adapters)."""
-    return fingerprint({**json.loads(model_fingerprint), "lora": {"rank": lora.rank, "targets": list(lora.targets)}})
+    """The model's fingerprint plus the adapters' settings: resume refuses other adapters or base weights."""
+    adapters = {"rank": lora.rank, "targets": list(lora.targets), "base_weights": lora.base_weights}
+    return fingerprint({**json.loads(model_fingerprint), "lora": adapters})
 
 
 def _recorded_base(run: PathLike) -> dict | None:
@@ -42,7 +43,7 @@ def _recorded_base(run: PathLike) -> dict | None:
 
 
 def resolve_base(spec: str, run: PathLike, model_fingerprint: str, train_command: str) -> dict:
-    """The base entry ({run, step, weights, fingerprint}) for a start of the LoRA run `run` on `spec`.
+    """The base entry ({run, step, fingerprint}) for a start of the LoRA run `run` on `spec`.
 
     A fresh run takes `spec`'s step (its newest unless 'dir:step'); a restart takes the recorded one
     and refuses a different run directory, step or model.

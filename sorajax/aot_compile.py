@@ -20,6 +20,7 @@ from typing import Any, Sequence
 # Other JAX processes on the machine hold libtpu's lock file; compiling needs no exclusive TPU access.
 os.environ.setdefault("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")
 
+import flax.linen as nn  # noqa: E402
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import ml_collections  # noqa: E402
@@ -30,7 +31,7 @@ from sorajax.config_dataclasses import check_sections  # noqa: E402
 from sorajax.config_loading import load_config  # noqa: E402
 from sorajax.data.config import DiTDataConfig  # noqa: E402
 from sorajax.diffusion.sampling import packed_denoiser  # noqa: E402
-from sorajax.models.dit import DiT, example_inputs, parameter_count  # noqa: E402
+from sorajax.models.dit import DiT, abstract_params, example_inputs, parameter_count  # noqa: E402
 from sorajax.parallel.mesh import MeshConfig, describe, make_mesh  # noqa: E402
 from sorajax.parallel.rules import DIT_RULES, rules_from_config  # noqa: E402
 from sorajax.parallel.sharding import abstract_sharded, tree_shardings, with_shardings  # noqa: E402
@@ -39,7 +40,8 @@ from sorajax.parallel.steps import MeshStep  # noqa: E402
 from sorajax.patches import PackedBatch, packed_batch_axes  # noqa: E402
 from sorajax.runs.dit_spec import SECTIONS, DiTSpec  # noqa: E402
 from sorajax.train.config import DiTTrainConfig  # noqa: E402
-from sorajax.train.dit_step import init_state, make_train_step  # noqa: E402
+from sorajax.train.dit_step import init_state, make_train_step, own_weights  # noqa: E402
+from sorajax.train.lora_run import merged_weights  # noqa: E402
 from sorajax.train.optim import make_optimizer  # noqa: E402
 from sorajax.train.runner import guarded_step  # noqa: E402
 
@@ -154,18 +156,29 @@ def _report(compiled: Any, devices: Sequence[Any], topology: str, mesh: Any, cfg
 
 
 def compile_train_step(config: ml_collections.ConfigDict, devices: Sequence[Any], topology: str = "cpu") -> CompileReport:
-    """Lower and compile the trainer's own (guarded) train step of ``config`` over ``devices``; nothing is allocated."""
+    """Lower and compile the trainer's own (guarded) train step of ``config`` over ``devices``; nothing is allocated.
+
+    With ``train.lora.rank > 0`` the state is the adapters (and their EMA and Adam moments) and the base
+    is a frozen bfloat16 argument laid out like the full state's weights, as `train_dit` runs LoRA.
+    """
     spec, data, cfg, model, mesh, rules = _setup(config, devices)
     train = DiTTrainConfig.from_mapping(config.train)
     optimizer = make_optimizer(train)
     batch = abstract_batch(data.rows, data.seq_len, data.text_len, cfg.patch_dim, cfg.text_dim)
-    state = abstract_sharded(lambda: init_state(model, optimizer, batch, 0), mesh, rules)
+    lora = train.lora if train.lora.enabled else None
+    state = abstract_sharded(lambda: init_state(model, optimizer, batch, 0, lora), mesh, rules)
+    frozen, weights = (), own_weights
+    if lora is not None:
+        boxed = abstract_params(cfg)
+        base = with_shardings(nn.meta.unbox(boxed), tree_shardings(boxed, mesh, rules))
+        frozen = (jax.tree.map(lambda p: jax.ShapeDtypeStruct(p.shape, jnp.bfloat16, sharding=p.sharding), base),)
+        weights = merged_weights(lora)
     batch = with_shardings(batch, tree_shardings(batch, mesh, rules, packed_batch_axes))
     step = make_train_step(packed_denoiser(model), optimizer, spec.time, train.caption_dropout, train.ema_decay,
-                           spec.prediction)
+                           spec.prediction, weights)
     jitted = guarded_step(MeshContext(mesh, rules), step, jax.tree.map(lambda x: x.sharding, state))
-    return _report(jitted.lower(state, batch).compile(), devices, topology, mesh, cfg, data.rows * data.seq_len,
-                   model_flops(cfg, data.rows, data.seq_len, data.text_len, train=True))
+    return _report(jitted.lower(state, batch, *frozen).compile(), devices, topology, mesh, cfg,
+                   data.rows * data.seq_len, model_flops(cfg, data.rows, data.seq_len, data.text_len, train=True))
 
 
 def compile_sample_step(config: ml_collections.ConfigDict, devices: Sequence[Any], topology: str = "cpu") -> CompileReport:

@@ -40,3 +40,18 @@ def test_sample_step_compiles_both_guidance_branches_with_bf16_weights():
     assert report.state_bytes_per_chip < 2 * report.params  # bf16 weights, no optimizer state
     # The shape count charges the text projections per video token: ~10% above XLA on this short-row config.
     assert report.model_flops == pytest.approx(report.tflops_per_step * 1e12, rel=0.15)
+
+
+def test_lora_train_step_holds_adapters_as_state_and_the_base_in_bf16():
+    config = load_config("configs/dit_scale.py:tiny8")
+    full = compile_train_step(config, topology_devices("cpu"), "cpu")
+    config.train.lora = dict(rank=4, alpha=4.0)
+    config.train.init_from = "runs/base"  # only recorded: the compile reads no weights
+    lora = compile_train_step(config, topology_devices("cpu"), "cpu")
+    # Full: params + EMA + 2 Adam moments in f32 (16 bytes a parameter); LoRA: the base in bf16 (2 bytes)
+    # plus the adapters' 4 f32 copies and the batch, all over fsdp=2: about a sixth of the full state here.
+    base_bf16 = 2 * full.params / 2
+    assert base_bf16 < lora.state_bytes_per_chip < full.state_bytes_per_chip / 4
+    # The base's forward and the backward through it still run, but frozen kernels need no weight gradient:
+    # about 2/3 of a full step's matmuls.
+    assert 0.6 * full.flops_per_chip < lora.flops_per_chip < 0.8 * full.flops_per_chip

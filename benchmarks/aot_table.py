@@ -8,6 +8,8 @@ needed; `pip install 'sorajax[tpu]'`). Large configs take minutes to compile on 
 TFLOP/step is XLA's cost analysis (a scanned layer loop counted once, splash kernels not at all);
 model TFLOP counts the matmuls from the shapes (``sorajax.aot_compile.model_flops``).
 A cell whose mesh does not fit the slice (e.g. sequence=16 on 4 chips) is reported as such.
+``--until_fits`` tries the topologies in the order given for each config and step and stops at the
+first that fits: the smallest slice, when they are listed smallest first.
 """
 
 from __future__ import annotations
@@ -27,12 +29,17 @@ def main() -> None:
     parser.add_argument("--steps", nargs="+", default=["train"], choices=["train", "sample"])
     parser.add_argument("--cells", nargs="+", default=None,
                         help="config@topology pairs instead of every config x topology")
+    parser.add_argument("--until_fits", action="store_true",
+                        help="per config and step, stop at the first topology that fits (list them smallest first)")
     args = parser.parse_args()
     cells = ([tuple(c.split("@")) for c in args.cells] if args.cells
              else [(name, topology) for name in args.configs for topology in args.topologies])
     print(f"{'config':14s} {'step':6s} {'topology':11s} {'chips':>5s} {'mesh':32s} {'GiB/chip':>9s} {'HBM':>5s} "
           f"{'TFLOP/step':>11s} {'model TFLOP':>12s} fits")
+    fitted: set = set()
     for (name, topology), step in itertools.product(cells, args.steps):
+        if args.until_fits and (name, step) in fitted:
+            continue
         devices = topology_devices(topology)
         compile_step = compile_train_step if step == "train" else compile_sample_step
         try:
@@ -42,6 +49,8 @@ def main() -> None:
             continue
         hbm = "?" if r.hbm_bytes is None else f"{r.hbm_bytes / GIB:.0f}"
         fits = "?" if r.fits is None else ("yes" if r.fits else "no")
+        if r.fits:
+            fitted.add((name, step))
         print(f"{name:14s} {step:6s} {topology:11s} {r.chips:5d} {r.mesh[:32]:32s} {r.bytes_per_chip / GIB:9.2f} "
               f"{hbm:>5s} {r.tflops_per_step:11.1f} {r.model_flops / 1e12:12.1f} {fits}", flush=True)
 

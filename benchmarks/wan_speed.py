@@ -348,7 +348,8 @@ def main() -> None:
     if args.worker:
         torch_worker(args)
         return
-    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    here = os.path.dirname(os.path.abspath(__file__))
+    sys.path[:0] = [here, os.path.dirname(here)]  # this checkout's sorajax, not another installed copy
     with tempfile.TemporaryDirectory(prefix="wan_speed_") as workdir:
         args.workdir = workdir
         result = run(args)

@@ -167,6 +167,9 @@ class SorajaxSide:
 
         self.jax = jax
         gpu = args.device == "gpu"
+        if gpu and jax.default_backend() != "gpu":
+            raise SystemExit(f"--device gpu, but JAX's backend is {jax.default_backend()!r}: run on a GPU machine "
+                             "or leave --device out")
         if weights:
             config, params = load_wan_dit(weights)
         else:
@@ -216,7 +219,7 @@ class SorajaxSide:
 
     def flops(self) -> tuple[float, float]:
         """(train, guided) FLOPs from XLA's cost analysis of the compiled steps."""
-        from dit_throughput import flops_of
+        from mfu import flops_of
 
         return flops_of(self.train_step), flops_of(self.guided_step)
 
@@ -240,7 +243,7 @@ class SorajaxSide:
 # ------------------------------------------------------------------------------------------------ the run
 def published_peak() -> float | None:
     import jax
-    from gpu_check import published_peak as peak_of
+    from mfu import published_peak as peak_of
 
     return peak_of(jax.devices()[0].device_kind) if jax.default_backend() == "gpu" else None
 

@@ -164,7 +164,11 @@ def torch_report(presets: list[str], step_seconds: dict[str, float | None], torc
 def wan_report(dry: bool, torch_python: str | None, timeout: int) -> bool:
     """benchmarks/wan_speed.py in its own process (its output printed as it is), time-boxed."""
     script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "wan_speed.py")
-    sides = ["sorajax", "diffusers"] if torch_python and shutil.which(torch_python) else ["sorajax"]
+    has_diffusers = bool(torch_python and shutil.which(torch_python)) and subprocess.run(
+        [torch_python, "-c", "import diffusers, torch"], capture_output=True).returncode == 0
+    sides = ["sorajax", "diffusers"] if has_diffusers else ["sorajax"]
+    if not has_diffusers:
+        print(f"diffusers side skipped: no interpreter with torch and diffusers ({torch_python!r})")
     size = ["--tiny"] if dry else ["--device=gpu", "--layers=4", "--frames=21", "--height=60", "--width=104",
                                    "--matmul_size=8192"]  # 81 frames of 480 x 832: 32,760 tokens
     cmd = [sys.executable, script, *size, "--sides", *sides, "--repeats=5"]

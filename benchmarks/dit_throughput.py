@@ -18,6 +18,7 @@ import time
 import jax
 import jax.numpy as jnp
 import numpy as np
+from mfu import flops_of
 
 from sorajax.config_loading import load_config
 from sorajax.diffusion.sampling import packed_denoiser
@@ -68,12 +69,6 @@ def guided_forward(dit: DiT):
     return jax.jit(lambda p, b: dit.apply({"params": p}, double(b.tokens), double(b.positions),
                                           double(b.segment_ids), double(b.t), double(b.text),
                                           double(b.text_segment_ids)))
-
-
-def flops_of(compiled) -> float:
-    analysis = compiled.cost_analysis()
-    analysis = analysis[0] if isinstance(analysis, (list, tuple)) else analysis
-    return float(analysis.get("flops", float("nan")))
 
 
 def timed(fn, *args, repeats: int) -> float:

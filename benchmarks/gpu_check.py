@@ -10,7 +10,9 @@ Prints, section by section (each line ``key: value`` or a table, so a run's log 
   [mfu]        train-step MFU of each preset in bf16, against the GPU's published dense bf16 peak and
                against the best matmul measured in this run; the CFG sampler step's seconds;
   [torch]      sorajax against its PyTorch reference DiT at the same shape, both on this GPU
-               (benchmarks/torch_reference.py), when an interpreter with torch is given.
+               (benchmarks/torch_reference.py), when an interpreter with torch is given;
+  [wan]        sorajax against diffusers' Wan transformer, train step and guided step, bf16, cuDNN / SDPA,
+               MFU of each side (benchmarks/wan_speed.py --device gpu; time-boxed by --wan_timeout).
 A failed check prints ``FAIL`` and the script exits non-zero after all sections ran.
 """
 
@@ -30,20 +32,13 @@ import jax.numpy as jnp
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from dit_throughput import compiled_train_step, flops_of, guided_forward, packed_batch, timed  # noqa: E402
-from mfu import matmul_peak  # noqa: E402
+from dit_throughput import compiled_train_step, guided_forward, packed_batch, timed  # noqa: E402
+from mfu import flops_of, matmul_peak, published_peak  # noqa: E402
 
 from sorajax.models.attention import dot_product_attention  # noqa: E402
 from sorajax.models.dit import DiT, DiTConfig  # noqa: E402
 
-# Published dense (no sparsity) bf16 tensor-core peaks, FLOP/s, by the device kind JAX reports.
 SAMPLES = 4  # samples packed per row (dit_throughput.packed_batch)
-PUBLISHED_BF16_PEAK = {"H100 80GB HBM3": 989e12, "H100 PCIe": 756e12, "H200": 989e12, "A100": 312e12}
-
-
-def published_peak(kind: str) -> float | None:
-    """The vendor's dense bf16 peak for ``kind`` (None where unknown, e.g. a CPU)."""
-    return next((peak for name, peak in PUBLISHED_BF16_PEAK.items() if name in kind), None)
 
 
 def section(name: str) -> None:
@@ -166,6 +161,31 @@ def torch_report(presets: list[str], step_seconds: dict[str, float | None], torc
     return ok
 
 
+def wan_report(dry: bool, torch_python: str | None, timeout: int) -> bool:
+    """benchmarks/wan_speed.py in its own process (its output printed as it is), time-boxed."""
+    script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "wan_speed.py")
+    has_diffusers = bool(torch_python and shutil.which(torch_python)) and subprocess.run(
+        [torch_python, "-c", "import diffusers, torch"], capture_output=True).returncode == 0
+    sides = ["sorajax", "diffusers"] if has_diffusers else ["sorajax"]
+    if not has_diffusers:
+        print(f"diffusers side skipped: no interpreter with torch and diffusers ({torch_python!r})")
+    size = ["--tiny"] if dry else ["--device=gpu", "--layers=4", "--frames=21", "--height=60", "--width=104",
+                                   "--matmul_size=8192"]  # 81 frames of 480 x 832: 32,760 tokens
+    cmd = [sys.executable, script, *size, "--sides", *sides, "--repeats=5"]
+    if torch_python:
+        cmd.append(f"--torch_python={torch_python}")
+    try:
+        result = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired as expired:
+        print((expired.stdout or b"").decode() if isinstance(expired.stdout, bytes) else (expired.stdout or ""))
+        print(f"wan_speed: FAIL: over the {timeout} s time box")
+        return False
+    print(result.stdout.rstrip())
+    if result.returncode != 0:
+        print(f"wan_speed: FAIL: {(result.stderr.strip().splitlines() or ['no output'])[-1][:300]}")
+    return result.returncode == 0
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dry", action="store_true", help="tiny sizes on whatever device is here (CI)")
@@ -176,6 +196,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=10)
     parser.add_argument("--torch_python", default=None, help="an interpreter with PyTorch (python3 on the GPU image)")
     parser.add_argument("--torch_presets", nargs="+", default=["S", "B"], help="a subset of --presets")
+    parser.add_argument("--wan_timeout", type=int, default=240, help="seconds for the [wan] section")
     args = parser.parse_args()
     if args.dry:
         args.presets, args.torch_presets, args.rows, args.seq_len, args.peak_size, args.repeats = (
@@ -200,6 +221,8 @@ def main() -> None:
     else:
         ok &= torch_report(args.torch_presets, step_seconds, args.torch_python, "cpu" if args.dry else "cuda", dtype,
                            args.rows, args.seq_len, args.peak_size, args.repeats)
+    section("wan")
+    ok &= wan_report(args.dry, args.torch_python, args.wan_timeout)
     section("summary")
     print(f"wall: {time.perf_counter() - start:.0f} s; checks: {'ok' if ok else 'FAIL'}")
     sys.exit(0 if ok else 1)

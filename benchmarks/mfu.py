@@ -19,9 +19,23 @@ import jax
 import jax.numpy as jnp
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from dit_throughput import compiled_train_step, flops_of, packed_batch  # noqa: E402
 
 from sorajax.models.dit import DiT, DiTConfig  # noqa: E402
+
+# Published dense (no sparsity) bf16 tensor-core peaks, FLOP/s, by the device kind JAX reports.
+PUBLISHED_BF16_PEAK = {"H100 80GB HBM3": 989e12, "H100 PCIe": 756e12, "H200": 989e12, "A100": 312e12}
+
+
+def published_peak(kind: str) -> float | None:
+    """The vendor's dense bf16 peak for ``kind`` (None where unknown, e.g. a CPU)."""
+    return next((peak for name, peak in PUBLISHED_BF16_PEAK.items() if name in kind), None)
+
+
+def flops_of(compiled) -> float:
+    """FLOPs of a compiled computation from XLA's cost analysis (NaN where XLA gives none)."""
+    analysis = compiled.cost_analysis()
+    analysis = analysis[0] if isinstance(analysis, (list, tuple)) else analysis
+    return float(analysis.get("flops", float("nan")))
 
 
 def matmul_peak(dtype: str, size: int, repeats: int = 10) -> float:
@@ -40,6 +54,8 @@ def matmul_peak(dtype: str, size: int, repeats: int = 10) -> float:
 
 def step_rate(preset: str, dtype: str, rows: int, seq_len: int, repeats: int) -> tuple[float, float]:
     """(FLOPs per train step, best step time in s) for the real step."""
+    from dit_throughput import compiled_train_step, packed_batch  # the trainer's stack: only where it is measured
+
     dit = DiT(DiTConfig.preset(preset, patch_dim=32, text_dim=384, dtype=dtype, attention_impl="auto"))
     state, batch, compiled = compiled_train_step(dit, packed_batch(rows, seq_len))
     jax.block_until_ready(compiled(state, batch))

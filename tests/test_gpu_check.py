@@ -14,10 +14,11 @@ def test_gpu_check_dry_run_prints_every_section_and_passes():
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     out = proc.stdout
-    for name in ("[versions]", "[tests]", "[mfu]", "[torch]", "[summary]"):
+    for name in ("[versions]", "[tests]", "[mfu]", "[torch]", "[wan]", "[summary]"):
         assert name in out, out
     assert "attention xla vs xla" in out and ": ok" in out
     row = next(line for line in out.splitlines() if line.startswith("tiny "))
     fields = row.split()
     assert fields[1] == "1.7M" and float(fields[2]) > 0 and float(fields[8]) > 0  # params, step s, finite loss
+    assert "guided  sorajax" in out  # the [wan] section ran wan_speed.py's tiny mode
     assert out.rstrip().endswith("checks: ok")

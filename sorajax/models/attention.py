@@ -4,7 +4,8 @@ Packed rows hold several samples (NaViT "patch n' pack"); a token may attend
 only to keys of its own sample. Every attention in the models goes through
 :func:`dot_product_attention`; one ``implementation`` switch picks the backend:
 
-- 'xla': ``jax.nn.dot_product_attention`` with a block-diagonal mask (everywhere);
+- 'xla': XLA einsums and a softmax with a block-diagonal mask (everywhere), computed as
+  ``jax.nn.dot_product_attention``'s XLA path does but heads-major (see :func:`heads_major_attention`);
 - 'cudnn': cuDNN flash attention (GPU, half precision); 'auto': cuDNN where it can run, else XLA;
 - 'splash': Pallas splash attention with segment ids (TPU; interpreted elsewhere, for tests);
 - 'ring' / 'ulysses': context parallelism over the ``sequence`` mesh axis
@@ -24,6 +25,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+from einops import rearrange
 
 from sorajax.models.splash_attention import compiling_for_tpu, splash_attention, splash_blocks
 from sorajax.parallel.context_parallel import context_parallel_attention, per_device_attention
@@ -126,6 +128,27 @@ def dot_product_attention(
     allowed = segment_mask(q_segment_ids, kv_segment_ids)
     has_key = jnp.any(allowed, axis=-1, keepdims=True)  # [B, 1, Lq, 1]
     mask = allowed | ~has_key  # a query with nothing to see looks at everything (finite), then is zeroed
-    out = jax.nn.dot_product_attention(q, k, v, mask=mask, implementation=backend)
+    if backend == "xla":
+        out = heads_major_attention(q, k, v, mask)
+    else:
+        out = jax.nn.dot_product_attention(q, k, v, mask=mask, implementation=backend)
     query_is_live = jnp.transpose(has_key, (0, 2, 1, 3))  # [B, Lq, 1, 1], broadcasts over heads and features
     return jnp.where(query_is_live, out, jnp.zeros_like(out))
+
+
+def heads_major_attention(q: Array, k: Array, v: Array, mask: Array) -> Array:
+    """Softmax attention of ``[B, L, N, H]`` inputs under a boolean ``[B, 1, Lq, Lk]`` mask, via XLA ops.
+
+    The same arithmetic as ``jax.nn.dot_product_attention(implementation='xla')`` (f32 logits and
+    softmax, probabilities cast back to the value dtype, masked logits at -0.7 * float32 max), but
+    q, k and v are first laid out heads-major ``[B, N, L, H]`` so that both batched matmuls run on
+    contiguous per-head matrices. Why: on CPU the token-major einsums transpose the [B, N, Lq, Lk]
+    logits' operands inside the dot, and this layout makes the attention ~20-25% cheaper (forward
+    and backward) at Wan's 12 heads of 128 (benchmarks/wan_speed.py).
+    """
+    precision = jax.lax.DotAlgorithmPreset.BF16_BF16_F32 if q.dtype == jnp.bfloat16 else None
+    qh, kh, vh = (rearrange(x, "b l n h -> b n l h") for x in (q * jnp.asarray(q.shape[-1] ** -0.5, q.dtype), k, v))
+    logits = jnp.einsum("bnqh,bnkh->bnqk", qh, kh, precision=precision, preferred_element_type=jnp.float32)
+    logits = jnp.where(mask, logits, jnp.float32(-0.7 * jnp.finfo(jnp.float32).max))
+    probs = jax.nn.softmax(logits, axis=-1).astype(v.dtype)
+    return rearrange(jnp.einsum("bnqk,bnkh->bnqh", probs, vh), "b n l h -> b l n h")

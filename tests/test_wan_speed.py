@@ -1,0 +1,35 @@
+"""benchmarks/wan_speed.py in its tiny mode, sorajax side only (no torch): the script the GPU check runs cannot rot."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SCRIPT = os.path.join(ROOT, "benchmarks", "wan_speed.py")
+
+
+def run(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, SCRIPT, *args], cwd=ROOT, capture_output=True, text=True, timeout=300)
+
+
+def test_tiny_sorajax_side_times_both_steps_and_writes_json(tmp_path):
+    out = tmp_path / "speed.json"
+    proc = run("--tiny", "--sides", "sorajax", f"--json={out}")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    result = json.loads(out.read_text())
+    assert result["tokens"] == 2 * 2 * 3 and result["config"]["num_layers"] == 2  # 2 frames of 2 x 3 patches
+    assert 0 < result["check"]["loss_sorajax"] < 100
+    for step in ("train", "guided"):
+        assert len(result[step]["seconds"]["sorajax"]) == 2 and result[step]["median"]["sorajax"] > 0
+        assert result[step]["flops"] > 0 and result[step]["ratio"] is None  # no diffusers side to compare with
+    assert "train   sorajax" in proc.stdout and "guided  sorajax" in proc.stdout
+
+
+def test_gpu_mode_without_a_gpu_is_one_line():
+    proc = run("--tiny", "--sides", "sorajax", "--device", "gpu")
+    assert proc.returncode != 0
+    assert proc.stderr.strip().splitlines()[-1] == ("--device gpu, but JAX's backend is 'cpu': run on a GPU machine "
+                                                    "or leave --device out")

@@ -115,17 +115,20 @@ def abstract_batch(rows: int, seq_len: int, text_len: int, patch_dim: int, text_
     )
 
 
-def model_flops(cfg: Any, rows: int, seq_len: int, text_len: int, train: bool) -> float:
+def model_flops(cfg: Any, rows: int, seq_len: int, text_len: int, train: bool, frozen_weights: bool = False) -> float:
     """Matmul FLOPs of a step, counted from the shapes: 2 per parameter per token, plus attention.
 
     Why both this and XLA's count: XLA's cost analysis counts a scanned loop's body once (not depth
     times) and nothing inside Pallas kernels (splash), so with ``scan_layers`` it reports a fraction of
     the work. Here every row is one clip (self-attention over the whole row: 4 L^2 width per layer,
-    cross-attention 4 L Lt width); a train step is 3x the forward (backward twice the forward).
+    cross-attention 4 L Lt width); a train step is 3x the forward (backward twice the forward). With
+    ``frozen_weights`` (LoRA) the weights get no gradient: their matmuls cost 2x the forward, not 3x.
     """
-    forward = rows * (2 * parameter_count(cfg) * seq_len
-                      + cfg.depth * 4 * cfg.width * (seq_len**2 + seq_len * text_len))
-    return float(forward * (3 if train else 1))
+    weights = rows * 2 * parameter_count(cfg) * seq_len
+    attention = rows * cfg.depth * 4 * cfg.width * (seq_len**2 + seq_len * text_len)
+    if not train:
+        return float(weights + attention)
+    return float(weights * (2 if frozen_weights else 3) + 3 * attention)
 
 
 def _setup(config: ml_collections.ConfigDict, devices: Sequence[Any]):
@@ -178,7 +181,8 @@ def compile_train_step(config: ml_collections.ConfigDict, devices: Sequence[Any]
                            spec.prediction, weights)
     jitted = guarded_step(MeshContext(mesh, rules), step, jax.tree.map(lambda x: x.sharding, state))
     return _report(jitted.lower(state, batch, *frozen).compile(), devices, topology, mesh, cfg,
-                   data.rows * data.seq_len, model_flops(cfg, data.rows, data.seq_len, data.text_len, train=True))
+                   data.rows * data.seq_len,
+                   model_flops(cfg, data.rows, data.seq_len, data.text_len, train=True, frozen_weights=lora is not None))
 
 
 def compile_sample_step(config: ml_collections.ConfigDict, devices: Sequence[Any], topology: str = "cpu") -> CompileReport:

@@ -36,10 +36,12 @@ import numpy as np
 
 from sorajax.conditioning import Conditioning
 from sorajax.diffusion.samplers import sdedit_start
-from sorajax.diffusion.sampling import SampleRequest, packed_denoiser, sample_packed, start_level
+from sorajax.diffusion.sampling import SCHEDULES, SampleRequest, packed_denoiser, sample_packed, start_level
+from sorajax.diffusion.unipc import wan_network_times, wan_sigmas
 from sorajax.diffusion.timesteps import TrainingTimeConfig, sampling_timesteps, shift_for_num_tokens
 from sorajax.models.build import build_text_encoder
 from sorajax.models.dit import DiT, abstract_params
+from sorajax.models.text_encoder import TextEmbeddingCache, caption_arrays
 from sorajax.models.vae_chunked import ChunkedCodec
 from sorajax.patches import PackedBatch, PackLayout, Sample, pack, patch_grid, unpack
 from sorajax.runs.dit_spec import DiTSpec
@@ -62,6 +64,7 @@ class SamplingInputs:
     x_init: np.ndarray  # [B, L, P] where the generated tokens start: noise, or the SDEdit start
     uncond: tuple[np.ndarray, np.ndarray] | None  # a negative prompt's caption tokens (None: the null caption)
     timesteps: jax.Array  # decreasing from 1 (or the SDEdit strength) to 0
+    network_times: np.ndarray | None = None  # what the network is shown at each level (Wan's schedule)
 
 
 class Pipeline:
@@ -69,12 +72,22 @@ class Pipeline:
 
     def __init__(self, vae: Any, vae_variables: Any, dit: Any, dit_params: Any, text_encoder: Any,
                  patch: Sequence[int], time_config: TrainingTimeConfig, defaults: SampleRequest | None = None,
-                 prediction: str = "velocity"):
+                 prediction: str = "velocity", schedule: str = "sorajax", negative_prompt: str = "",
+                 weights_dtype: str | None = None):
         self.vae, self.vae_variables = vae, vae_variables
-        self.dit, self.dit_params = dit, dit_params
+        self.dit = dit
+        # bfloat16 weights halve the sampler's weight memory; the DiT computes in its config's dtype.
+        self.dit_params = dit_params if weights_dtype is None else jax.tree.map(
+            lambda p: jnp.asarray(p, jnp.dtype(weights_dtype)), dit_params)
         self.text_encoder, self.patch, self.time_config = text_encoder, tuple(patch), time_config
         self.defaults = defaults or SampleRequest(frames=9, height=64, width=64)
-        self.prediction = prediction
+        if schedule not in SCHEDULES:
+            raise ValueError(f"unknown schedule {schedule!r}: use one of {SCHEDULES}")
+        if schedule == "wan" and not self.defaults.shift:
+            raise ValueError("the 'wan' schedule needs a constant shift: give defaults with shift > 0 (Wan uses 3-12)")
+        self.prediction, self.schedule, self.negative_prompt = prediction, schedule, negative_prompt
+        # Each distinct prompt (and negative prompt) is encoded once per pipeline: UMT5-XXL costs more than a step.
+        self.captions = TextEmbeddingCache(text_encoder)
         self.run = self.autoencoder_run = None  # where from_run found the weights
         self.denoise = packed_denoiser(dit)
         self._decode = jax.jit(functools.partial(vae.apply, method="decode_normalized"))
@@ -85,7 +98,7 @@ class Pipeline:
 
     @classmethod
     def from_run(cls, run: PathLike, step: int | None = None, use_ema: bool | None = None,
-                 autoencoder_run: PathLike | None = None) -> "Pipeline":
+                 autoencoder_run: PathLike | None = None, weights_dtype: str | None = None) -> "Pipeline":
         """The DiT saved in `run` (newest checkpoint unless `step`) and the autoencoder it was trained on.
 
         `use_ema` None follows the run's `sample.use_ema`; `autoencoder_run` overrides where the
@@ -102,7 +115,8 @@ class Pipeline:
         weights = "ema_params" if (spec.sample.use_ema if use_ema is None else use_ema) else "params"
         params = load_weights(run, int(meta["step"]), nn.meta.unbox(abstract_params(dit.config)), weights)
         pipeline = cls(autoencoder.vae, autoencoder.variables, dit, params, text_encoder, spec.patch, spec.time,
-                       SampleRequest.defaults(spec.sample), spec.prediction)
+                       SampleRequest.defaults(spec.sample), spec.prediction, spec.sample.schedule,
+                       spec.sample.negative_prompt, weights_dtype)
         pipeline.run, pipeline.autoencoder_run = run, autoencoder.run
         return pipeline
 
@@ -162,40 +176,49 @@ class Pipeline:
                  negative_prompt: str | Sequence[str] | None = None,
                  conditions: Sequence[Conditioning | None] | None = None,
                  edit: Sequence[np.ndarray] | None = None, strength: float = 1.0,
-                 **overrides: Any) -> list[np.ndarray]:
+                 noise: Sequence[np.ndarray] | None = None, **overrides: Any) -> list[np.ndarray]:
         """uint8 videos [T, H, W, 3], one per prompt. `overrides` set SampleRequest fields.
 
         `conditions`: per prompt, latents given clean (or None); `edit`: per prompt, latents to start
-        from at t = `strength` (SDEdit). Both must have the latent shape of the requested size.
+        from at t = `strength` (SDEdit); `noise`: per prompt, the initial noise instead of the seed's.
+        All must have the latent shape of the requested size.
         """
         request = dataclasses.replace(request or self.defaults, **overrides)
         negative = [negative_prompt] * len(prompts) if isinstance(negative_prompt, str) else negative_prompt
         self.check_request(prompts, request, negative)
         latent_shape = self.latent_shape(request.frames, request.height, request.width)
-        latents = self.sample_latents(prompts, latent_shape, request, negative, conditions, edit, strength)
+        latents = self.sample_latents(prompts, latent_shape, request, negative, conditions, edit, strength, noise)
         return [self.decode(z) for z in latents]
 
     def sample_latents(self, prompts: Sequence[str], latent_shape: Sequence[int], request: SampleRequest,
                        negative: Sequence[str] | None = None, conditions: Sequence[Conditioning | None] | None = None,
-                       edit: Sequence[np.ndarray] | None = None, strength: float = 1.0) -> list[np.ndarray]:
+                       edit: Sequence[np.ndarray] | None = None, strength: float = 1.0,
+                       noise: Sequence[np.ndarray] | None = None) -> list[np.ndarray]:
         """Normalised latents [t, h, w, c], one per prompt, by the one sampling loop over the DiT."""
-        inputs = self.sampling_inputs(prompts, latent_shape, request, negative, conditions, edit, strength)
+        inputs = self.sampling_inputs(prompts, latent_shape, request, negative, conditions, edit, strength, noise)
         guidance = None if request.guidance == 1.0 else jnp.float32(request.guidance)
         tokens = self._sample(self.dit_params, inputs.batch, inputs.x_init, inputs.timesteps, method=request.method,
-                              prediction=self.prediction, guidance=guidance, uncond=inputs.uncond)
+                              prediction=self.prediction, guidance=guidance, uncond=inputs.uncond,
+                              network_times=inputs.network_times)
         return unpack(np.asarray(tokens), inputs.layout)
 
     def sampling_inputs(self, prompts: Sequence[str], latent_shape: Sequence[int], request: SampleRequest,
                         negative: Sequence[str] | None = None, conditions: Sequence[Conditioning | None] | None = None,
-                        edit: Sequence[np.ndarray] | None = None, strength: float = 1.0) -> SamplingInputs:
+                        edit: Sequence[np.ndarray] | None = None, strength: float = 1.0,
+                        noise: Sequence[np.ndarray] | None = None) -> SamplingInputs:
         """Packs the given tokens, the captions and the starting point (noise or the SDEdit start) of one run."""
         latent_shape = tuple(int(s) for s in latent_shape)
         count = len(prompts)
+        if negative is None and self.negative_prompt and request.guidance != 1.0:
+            negative = [self.negative_prompt] * count  # the run's default unconditional caption (Wan ships one)
         conditions = self._checked_conditions(conditions, count, latent_shape)
         texts = self.caption_tokens(prompts)
         negative_texts = self.caption_tokens(negative) if negative else []
-        keys = jax.random.split(jax.random.PRNGKey(request.seed), count)
-        noise = [np.asarray(jax.random.normal(k, latent_shape, jnp.float32)) for k in keys]
+        if noise is None:
+            keys = jax.random.split(jax.random.PRNGKey(request.seed), count)
+            noise = [np.asarray(jax.random.normal(k, latent_shape, jnp.float32)) for k in keys]
+        else:
+            noise = self._checked_latents(noise, count, latent_shape, "initial noise")
         num_tokens = int(np.prod(patch_grid(latent_shape, self.patch)))
         # Rounded up so prompts of similar length share one compiled sampler (padding text is masked out).
         text_len = -(-max(t.shape[0] for t in texts + negative_texts) // TEXT_LEN_STEP) * TEXT_LEN_STEP
@@ -212,15 +235,30 @@ class Pipeline:
         if negative:
             neg_batch = packed(noise, negative_texts)[0]
             uncond = (neg_batch.text, neg_batch.text_segment_ids)
-        shift = shift_for_num_tokens(num_tokens, self.time_config.base_tokens, self.time_config.base_shift,
-                                     self.time_config.max_tokens, self.time_config.max_shift)
-        start = start_level(self.prediction)
+        timesteps, network_times = self.noise_levels(request, num_tokens, strength if edit is not None else 1.0)
         if edit is not None:
-            start = start_level(self.prediction, self._check_strength(strength))
-            start_tokens = packed(self._checked_edit(edit, count, latent_shape), texts)[0].tokens
-            x_init = np.asarray(sdedit_start(start_tokens, x_init, start))
-        timesteps = sampling_timesteps(request.steps, shift, start=start)
-        return SamplingInputs(batch, layout, x_init, uncond, timesteps)
+            start_tokens = packed(self._checked_latents(edit, count, latent_shape, "video to edit"), texts)[0].tokens
+            x_init = np.asarray(sdedit_start(start_tokens, x_init, float(timesteps[0])))
+        return SamplingInputs(batch, layout, x_init, uncond, timesteps, network_times)
+
+    def noise_levels(self, request: SampleRequest, num_tokens: int,
+                     strength: float = 1.0) -> tuple[jax.Array, np.ndarray | None]:
+        """(levels the solver steps through, what the network is shown at them or None) for one run.
+
+        'sorajax': N + 1 levels from the start (1, or the SDEdit strength) to 0, shifted by the token count as
+        in training (or by `request.shift`). 'wan': Wan's flow grid at the constant shift; SDEdit keeps its
+        last `strength` share of the steps, as diffusers' video-to-video does.
+        """
+        strength = self._check_strength(strength)
+        if self.schedule == "wan":
+            shift = request.shift or self.defaults.shift
+            levels, shown = wan_sigmas(request.steps, shift), wan_network_times(request.steps, shift)
+            first = request.steps - max(1, int(request.steps * strength)) if strength < 1.0 else 0
+            return jnp.asarray(levels[first:]), shown[first:]
+        shift = request.shift or shift_for_num_tokens(num_tokens, self.time_config.base_tokens,
+                                                      self.time_config.base_shift, self.time_config.max_tokens,
+                                                      self.time_config.max_shift)
+        return sampling_timesteps(request.steps, shift, start=start_level(self.prediction, strength)), None
 
     def _checked_conditions(self, conditions: Sequence[Conditioning | None] | None, count: int,
                             latent_shape: tuple[int, ...]) -> list[Conditioning | None]:
@@ -231,14 +269,15 @@ class Pipeline:
         return [None if c is None else c.checked(latent_shape, self.patch) for c in conditions]
 
     @staticmethod
-    def _checked_edit(edit: Sequence[np.ndarray], count: int, latent_shape: tuple[int, ...]) -> list[np.ndarray]:
-        if len(edit) != count:
-            raise ValueError(f"got {len(edit)} videos to edit for {count} prompts: give one per prompt")
-        for z in edit:
+    def _checked_latents(latents: Sequence[np.ndarray], count: int, latent_shape: tuple[int, ...],
+                         what: str) -> list[np.ndarray]:
+        if len(latents) != count:
+            raise ValueError(f"got {len(latents)} latents of {what} for {count} prompts: give one per prompt")
+        for z in latents:
             if np.shape(z) != latent_shape:
-                raise ValueError(f"the latent to edit has shape {np.shape(z)} but the request is {latent_shape}: "
+                raise ValueError(f"the latent of {what} has shape {np.shape(z)} but the request is {latent_shape}: "
                                  "ask for the input video's frames, height and width")
-        return [np.asarray(z, np.float32) for z in edit]
+        return [np.asarray(z, np.float32) for z in latents]
 
     @staticmethod
     def _check_strength(strength: float) -> float:
@@ -248,9 +287,8 @@ class Pipeline:
         return float(strength)
 
     def caption_tokens(self, prompts: Sequence[str]) -> list[np.ndarray]:
-        """Each prompt's text-encoder embeddings `[n_i, D]`, real tokens only (what `pack` takes)."""
-        embeddings, masks = self.text_encoder.encode(list(prompts))
-        return [np.asarray(e[m], np.float32) for e, m in zip(embeddings, masks)]
+        """Each prompt's caption tokens `[n_i, D]` as the DiT was trained to read them (what `pack` takes)."""
+        return caption_arrays(self.text_encoder, *self.captions.encode(list(prompts)))
 
 
 def _nearest(value: int, step: int) -> int:

@@ -126,19 +126,23 @@ def _reference(window: np.ndarray, frames: slice, pixels: np.ndarray) -> np.ndar
 
 def _generate(pipeline: Pipeline, prompt: str, request: SampleRequest, condition: Conditioning | None,
               negative_prompt: str | None, edit: np.ndarray | None = None,
-              strength: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
-    """(decoded window uint8, its latent) for one prompt."""
+              strength: float = 1.0, noise: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(decoded window uint8, its latent) for one prompt; `noise` replaces the seed's initial noise."""
     pipeline.check_request([prompt], request, None if negative_prompt is None else [negative_prompt])
     shape = pipeline.latent_shape(request.frames, request.height, request.width)
     latent = pipeline.sample_latents([prompt], shape, request, None if negative_prompt is None else [negative_prompt],
-                                     [condition], None if edit is None else [edit], strength)[0]
+                                     [condition], None if edit is None else [edit], strength,
+                                     None if noise is None else [noise])[0]
     return pipeline.decode(latent), latent
 
 
 # ---- modes ----------------------------------------------------------------------------------------
 def animate(pipeline: Pipeline, prompt: str, image: np.ndarray, request: SampleRequest | None = None,
-            negative_prompt: str | None = None, **overrides: Any) -> Prompted:
-    """Image-to-video: the image is encoded as a 1-frame latent and given as the window's first frame."""
+            negative_prompt: str | None = None, noise: np.ndarray | None = None, **overrides: Any) -> Prompted:
+    """Image-to-video: the image is encoded as a 1-frame latent and given as the window's first frame.
+
+    This is Wan2.2-TI2V's trained task, exactly as it runs it (the first latent frame clean, t = 0).
+    """
     image = as_video(image, "image")
     if image.shape[0] != 1:
         raise ValueError(f"animate takes one image [H, W, 3], got {image.shape[0]} frames; use extend() for videos")
@@ -146,7 +150,8 @@ def animate(pipeline: Pipeline, prompt: str, image: np.ndarray, request: SampleR
     shape = _check_size(pipeline, request.frames, image, "image")
     latent = np.zeros(shape, np.float32)
     latent[:1] = pipeline.encode(image)
-    window, z = _generate(pipeline, prompt, request, Conditioning(latent, first_frames_mask(shape[0], 1)), negative_prompt)
+    window, z = _generate(pipeline, prompt, request, Conditioning(latent, first_frames_mask(shape[0], 1)), negative_prompt,
+                          noise=noise)
     first = slice(0, 1)
     return Prompted(window, window, _frames_mask(window, first), _reference(window, first, image), z)
 

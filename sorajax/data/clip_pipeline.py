@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 from sorajax.data.clip_sizing import ClipPlan, SizingConfig, apply_plan, latent_token_count, plan_clip
 from sorajax.data.clip_source import ClipSource
 from sorajax.data.latent_cache import LatentClipSet
-from sorajax.models.text_encoder import TextEmbeddingCache, TextEncoder
+from sorajax.models.text_encoder import TextEmbeddingCache, TextEncoder, caption_arrays
 from sorajax.patches import PackedBatch, Sample, check_patch, pack, plan_rows
 
 
@@ -80,8 +80,10 @@ def host_shard(num_records: int, process_index: int | None = None, process_count
 
 
 def caption_token_counts(text_encoder: TextEncoder, captions: Sequence[str]) -> np.ndarray:
-    """Real caption tokens per caption (what packing budgets for text)."""
+    """Caption tokens per caption that packing budgets for: the real ones, or all positions (`caption_arrays`)."""
     _, mask = text_encoder.tokenize(list(captions))
+    if getattr(text_encoder, "padded_context", False):
+        return np.full(len(mask), np.shape(mask)[1], np.int64)
     return np.asarray(mask, bool).sum(axis=1).astype(np.int64)
 
 
@@ -193,8 +195,7 @@ def _encode_by_size(videos: Sequence[np.ndarray], encode_video: Callable[[np.nda
 
 
 def _caption_embeddings(cache: TextEmbeddingCache, captions: Sequence[str]) -> list[np.ndarray]:
-    embeddings, masks = cache.encode(list(captions))
-    return [np.asarray(e[m], np.float32) for e, m in zip(embeddings, masks)]
+    return caption_arrays(cache.encoder, *cache.encode(list(captions)))
 
 
 class BatchEncoder:

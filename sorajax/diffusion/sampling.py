@@ -35,6 +35,9 @@ from sorajax.patches import PackedBatch
 # segment ids and captions (never its tokens, t or loss mask).
 Denoiser = Callable[[Any, jax.Array, jax.Array, PackedBatch], jax.Array]
 MAX_STEPS = 1000
+# 'sorajax': N + 1 levels from 1 to 0, shifted by the sample's token count (as training shifts them);
+# 'wan': Wan's / diffusers' flow grid with one constant shift, the network shown truncated levels.
+SCHEDULES = ("sorajax", "wan")
 # An epsilon-predicting network's output at t = 1 says nothing about the data (its input IS the noise),
 # so its sampling starts just below: the mismatch of starting from pure noise there is ~1e-3 of the signal.
 EPSILON_START = 0.999
@@ -51,8 +54,15 @@ class SampleConfig:
     frames: int = 9
     height: int = 64
     width: int = 64
+    schedule: str = "sorajax"
+    shift: float = 0.0  # > 0: one constant noise-level shift (the 'wan' schedule needs one)
+    negative_prompt: str = ""  # the unconditional branch's caption when a call gives none ('' = null caption)
 
     def __post_init__(self) -> None:
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"unknown sample.schedule {self.schedule!r}: use one of {SCHEDULES}")
+        if self.schedule == "wan" and not self.shift > 0:
+            raise ValueError(f"sample.schedule='wan' needs sample.shift > 0 (Wan uses 3-12), got {self.shift}")
         if self.method not in SAMPLER_METHODS:
             raise ValueError(f"unknown sampler {self.method!r}: use one of {list(SAMPLER_METHODS)}")
         if not 1 <= self.steps <= MAX_STEPS:
@@ -78,9 +88,12 @@ class SampleRequest:
     steps: int = 10
     method: str = "dpmpp_2m"
     guidance: float = 4.0
+    shift: float | None = None  # None: the run's (token-count shift, or its constant sample.shift)
 
     def check(self) -> None:
         """The sampler settings, checked before anything is encoded or sampled."""
+        if self.shift is not None and not (np.isfinite(self.shift) and 0 < self.shift <= 100):
+            raise ValueError(f"shift must be in (0, 100], got {self.shift}; Wan uses 3-12, 1 = no shift")
         if not 1 <= self.steps <= MAX_STEPS:
             raise ValueError(f"steps must be between 1 and {MAX_STEPS}, got {self.steps}; 10-50 is typical")
         if self.method not in SAMPLER_METHODS:
@@ -91,7 +104,7 @@ class SampleRequest:
     @classmethod
     def defaults(cls, sample: SampleConfig, seed: int = 0) -> "SampleRequest":
         return cls(frames=sample.frames, height=sample.height, width=sample.width, seed=seed, steps=sample.steps,
-                   method=sample.method, guidance=sample.guidance)
+                   method=sample.method, guidance=sample.guidance, shift=sample.shift or None)
 
 
 def start_level(prediction: str, strength: float = 1.0) -> float:
@@ -135,14 +148,35 @@ def packed_velocity(denoise: Denoiser, params: Any, batch: PackedBatch, *, predi
     return guided_velocity_fn(velocity, cond, cond.replace(text=text, text_segment_ids=text_segments), guidance)
 
 
+def on_grid(denoise: Denoiser, grid: jax.Array, network_times: jax.Array) -> Denoiser:
+    """`denoise` shown `network_times[i]` wherever the solver asks for level `grid[i]` (per token).
+
+    Wan's schedulers give the network truncated timesteps while stepping with exact levels
+    (`sorajax.diffusion.unipc.wan_network_times`); every solver evaluates on grid levels only.
+    """
+
+    def shown(params: Any, x_t: jax.Array, t: jax.Array, batch: PackedBatch) -> jax.Array:
+        nearest = jnp.argmin(jnp.abs(t[..., None] - grid), axis=-1)
+        return denoise(params, x_t, jnp.asarray(network_times)[nearest], batch)
+
+    return shown
+
+
 def sample_packed(denoise: Denoiser, params: Any, batch: PackedBatch, x_init: jax.Array, timesteps: jax.Array, *,
                   method: str = "euler", prediction: str = "velocity", guidance: float | jax.Array | None = None,
-                  uncond: tuple[jax.Array, jax.Array] | None = None) -> jax.Array:
+                  uncond: tuple[jax.Array, jax.Array] | None = None,
+                  network_times: jax.Array | None = None) -> jax.Array:
     """Tokens [B, L, P]: the batch's generated tokens (``loss_mask``) integrated from `x_init`, the rest held.
 
     `batch.tokens` holds the values of the tokens that are not generated (conditioning; padding);
     `x_init` is where the generated ones start (noise, or the SDEdit start at ``timesteps[0]``).
+    `network_times` (one per level of `timesteps`, plus 0 for held tokens): what the network is shown
+    instead of the exact levels (Wan's schedule); None shows the levels themselves.
     """
+    if network_times is not None:
+        grid = jnp.concatenate([jnp.asarray(timesteps, jnp.float32), jnp.zeros((1,), jnp.float32)])
+        shown = jnp.concatenate([jnp.asarray(network_times, jnp.float32), jnp.zeros((1,), jnp.float32)])
+        denoise = on_grid(denoise, grid, shown)
     velocity = packed_velocity(denoise, params, batch, prediction=prediction, guidance=guidance, uncond=uncond)
     return sample(velocity, jnp.asarray(x_init, jnp.float32), timesteps, method=method,
                   cond_mask=~jnp.asarray(batch.loss_mask), x_cond=jnp.asarray(batch.tokens, jnp.float32))

@@ -23,16 +23,29 @@ import numpy as np
 TRAIN_TIMESTEPS = 1000
 
 
-def wan_sigmas(steps: int, shift: float) -> np.ndarray:
-    """Wan's sampling grid (diffusers' flow sigmas): N levels from 1 to 1/1000, shifted, the first
-    nudged below 1, then 0; float32 as its scheduler keeps them. Compare ``timesteps.sampling_timesteps``."""
+def _wan_sigmas64(steps: int, shift: float) -> np.ndarray:
     if steps < 1:
         raise ValueError(f"a sampling grid needs at least 1 step, got {steps}")
     sigmas = np.linspace(1.0, 1.0 / TRAIN_TIMESTEPS, steps + 1)[:-1]
     sigmas = shift * sigmas / (1 + (shift - 1) * sigmas)
     if abs(sigmas[0] - 1.0) < 1e-6:
         sigmas[0] -= 1e-6
-    return np.concatenate([sigmas, [0.0]]).astype(np.float32)
+    return np.concatenate([sigmas, [0.0]])
+
+
+def wan_sigmas(steps: int, shift: float) -> np.ndarray:
+    """Wan's sampling grid (diffusers' flow sigmas): N levels from 1 to 1/1000, shifted, the first
+    nudged below 1, then 0; float32 as its scheduler keeps them. Compare ``timesteps.sampling_timesteps``."""
+    return _wan_sigmas64(steps, shift).astype(np.float32)
+
+
+def wan_network_times(steps: int, shift: float) -> np.ndarray:
+    """The noise level the NETWORK is shown at each level of ``wan_sigmas``: floor(1000 sigma) / 1000.
+
+    Why: Wan's and diffusers' schedulers hand the transformer integer timesteps (int64 of 1000 sigma,
+    computed in float64) while the solver steps with the exact sigmas; reproducing their samples needs both.
+    """
+    return (np.floor(_wan_sigmas64(steps, shift) * TRAIN_TIMESTEPS) / TRAIN_TIMESTEPS).astype(np.float32)
 
 
 def _log_snr(t: jax.Array) -> jax.Array:

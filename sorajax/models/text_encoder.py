@@ -250,6 +250,14 @@ def sentence_embeddings(embeddings: jax.Array | np.ndarray, mask: jax.Array | np
     return mean / jnp.maximum(jnp.linalg.norm(mean, axis=-1, keepdims=True), 1e-12)
 
 
+def caption_arrays(encoder: Any, embeddings: np.ndarray, masks: np.ndarray) -> list[np.ndarray]:
+    """Per caption, the tokens the DiT reads: the real tokens, or every position when the encoder says
+    its DiT was trained attending to the zero padding too (`padded_context`: Wan's 512 UMT5 positions)."""
+    if getattr(encoder, "padded_context", False):
+        return [np.asarray(e, np.float32) for e in embeddings]
+    return [np.asarray(e[m], np.float32) for e, m in zip(embeddings, masks)]
+
+
 class TextEmbeddingCache:
     """Memoises `encoder.encode` per caption string, so each caption is encoded once per run (or ever).
 

@@ -53,6 +53,8 @@ class UMT5TextEncoder:
     max_length: int = WAN_MAX_LENGTH
     name: str = "umt5"
     chunk: int = ENCODE_CHUNK
+    # Wan's DiT reads all max_length positions, the zeros after each caption included (`caption_arrays`).
+    padded_context: bool = True
 
     def __post_init__(self) -> None:
         if self.max_length < 2:

@@ -106,7 +106,7 @@ class Pipeline:
         """
         run = run_path(run)
         meta = read_run_meta(run, step, TRAIN_DIT)
-        spec = DiTSpec.from_config(meta["config"])
+        spec = DiTSpec.from_config(meta["config"]).located(run)
         link = RunLink.from_json(meta.get("autoencoder", meta["config"]["vae_workdir"]))
         vae_run = run_path(autoencoder_run) if autoencoder_run is not None else find_linked_run(link, run, "autoencoder")
         autoencoder = load_autoencoder(vae_run, meta.get("vae_step"))

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 from typing import Any, Mapping, Sequence
 
 import numpy as np
@@ -59,6 +60,16 @@ class TextEncoderConfig:
     @classmethod
     def from_mapping(cls, values: Any) -> "TextEncoderConfig":
         return from_mapping(cls, values, "text_encoder")
+
+    def located(self, base: Any) -> "TextEncoderConfig":
+        """Relative `path` / `tokenizer_path` taken relative to the folder `base` where they exist there."""
+        def resolve(path: str | None) -> str | None:
+            if path is None or os.path.isabs(path) or "://" in path:
+                return path
+            inside = os.path.join(os.fspath(base), path)
+            return inside if os.path.exists(inside) else path
+
+        return dataclasses.replace(self, path=resolve(self.path), tokenizer_path=resolve(self.tokenizer_path))
 
     @property
     def dim(self) -> int:

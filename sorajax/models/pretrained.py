@@ -55,8 +55,13 @@ def _leaves_by_path(abstract: Any) -> dict[tuple[str, ...], tuple[int, ...]]:
 
 
 def _place(entries: Iterable[tuple[str, str, Any]], key_map: KeyMap, abstract: Any, model: str,
-           shape_of: Callable[[Any], tuple[int, ...]]) -> dict[tuple[str, ...], Any]:
-    """The checks shared by loading and coverage; returns the transformed value of every filled path."""
+           shape_of: Callable[[Any], tuple[int, ...]],
+           store: Callable[[tuple[str, ...], Any], Any] | None = None) -> dict[tuple[str, ...], Any]:
+    """The checks shared by loading and coverage; returns the transformed value of every filled path.
+
+    `store(path, value)` (streaming) takes each value as it arrives and returns what to keep instead
+    (e.g. a memory-mapped file's array), so the model never sits in memory whole.
+    """
     expected = _leaves_by_path(abstract)
     filled: dict[tuple[str, ...], Any] = {}
     seen: set[str] = set()
@@ -76,7 +81,8 @@ def _place(entries: Iterable[tuple[str, str, Any]], key_map: KeyMap, abstract: A
                 f"{'/'.join(target.path)} is {expected[target.path]}: the checkpoint is of another size than "
                 "the config; use the config stored with the checkpoint")
         seen.add(key)
-        filled.setdefault(target.path, value)
+        if target.path not in filled:
+            filled[target.path] = value if store is None else store(target.path, value)
     missing_keys = [k for k, t in key_map.items() if not t.optional and k not in seen]
     if missing_keys:
         raise CheckpointError(f"{model}: {len(missing_keys)} checkpoint keys are missing, first {missing_keys[0]!r}: "
@@ -109,15 +115,41 @@ def fill_params(tensors: Iterable[tuple[str, str, np.ndarray]], key_map: KeyMap,
     return _nest({path: np.asarray(value, dtype) for path, value in flat.items()})
 
 
+def stream_params(tensors: Iterable[tuple[str, str, np.ndarray]], key_map: KeyMap, abstract: Any, model: str,
+                  store: Callable[[tuple[str, ...], np.ndarray], Any]) -> dict[str, Any]:
+    """Like :func:`fill_params`, but each re-laid-out tensor goes to `store` as it is read (one at a time)."""
+    def entries():
+        for source, key, array in tensors:
+            yield source, key, np.asarray(array)
+
+    return _nest(_place(entries(), key_map, abstract, model, lambda a: a.shape, store))
+
+
+def header_shapes(files: Iterable[Path]) -> tuple[dict[str, tuple[int, ...]], dict[str, str]]:
+    """(shape, file) of every tensor from the safetensors headers alone (nothing read): checks before converting."""
+    from safetensors import safe_open
+
+    shapes, sources = {}, {}
+    for path in files:
+        try:
+            with safe_open(str(path), framework="numpy") as handle:
+                for key in handle.keys():
+                    shapes[key], sources[key] = tuple(handle.get_slice(key).get_shape()), str(path)
+        except Exception as error:  # a truncated or garbled file: say which
+            raise CheckpointError(f"{path}: not a readable safetensors file ({error}): download it again") from None
+    return shapes, sources
+
+
 def check_coverage(key_shapes: Mapping[str, tuple[int, ...]], key_map: KeyMap, abstract: Any, model: str,
-                   source: str = "key list") -> None:
-    """The loading checks on keys and shapes alone (nothing allocated): for full-size models in CI."""
+                   source: str | Mapping[str, str] = "key list") -> None:
+    """The loading checks on keys and shapes alone (nothing allocated): for full-size models in CI, and
+    before a conversion writes anything. `source`: one name, or each key's file."""
     def shaped(key: str) -> Any:
         return jax.ShapeDtypeStruct(tuple(key_shapes[key]), np.float32)
 
     def entries():
         for key in key_shapes:
-            yield source, key, shaped(key)
+            yield (source if isinstance(source, str) else source[key]), key, shaped(key)
 
     relayout = {k: dataclasses.replace(t, transform=_abstract_transform(t.transform)) for k, t in key_map.items()}
     _place(entries(), relayout, abstract, model, lambda a: a.shape)

@@ -49,5 +49,11 @@ class DiTSpec:
 
     @property
     def fingerprint(self) -> str:
-        return fingerprint({"model": self.model, "patch": list(self.patch),
-                            "text_encoder": dataclasses.asdict(self.text_encoder), "prediction": self.prediction})
+        """The settings that shape the weights; where the text encoder's files lie is not one of them."""
+        text = {k: v for k, v in dataclasses.asdict(self.text_encoder).items() if k not in ("path", "tokenizer_path")}
+        return fingerprint({"model": self.model, "patch": list(self.patch), "text_encoder": text,
+                            "prediction": self.prediction})
+
+    def located(self, run: Any) -> "DiTSpec":
+        """The spec with a relative text-encoder path taken relative to `run` (a converted run carries its UMT5)."""
+        return dataclasses.replace(self, text_encoder=self.text_encoder.located(run))

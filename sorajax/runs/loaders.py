@@ -45,11 +45,29 @@ def load_autoencoder(run: PathLike, step: int | None = None) -> TrainedAutoencod
     run = run_path(run)
     meta = read_run_meta(run, step, TRAIN_VAE)
     config = ml_collections.ConfigDict(meta["config"])
-    vae_config = VAEConfig.from_dict(config.vae)
-    shapes = abstract_variables(vae_config)
+    vae, shapes = _autoencoder_model(config.vae.to_dict())
     target = {"params": shapes["params"], "latent_stats": shapes["latent_stats"]}
     variables, _ = restore_run_part(run, int(meta["step"]), TRAIN_VAE, target)
-    return TrainedAutoencoder(CausalVAE(vae_config), variables, config, int(meta["step"]), run)
+    return TrainedAutoencoder(vae, variables, config, int(meta["step"]), run)
+
+
+def _autoencoder_model(fields: dict[str, Any]) -> tuple[Any, Any]:
+    """(model, abstract variables) of a run's `vae` section: sorajax's CausalVAE, or Wan's (kind 'wan',
+    written by `sorajax.convert`)."""
+    if fields.get("kind") == "wan":
+        from sorajax.models.wan_vae import WanVAE, abstract_wan_variables
+        from sorajax.models.wan_vae_config import WanVAEConfig
+
+        fields = {k: tuple(v) if isinstance(v, list) else v for k, v in fields.items() if k != "kind"}
+        config = WanVAEConfig(**fields)
+        return WanVAE(config), abstract_wan_variables(config)
+    config = VAEConfig.from_dict(fields)
+    return CausalVAE(config), abstract_variables(config)
+
+
+def saved_weights(meta: dict, weights: str) -> str:
+    """The weight tree to read for `weights`: a converted run saves only `params` (no EMA exists)."""
+    return weights if weights in meta.get("weight_trees", WEIGHTS) else "params"
 
 
 def load_weights(run: PathLike, step: int | None, abstract_params: Any, weights: str = "ema_params") -> Any:
@@ -62,14 +80,16 @@ def load_weights(run: PathLike, step: int | None, abstract_params: Any, weights:
     meta = read_run_meta(run, step, TRAIN_DIT)
     if LORA_KEY in meta:
         return _merged_lora_weights(run, int(meta["step"]), meta, abstract_params, weights)
-    restored, _ = restore_run_part(run, step, TRAIN_DIT, {weights: abstract_params})
-    return restored[weights]
+    stored = saved_weights(meta, weights)
+    restored, _ = restore_run_part(run, step, TRAIN_DIT, {stored: abstract_params})
+    return restored[stored]
 
 
 def load_lora_base(base: dict, run: PathLike, weights: str, target: Any, train_command: str = TRAIN_DIT) -> Any:
     """The frozen base of LoRA run `run` (its meta entry `base`: link, step): weight tree `weights`, restored
     into `target` (ShapeDtypeStructs; with shardings to come back sharded)."""
     source = find_linked_run(RunLink.from_json(base["run"]), run, "LoRA base")
+    weights = saved_weights(read_run_meta(source, int(base["step"]), train_command), weights)
     restored, _ = restore_run_part(source, int(base["step"]), train_command, {weights: target})
     return restored[weights]
 

@@ -13,7 +13,11 @@ from __future__ import annotations
 
 from typing import Any, Mapping, Sequence
 
+import jax
+import jax.numpy as jnp
+
 from sorajax.runs.checkpoints import abstract_like, read_run_meta, restore_run_part
+from sorajax.runs.loaders import saved_weights
 from sorajax.runs.paths import run_path
 from sorajax.runs.records import fingerprint_differences
 
@@ -49,8 +53,13 @@ def warm_start(state: Any, spec: str, fingerprint: str, train_command: str, must
             raise ValueError(f"train.init_from={spec!r} has {key}={meta[key]}, this run {value}: they must match "
                              "(for the autoencoder step: point config.vae_workdir at the source run's autoencoder)")
     names = [name for name in entries if hasattr(state, name)]
+    stored = {name: saved_weights(meta, name) for name in names}  # a converted run has params only
     # Restored into this state's structure and shardings (a mesh run gets sharded weights).
     restored, _ = restore_run_part(source, meta.get("step", step), train_command,
-                                  {name: abstract_like(getattr(state, name)) for name in names})
+                                  {stored[name]: abstract_like(getattr(state, name)) for name in names})
     print(f"initialised from {source} step {meta.get('step')} ({', '.join(names)}; optimizer and step start fresh)")
-    return state.replace(**restored)
+    values, used = {}, set()
+    for name in names:  # one saved tree for two state entries: the second gets its own copy (donation)
+        values[name] = restored[stored[name]] if stored[name] not in used else jax.tree.map(jnp.copy, restored[stored[name]])
+        used.add(stored[name])
+    return state.replace(**values)

@@ -23,6 +23,8 @@ from typing import Any, Sequence
 import jax
 import numpy as np
 
+from sorajax.patches import patch_grid
+
 GIB = 1024**3
 FLOAT32 = 4
 # Live copies of the widest layer at its peak: its input, its output and one temporary (measured, see the tests).
@@ -31,6 +33,8 @@ LIVE_COPIES = 3
 SCORE_COPIES = 4
 # Live copies of the decoder's widest activation (XLA's CPU figure for Wan 2.1's decoder tends to 8 at 480p).
 DECODER_COPIES = 8
+# Frames a causal time convolution (kernel 3) puts before its input: the padding, or the cache carried in.
+CAUSAL_PAD_FRAMES = 2
 # The sampler's per-token state besides the DiT: x, the prediction, the solver's history and the given tokens.
 SAMPLER_COPIES = 6
 
@@ -101,7 +105,8 @@ def vae_decode_bytes(config: Any, weights: int, latent_shape: Sequence[int], chu
     widest activation for one chunk (``None``: the whole clip) of one tile (``None``: the frame).
 
     Level ``i`` of the decoder runs ``base_channels * channel_multipliers[i]`` channels at ``1 / 2^i`` of the
-    output's side; every level is counted at the chunk's full output frame count (an upper bound).
+    output's side; every level is counted at the chunk's full output frame count (an upper bound) plus the
+    frames its causal convolutions put before it.
     """
     frames, height, width, _ = latent_shape
     latents = frames if chunk_latents is None else min(frames, chunk_latents)
@@ -112,7 +117,7 @@ def vae_decode_bytes(config: Any, weights: int, latent_shape: Sequence[int], chu
     base = getattr(config, "decoder_base_channels", None) or config.base_channels
     widest = max(base * m * pixels // 4**i for i, m in enumerate(config.channel_multipliers))
     act = np.dtype(config.dtype).itemsize
-    return 2 * weights + DECODER_COPIES * widest * out_frames * act
+    return 2 * weights + DECODER_COPIES * widest * (out_frames + CAUSAL_PAD_FRAMES) * act
 
 
 def device_limit_bytes(device: Any = None) -> int:
@@ -157,3 +162,17 @@ def estimate_sampling(dit_config: Any, dit_params: Any, text_params: Any, vae_co
                           text_encoder=tree_bytes(text_params),
                           vae_decode=vae_decode_bytes(vae_config, tree_bytes(vae_params), latent_shape,
                                                       chunk_latents, tile))
+
+
+def check_pipeline_request(pipeline: Any, frames: int, height: int, width: int, count: int, guided: bool,
+                           tile: int | None, limit: int | None = None, ceiling: SizeCeiling = SizeCeiling()) -> None:
+    """Refuse (one-line ValueError) a pipeline request past the size ceiling or this device's memory, before any
+    allocation. ``pipeline`` is a :class:`sorajax.pipeline.Pipeline` (its models and their params)."""
+    ceiling.check(frames, height, width)
+    latent_shape = pipeline.latent_shape(frames, height, width)
+    tokens = int(np.prod(patch_grid(latent_shape, pipeline.patch)))
+    text_tokens = getattr(pipeline.text_encoder, "max_length", 512)
+    estimate = estimate_sampling(pipeline.dit.config, pipeline.dit_params, getattr(pipeline.text_encoder, "params", {}),
+                                 pipeline.vae.config, pipeline.vae_variables, latent_shape, tokens, count, guided,
+                                 text_tokens, tile, None if tile is None else 2)
+    check_fits(estimate, limit)

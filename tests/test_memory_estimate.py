@@ -76,7 +76,7 @@ def test_tiled_decode_estimate_is_one_tile_of_one_chunk():
     shape = (21, 90, 160, 16)  # 720p x 81 frames
     whole = vae_decode_bytes(config, 0, shape, None, None)
     tiled = vae_decode_bytes(config, 0, shape, 2, 32)
-    assert tiled * 81 * 90 * 160 == whole * 8 * 32 * 32
+    assert tiled * (81 + 2) * 90 * 160 == whole * (8 + 2) * 32 * 32
 
 
 def test_a_request_over_the_limit_is_refused_in_one_line():

@@ -1,6 +1,6 @@
 """The sampling memory estimate against XLA's compiled memory_analysis() at real sizes, with nothing allocated.
 
-For Wan 2.1's VAE (full size) the decode of 81 frames at 480p and 720p, whole clip against one chunk of 2
+For Wan 2.1's and 2.2's VAEs (full size) the decode of 81 frames at 480p and 720p, whole clip against one chunk of 2
 latent frames of one 32 x 32 latent tile (the tiled codec's step, its causal cache included); for the
 Wan2.1-T2V-1.3B DiT one guided forward (2 rows) at 480p x 81 frames with XLA's attention. Everything is
 compiled for abstract shapes on this host's backend (CPU here), so the figures are XLA's plan, not a run.
@@ -22,7 +22,7 @@ from sorajax.models.dit import DiT, DiTConfig, abstract_params, example_inputs
 from sorajax.models.wan_vae import WanVAE, abstract_wan_variables
 from sorajax.models.wan_vae_config import WanVAEConfig
 
-SIZES = {"480p": (60, 104), "720p": (90, 160)}  # latent sides of 480x832 and 720x1280
+SIZES = {"480p": (480, 832), "720p": (720, 1280)}
 LATENT_FRAMES = 21  # 81 frames
 TILE, CHUNK = 32, 2
 
@@ -32,23 +32,25 @@ def xla_gib(fn, *args) -> float:
     return (analysis.argument_size_in_bytes + analysis.temp_size_in_bytes + analysis.output_size_in_bytes) / GIB
 
 
-def vae_rows() -> None:
-    config = WanVAEConfig.preset("wan2.1")
+def vae_rows(version: str) -> None:
+    config = WanVAEConfig.preset(version)
     vae, variables = WanVAE(config), nn.meta.unbox(abstract_wan_variables(config))
     weights = tree_bytes(variables)
-    decode = lambda v, z: vae.apply(v, z, method="decode")  # noqa: E731
-    step = lambda v, z, cache: vae.apply(v, z, cache, method="decode_chunk")  # noqa: E731
-    for name, (h, w) in SIZES.items():
-        start = time.time()
+    decode = lambda v, z: vae.apply(v, z, method="decode")
+    step = lambda v, z, cache: vae.apply(v, z, cache, method="decode_chunk")
+    side = config.spatial_factor
+    for name, (height, width) in SIZES.items():
+        start, h, w = time.time(), height // side, width // side
         shape = (LATENT_FRAMES, h, w, config.latent_channels)
         whole = xla_gib(decode, variables, jax.ShapeDtypeStruct((1, *shape), jnp.float32))
-        first = jax.ShapeDtypeStruct((1, 1, TILE, TILE, config.latent_channels), jnp.float32)
+        tile_h, tile_w = min(TILE, h), min(TILE, w)
+        first = jax.ShapeDtypeStruct((1, 1, tile_h, tile_w, config.latent_channels), jnp.float32)
         cache = jax.eval_shape(step, variables, first, None)[1]
-        chunk = jax.ShapeDtypeStruct((1, CHUNK, TILE, TILE, config.latent_channels), jnp.float32)
+        chunk = jax.ShapeDtypeStruct((1, CHUNK, tile_h, tile_w, config.latent_channels), jnp.float32)
         tiled = xla_gib(step, variables, chunk, cache)
         estimates = (vae_decode_bytes(config, weights, shape, None, None) / GIB,
                      vae_decode_bytes(config, weights, shape, CHUNK, TILE) / GIB)
-        print(f"Wan2.1 VAE decode {name} x 81 frames: untiled XLA {whole:.1f} GiB, estimate {estimates[0]:.1f}; "
+        print(f"{version} VAE decode {name} x 81 frames: untiled XLA {whole:.1f} GiB, estimate {estimates[0]:.1f}; "
               f"tiled ({TILE} latent px, {CHUNK}-latent chunks) XLA {tiled:.2f} GiB, estimate {estimates[1]:.2f} "
               f"[{time.time() - start:.0f} s]", flush=True)
 
@@ -67,6 +69,7 @@ def dit_row() -> None:
 
 
 if __name__ == "__main__":
-    vae_rows()
+    vae_rows("wan2.1")
+    vae_rows("wan2.2")
     if "--skip_dit" not in sys.argv:
         dit_row()

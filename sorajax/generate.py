@@ -197,7 +197,8 @@ def main(argv: list[str]) -> None:
     tile, tile_overlap = checked_tile(_TILE.value, _TILE_OVERLAP.value)  # refused before any weights load
     SizeCeiling().check(_FRAMES.value or 1, _HEIGHT.value or 1, _WIDTH.value or 1)
     pipeline = Pipeline.from_run(_RUN.value, use_ema=False if _NO_EMA.value else None)
-    pipeline.tile, pipeline.tile_overlap = tile, (tile_overlap if tile is not None else None)
+    if tile is not None:
+        pipeline.tile, pipeline.tile_overlap = tile, tile_overlap
     overrides = {k: v for k, v in dict(
         width=_WIDTH.value, height=_HEIGHT.value, frames=_FRAMES.value, seed=_SEED.value, steps=_STEPS.value,
         method=_SAMPLER.value, guidance=_GUIDANCE.value,

@@ -108,6 +108,7 @@ class Pipeline:
         pipeline = cls(autoencoder.vae, autoencoder.variables, dit, params, text_encoder, spec.patch, spec.time,
                        SampleRequest.defaults(spec.sample), spec.prediction)
         pipeline.run, pipeline.autoencoder_run = run, autoencoder.run
+        pipeline.tile = spec.sample.tile  # the run's spatial tiling (None: whole frames); --tile overrides it
         return pipeline
 
     # ---- checks ---------------------------------------------------------------------------

@@ -15,7 +15,13 @@ import jax.numpy as jnp
 import pytest
 
 from sorajax.memory_estimate import (
-    GIB, MemoryEstimate, SizeCeiling, check_fits, dit_activation_bytes, tree_bytes, vae_decode_bytes,
+    GIB,
+    MemoryEstimate,
+    SizeCeiling,
+    check_fits,
+    dit_activation_bytes,
+    tree_bytes,
+    vae_decode_bytes,
 )
 from sorajax.models.dit import DiT, DiTConfig, abstract_params, example_inputs
 from sorajax.models.vae import CausalVAE, VAEConfig, abstract_variables

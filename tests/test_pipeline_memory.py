@@ -46,3 +46,11 @@ def test_tiled_generate_equals_untiled_within_tolerance(pipeline):
     print("tiled generate mean |error| (uint8)", error.mean())
     # Random VAE weights are not local (a trained one is): tolerance, mean 45 of 255 levels.
     assert 0 < error.mean() < 45
+
+
+def test_a_run_config_can_ask_for_tiles():
+    from sorajax.diffusion.sampling import SampleConfig
+
+    assert SampleConfig.from_mapping(dict(tile=32)).tile == 32 and SampleConfig().tile is None
+    with pytest.raises(ValueError, match=r"^sample.tile must be >= 1 latent pixels or None \(whole frames\), got 0$"):
+        SampleConfig(tile=0)

@@ -51,8 +51,11 @@ class SampleConfig:
     frames: int = 9
     height: int = 64
     width: int = 64
+    tile: int | None = None  # decode (and encode) in spatial tiles of this many latent pixels; None: whole frames
 
     def __post_init__(self) -> None:
+        if self.tile is not None and self.tile < 1:
+            raise ValueError(f"sample.tile must be >= 1 latent pixels or None (whole frames), got {self.tile}")
         if self.method not in SAMPLER_METHODS:
             raise ValueError(f"unknown sampler {self.method!r}: use one of {list(SAMPLER_METHODS)}")
         if not 1 <= self.steps <= MAX_STEPS:

@@ -21,6 +21,9 @@ the width and height come from the input):
                                                  place a clip on a larger canvas and fill the rest
     --long N [--image in.png]                    N frames, past the trained window, by repeated
                                                  forward extension (--context latent frames overlap)
+
+Large sizes: --tile 32 [--tile_overlap 8] encodes and decodes in blended spatial tiles of 32 latent pixels
+(bounded memory); a request whose estimated memory exceeds the device is refused before anything is allocated.
 """
 
 from __future__ import annotations
@@ -36,6 +39,8 @@ from sorajax.diffusion.samplers import SAMPLER_METHODS
 from sorajax.eval.contact_sheet import contact_sheet
 from sorajax.logging_setup import quiet_library_logs
 from sorajax.long_video import generate_long_video
+from sorajax.memory_estimate import SizeCeiling
+from sorajax.models.vae_chunked import checked_tile
 from sorajax.pipeline import Pipeline
 from sorajax.prompt_expansion import build_prompt_expander
 from sorajax.runs.paths import run_path
@@ -74,6 +79,9 @@ _REGION_FRAMES = flags.DEFINE_string("region_frames", None, "start:stop frames o
 _OUTPAINT = flags.DEFINE_string("outpaint", None, "mp4 placed on a --width x --height canvas")
 _OFFSET = flags.DEFINE_string("offset", None, "top,left of the clip on the outpaint canvas (default: centred)")
 _LONG = flags.DEFINE_integer("long", None, "total frames of a long video (repeated forward extension)")
+# Memory: large frames fit one accelerator when coded in tiles; requests that cannot fit are refused up front.
+_TILE = flags.DEFINE_integer("tile", None, "encode / decode in spatial tiles of this many latent pixels (e.g. 32)")
+_TILE_OVERLAP = flags.DEFINE_integer("tile_overlap", None, "latent pixels neighbouring tiles share (default tile/4)")
 
 
 def _prompts() -> list[str]:
@@ -186,7 +194,11 @@ def main(argv: list[str]) -> None:
     for prompt, caption in zip(prompts, captions):
         if caption != prompt:
             print(f"expanded {prompt!r} -> {caption!r}")
+    tile, tile_overlap = checked_tile(_TILE.value, _TILE_OVERLAP.value)  # refused before any weights load
+    SizeCeiling().check(_FRAMES.value or 1, _HEIGHT.value or 1, _WIDTH.value or 1)
     pipeline = Pipeline.from_run(_RUN.value, use_ema=False if _NO_EMA.value else None)
+    if tile is not None:
+        pipeline.tile, pipeline.tile_overlap = tile, tile_overlap
     overrides = {k: v for k, v in dict(
         width=_WIDTH.value, height=_HEIGHT.value, frames=_FRAMES.value, seed=_SEED.value, steps=_STEPS.value,
         method=_SAMPLER.value, guidance=_GUIDANCE.value,

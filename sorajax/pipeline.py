@@ -39,6 +39,7 @@ from sorajax.diffusion.samplers import sdedit_start
 from sorajax.diffusion.sampling import SCHEDULES, SampleRequest, packed_denoiser, sample_packed, start_level
 from sorajax.diffusion.unipc import wan_network_times, wan_sigmas
 from sorajax.diffusion.timesteps import TrainingTimeConfig, sampling_timesteps, shift_for_num_tokens
+from sorajax.memory_estimate import check_pipeline_request
 from sorajax.models.build import build_text_encoder
 from sorajax.models.dit import DiT, abstract_params
 from sorajax.models.text_encoder import TextEmbeddingCache, caption_arrays
@@ -95,6 +96,9 @@ class Pipeline:
                                static_argnames=("method", "prediction"))
         # Chunked codec: memory bounded by the chunk, not the clip (long videos, conditioning inputs).
         self.codec = ChunkedCodec(vae, vae_variables, chunk_latents=2)
+        # Spatial tiling (latent pixels, None: whole frames) for every encode / decode unless a call says otherwise.
+        self.tile: int | None = None
+        self.tile_overlap: int | None = None
 
     @classmethod
     def from_run(cls, run: PathLike, step: int | None = None, use_ema: bool | None = None,
@@ -118,6 +122,7 @@ class Pipeline:
                        SampleRequest.defaults(spec.sample), spec.prediction, spec.sample.schedule,
                        spec.sample.negative_prompt, weights_dtype)
         pipeline.run, pipeline.autoencoder_run = run, autoencoder.run
+        pipeline.tile = spec.sample.tile  # the run's spatial tiling (None: whole frames); --tile overrides it
         return pipeline
 
     # ---- checks ---------------------------------------------------------------------------
@@ -153,7 +158,10 @@ class Pipeline:
     def spatial_factor(self) -> int:
         return self.vae.config.spatial_factor
 
-    def encode(self, video: np.ndarray) -> np.ndarray:
+    def _tiled_codec(self, tile: int | None) -> ChunkedCodec:
+        return ChunkedCodec(self.vae, self.vae_variables, chunk_latents=2, tile=tile, tile_overlap=self.tile_overlap)
+
+    def encode(self, video: np.ndarray, tile: int | None = None) -> np.ndarray:
         """uint8 or [-1, 1] float pixels [T, H, W, 3] (T = 1 + 4k) -> normalised latent [t, h, w, c].
 
         Chunked with a carried cache, so memory does not grow with the clip's length.
@@ -162,12 +170,18 @@ class Pipeline:
         if video.ndim != 4 or video.shape[-1] != 3:
             raise ValueError(f"a video to encode must be [T, H, W, 3], got shape {video.shape}; an image is [1, H, W, 3]")
         self.latent_shape(*video.shape[:3])  # a clear error if the size does not fit
-        return np.asarray(self.codec.encode_normalized(jnp.asarray(video)[None]))[0]
+        tile = self.tile if tile is None else tile
+        codec = self.codec if tile is None else self._tiled_codec(tile)
+        return np.asarray(codec.encode_normalized(jnp.asarray(video)[None]))[0]
 
-    def decode(self, latent: np.ndarray, chunked: bool = False) -> np.ndarray:
-        """Normalised latent [t, h, w, c] -> uint8 pixels [1 + 4(t - 1), H, W, 3] (chunked: bounded memory)."""
+    def decode(self, latent: np.ndarray, chunked: bool = False, tile: int | None = None) -> np.ndarray:
+        """Normalised latent [t, h, w, c] -> uint8 pixels [1 + 4(t - 1), H, W, 3] (chunked or tiled: bounded memory)."""
         z = jnp.asarray(latent, jnp.float32)[None]
-        pixels = self.codec.decode_normalized(z) if chunked else self._decode(self.vae_variables, z)
+        tile = self.tile if tile is None else tile
+        if tile is not None:
+            pixels = self._tiled_codec(tile).decode_normalized(z)
+        else:
+            pixels = self.codec.decode_normalized(z) if chunked else self._decode(self.vae_variables, z)
         # The decoder is unbounded; samples of a small model can overshoot [-1, 1].
         return to_uint8(np.clip(np.asarray(pixels)[0], -1, 1))
 
@@ -175,20 +189,24 @@ class Pipeline:
     def generate(self, prompts: Sequence[str], request: SampleRequest | None = None,
                  negative_prompt: str | Sequence[str] | None = None,
                  conditions: Sequence[Conditioning | None] | None = None,
-                 edit: Sequence[np.ndarray] | None = None, strength: float = 1.0,
+                 edit: Sequence[np.ndarray] | None = None, strength: float = 1.0, tile: int | None = None,
                  noise: Sequence[np.ndarray] | None = None, **overrides: Any) -> list[np.ndarray]:
         """uint8 videos [T, H, W, 3], one per prompt. `overrides` set SampleRequest fields.
 
         `conditions`: per prompt, latents given clean (or None); `edit`: per prompt, latents to start
         from at t = `strength` (SDEdit); `noise`: per prompt, the initial noise instead of the seed's.
-        All must have the latent shape of the requested size.
+        All must have the latent shape of the requested size. `tile`: decode in spatial tiles of this many
+        latent pixels (None: `self.tile`). A request that cannot fit is refused first.
         """
         request = dataclasses.replace(request or self.defaults, **overrides)
         negative = [negative_prompt] * len(prompts) if isinstance(negative_prompt, str) else negative_prompt
         self.check_request(prompts, request, negative)
+        tile = self.tile if tile is None else tile
+        check_pipeline_request(self, request.frames, request.height, request.width, len(prompts),
+                               request.guidance != 1.0, tile)  # memory: refused before anything is allocated
         latent_shape = self.latent_shape(request.frames, request.height, request.width)
         latents = self.sample_latents(prompts, latent_shape, request, negative, conditions, edit, strength, noise)
-        return [self.decode(z) for z in latents]
+        return [self.decode(z, tile=tile) for z in latents]
 
     def sample_latents(self, prompts: Sequence[str], latent_shape: Sequence[int], request: SampleRequest,
                        negative: Sequence[str] | None = None, conditions: Sequence[Conditioning | None] | None = None,

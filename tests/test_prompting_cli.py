@@ -4,6 +4,7 @@ Every case uses one 9x16x16 window so the sampler compiles once (loop and outpai
 """
 
 import os
+import re
 import subprocess
 import sys
 
@@ -107,3 +108,16 @@ def test_a_bad_size_on_a_real_run_is_one_line_from_the_command(run, tmp_path):
     assert done.returncode == 1 and "Traceback" not in done.stderr
     assert done.stderr.strip().splitlines() == [
         "error: width 20 does not fit the autoencoder (x8) and patch size (1, 2, 2): use a multiple of 16 pixels, e.g. 16"]
+
+
+def test_a_request_too_big_for_the_device_is_one_line_before_anything_is_allocated(run, tmp_path):
+    _, dit_dir = run
+    done = subprocess.run([sys.executable, "-m", "sorajax.generate", f"--run={dit_dir}", "--prompt=x", "--width=8192",
+                           "--height=8192", "--frames=2049", f"--out={tmp_path}"], capture_output=True, text=True,
+                          timeout=300)
+    lines = done.stderr.strip().splitlines()
+    assert done.returncode == 1 and len(lines) == 1, done.stderr[-2000:]
+    assert re.fullmatch(r"error: this request needs ~\d+\.\d GiB \(DiT weights \d+\.\d, activations \d+\.\d, VAE decode "
+                        r"\d+\.\d\) but the device has \d+\.\d GiB: use fewer frames, a smaller size, tiling \(--tile\), "
+                        r"bf16 weights, --long, or more devices", lines[0]), lines[0]
+    assert not os.listdir(tmp_path)  # nothing written

@@ -57,12 +57,15 @@ class SampleConfig:
     schedule: str = "sorajax"
     shift: float = 0.0  # > 0: one constant noise-level shift (the 'wan' schedule needs one)
     negative_prompt: str = ""  # the unconditional branch's caption when a call gives none ('' = null caption)
+    tile: int | None = None  # decode (and encode) in spatial tiles of this many latent pixels; None: whole frames
 
     def __post_init__(self) -> None:
         if self.schedule not in SCHEDULES:
             raise ValueError(f"unknown sample.schedule {self.schedule!r}: use one of {SCHEDULES}")
         if self.schedule == "wan" and not self.shift > 0:
             raise ValueError(f"sample.schedule='wan' needs sample.shift > 0 (Wan uses 3-12), got {self.shift}")
+        if self.tile is not None and self.tile < 1:
+            raise ValueError(f"sample.tile must be >= 1 latent pixels or None (whole frames), got {self.tile}")
         if self.method not in SAMPLER_METHODS:
             raise ValueError(f"unknown sampler {self.method!r}: use one of {list(SAMPLER_METHODS)}")
         if not 1 <= self.steps <= MAX_STEPS:

@@ -14,6 +14,11 @@ for the steady state, and at most one more for a shorter final chunk.
 
 Streaming versions take any iterable of frame (or latent) chunks of ANY sizes,
 re-cut them into aligned chunks, and yield results as soon as they are ready.
+
+With ``tile`` set, ``encode`` / ``decode`` also cut space: each overlapping tile of ``tile`` latent
+pixels is coded through the time chunks on its own and the tiles are blended
+(:func:`~sorajax.models.vae_tiling.code_tiled`), so the peak is one chunk of one tile whatever the
+frame size. A tile that covers the frame is exactly the untiled result; smaller tiles are close to it.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ import numpy as np
 
 from sorajax.models.vae import CausalVAE, denormalize_latents, normalize_latents
 from sorajax.models.vae_layers import Array, Cache
+from sorajax.models.vae_tiling import code_tiled
 
 
 @functools.partial(jax.jit, static_argnums=0)
@@ -71,16 +77,20 @@ class ChunkedCodec:
     """Chunked / streaming encoder-decoder around a :class:`CausalVAE` and its variables.
 
     ``chunk_latents`` latent frames are produced (or consumed) per step after the
-    first; larger chunks are faster per frame but use more memory.
+    first; larger chunks are faster per frame but use more memory. ``tile`` (latent pixels, None:
+    whole frames) and ``tile_overlap`` (latent pixels shared by neighbouring tiles, None: a quarter
+    of the tile) cut space as well in ``encode`` / ``decode``.
     """
 
-    def __init__(self, vae: CausalVAE, variables: Mapping[str, Any], chunk_latents: int = 1):
+    def __init__(self, vae: CausalVAE, variables: Mapping[str, Any], chunk_latents: int = 1,
+                 tile: int | None = None, tile_overlap: int | None = None):
         if chunk_latents < 1:
             raise ValueError(f"chunk_latents must be >= 1, got {chunk_latents}")
         self.vae = vae
         self.variables = variables
         self.chunk_latents = chunk_latents
         self.config = vae.config
+        self.tile, self.tile_overlap = checked_tile(tile, tile_overlap)
 
     @property
     def chunk_frames(self) -> int:
@@ -128,13 +138,29 @@ class ChunkedCodec:
 
     # ---- whole arrays, computed chunk by chunk ---------------------------------------------
     def encode(self, video: Array) -> tuple[Array, Array]:
-        """Same as ``vae.apply(variables, video, method=CausalVAE.encode)``, chunk by chunk."""
+        """Same as ``vae.apply(variables, video, method=CausalVAE.encode)``, chunk by chunk (and tile by tile)."""
         self._check_video(video)
+        if self.tile is None:
+            return self._encode_whole_frames(video)
+        side = self.config.spatial_factor
+        both = code_tiled(lambda x: jnp.concatenate(self._encode_whole_frames(x), axis=-1), np.asarray(video),
+                          self.tile * side, self.tile_overlap * side, 1 / side)
+        mean, logvar = np.split(both, 2, axis=-1)
+        return jnp.asarray(mean), jnp.asarray(logvar)
+
+    def decode(self, latents: Array) -> Array:
+        """Same as ``vae.apply(variables, latents, method=CausalVAE.decode)``, chunk by chunk (and tile by tile)."""
+        if self.tile is None:
+            return self._decode_whole_frames(latents)
+        pixels = code_tiled(self._decode_whole_frames, np.asarray(latents), self.tile, self.tile_overlap,
+                            self.config.spatial_factor)
+        return jnp.asarray(pixels)
+
+    def _encode_whole_frames(self, video: Array) -> tuple[Array, Array]:
         means, logvars = zip(*self.stream_encode(self._split(video, 1, self.chunk_frames)))
         return jnp.concatenate(means, axis=1), jnp.concatenate(logvars, axis=1)
 
-    def decode(self, latents: Array) -> Array:
-        """Same as ``vae.apply(variables, latents, method=CausalVAE.decode)``, chunk by chunk."""
+    def _decode_whole_frames(self, latents: Array) -> Array:
         return jnp.concatenate(list(self.stream_decode(self._split(latents, 1, self.chunk_latents))), axis=1)
 
     def encode_normalized(self, video: Array) -> Array:
@@ -164,6 +190,17 @@ class ChunkedCodec:
                 "(or add stats with with_latent_stats(variables, compute_latent_stats(latents)))"
             )
         return self.variables["latent_stats"]
+
+
+def checked_tile(tile: int | None, overlap: int | None) -> tuple[int | None, int]:
+    """``(tile, overlap)`` in latent pixels, the overlap defaulting to a quarter of the tile; a one-line error if unusable."""
+    if tile is None:
+        return None, 0
+    overlap = tile // 4 if overlap is None else overlap
+    if tile < 1 or not 0 <= overlap < tile:
+        raise ValueError(f"tile {tile} with overlap {overlap} latent pixels cannot cover a frame: use a tile >= 1 "
+                         "and an overlap in [0, tile), e.g. --tile=32 --tile_overlap=8 (None: whole frames)")
+    return tile, overlap
 
 
 def encode_chunked(vae: CausalVAE, variables: Mapping[str, Any], video: Array, chunk_latents: int = 1):

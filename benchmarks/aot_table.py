@@ -16,6 +16,9 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import re
+
+import jax
 
 from sorajax.aot_compile import GIB, compile_sample_step, compile_train_step, topology_devices
 from sorajax.config_loading import load_config
@@ -46,6 +49,13 @@ def main() -> None:
             r = compile_step(load_config(f"{args.config_file}:{name}"), devices, topology)
         except ValueError as err:  # mesh sizes that do not divide this slice
             print(f"{name:14s} {step:6s} {topology:11s} {len(devices):5d} mesh does not fit this slice: {str(err)[:60]}")
+            continue
+        except jax.errors.JaxRuntimeError as err:  # the TPU compiler's own out-of-memory verdict
+            if "RESOURCE_EXHAUSTED" not in str(err):
+                raise
+            needed = re.search(r"temporaries \(([\d.]+G)\)", str(err))
+            print(f"{name:14s} {step:6s} {topology:11s} {len(devices):5d} does not fit: the compiler needs "
+                  f"{needed.group(1) if needed else '?'} of temporaries per chip", flush=True)
             continue
         hbm = "?" if r.hbm_bytes is None else f"{r.hbm_bytes / GIB:.0f}"
         fits = "?" if r.fits is None else ("yes" if r.fits else "no")

@@ -80,6 +80,8 @@ _OUTPAINT = flags.DEFINE_string("outpaint", None, "mp4 placed on a --width x --h
 _OFFSET = flags.DEFINE_string("offset", None, "top,left of the clip on the outpaint canvas (default: centred)")
 _LONG = flags.DEFINE_integer("long", None, "total frames of a long video (repeated forward extension)")
 # Memory: large frames fit one accelerator when coded in tiles; requests that cannot fit are refused up front.
+_SHIFT = flags.DEFINE_float("shift", None, "constant noise-level shift (default: the run's; Wan uses 3-12)")
+_BF16 = flags.DEFINE_bool("bfloat16_weights", False, "hold the DiT's weights in bfloat16 (half the memory)")
 _TILE = flags.DEFINE_integer("tile", None, "encode / decode in spatial tiles of this many latent pixels (e.g. 32)")
 _TILE_OVERLAP = flags.DEFINE_integer("tile_overlap", None, "latent pixels neighbouring tiles share (default tile/4)")
 
@@ -196,12 +198,13 @@ def main(argv: list[str]) -> None:
             print(f"expanded {prompt!r} -> {caption!r}")
     tile, tile_overlap = checked_tile(_TILE.value, _TILE_OVERLAP.value)  # refused before any weights load
     SizeCeiling().check(_FRAMES.value or 1, _HEIGHT.value or 1, _WIDTH.value or 1)
-    pipeline = Pipeline.from_run(_RUN.value, use_ema=False if _NO_EMA.value else None)
+    pipeline = Pipeline.from_run(_RUN.value, use_ema=False if _NO_EMA.value else None,
+                                 weights_dtype="bfloat16" if _BF16.value else None)
     if tile is not None:
         pipeline.tile, pipeline.tile_overlap = tile, tile_overlap
     overrides = {k: v for k, v in dict(
         width=_WIDTH.value, height=_HEIGHT.value, frames=_FRAMES.value, seed=_SEED.value, steps=_STEPS.value,
-        method=_SAMPLER.value, guidance=_GUIDANCE.value,
+        method=_SAMPLER.value, guidance=_GUIDANCE.value, shift=_SHIFT.value,
     ).items() if v is not None}
     if mode is None:
         videos = pipeline.generate(captions, negative_prompt=_NEGATIVE.value, **overrides)

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import copy
 
-from absl import app, flags
+from typing import Sequence
+
 from etils import epath
 
 from sorajax import cli
@@ -21,9 +22,6 @@ from sorajax.runs.loaders import LORA_BASE_KEY, LORA_KEY, TRAIN_DIT, WEIGHTS, fi
 from sorajax.runs.paths import PathLike, RunLink, run_path
 from sorajax.runs.records import record_run_config
 
-_RUN = flags.DEFINE_string("run", None, "the LoRA run directory (trained with train.lora.rank > 0)")
-_OUT = flags.DEFINE_string("out", None, "the new run directory to write (must hold no checkpoint)")
-_STEP = flags.DEFINE_integer("step", None, "the LoRA run's step to export (default: its newest)")
 
 
 def merge_lora_run(run: PathLike, out: PathLike, step: int | None = None) -> epath.Path:
@@ -64,14 +62,17 @@ def merge_lora_run(run: PathLike, out: PathLike, step: int | None = None) -> epa
     return out
 
 
-def main(argv: list[str]) -> None:
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    if not _RUN.value or not _OUT.value:
-        raise app.UsageError("give --run=LORA_RUN and --out=NEW_RUN")
+def main(argv: Sequence[str] | None = None) -> None:
+    # argparse, not absl flags: importing this module must not define flags that clash with other commands'.
+    parser = cli.ArgumentParser(description="Export a LoRA run as an ordinary DiT run with the adapters merged in.")
+    parser.add_argument("--run", required=True, help="the LoRA run directory (trained with train.lora.rank > 0)")
+    parser.add_argument("--out", required=True, help="the new run directory to write (must hold no checkpoint)")
+    parser.add_argument("--step", type=int, default=None, help="the LoRA run's step to export (default: its newest)")
+    parser.add_argument("--debug", action="store_true", help="on an error, show the Python traceback")
+    args = parser.parse_args(argv)
     quiet_library_logs()
-    merge_lora_run(_RUN.value, _OUT.value, _STEP.value)
+    merge_lora_run(args.run, args.out, args.step)
 
 
 if __name__ == "__main__":
-    cli.run(main)
+    cli.run_argparse(main)

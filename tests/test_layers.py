@@ -23,12 +23,12 @@ LAYERS = [
     ("data", ["data"]),
     ("eval", ["eval"]),
     ("train", ["train"]),
-    ("pipeline", ["pipeline", "prompting", "long_video", "prompt_expansion"]),
+    ("pipeline", ["pipeline", "prompting", "long_video", "prompt_expansion", "memory_estimate", "wan"]),
     ("entry points", ["main", "generate", "train_dit", "train_vae", "eval_vae", "probe", "aot_compile",
-                      "build_dataset", "recaption"]),
+                      "build_dataset", "recaption", "convert", "merge_lora"]),
 ]
 # Inference never depends on the trainer, although it sits above it.
-NEVER = {"pipeline": {"train"}, "generate": {"train"}, "probe": {"train"}}
+NEVER = {"pipeline": {"train"}, "generate": {"train"}, "probe": {"train"}, "wan": {"train"}, "convert": {"train"}}
 
 
 def _layer_of(module: str) -> int:

@@ -47,14 +47,14 @@ from sorajax.runs.paths import RunLink
 from sorajax.runs.records import as_json_tree
 from sorajax.wan import FAMILIES, PRESETS, check_family, family_of_vae, scheduler_shift, wan_time_config
 
-DTYPES = {"float32": np.float32, "bfloat16": None}  # bfloat16 through ml_dtypes (see _dtype)
+DTYPES = ("float32", "bfloat16")
 TOKENIZER_FILES = ("tokenizer.json", "spiece.model", "tokenizer_config.json", "special_tokens_map.json")
 
 
 def _dtype(name: str) -> Any:
-    import ml_dtypes
+    import ml_dtypes  # numpy's bfloat16
 
-    return np.float32 if name == "float32" else np.dtype(ml_dtypes.bfloat16)
+    return np.dtype(np.float32) if name == "float32" else np.dtype(ml_dtypes.bfloat16)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -242,7 +242,7 @@ def convert(src: str | Path, out: str | Path, dtype: str = "float32", family: st
             overwrite: bool = False) -> Path:
     """Checks `src`, then writes the run `out` (see the module docstring); returns its path."""
     if dtype not in DTYPES:
-        raise ValueError(f"--dtype {dtype!r} is not supported: use one of {sorted(DTYPES)}")
+        raise ValueError(f"--dtype {dtype!r} is not supported: use one of {list(DTYPES)}")
     out = Path(out).resolve()
     if out.exists() and any(out.iterdir()) and not overwrite:
         raise FileExistsError(f"{out} already exists and is not empty: pass another --out, or --overwrite to replace it")
@@ -279,7 +279,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser = cli.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--src", required=True, help="the downloaded Wan checkpoint folder (diffusers or original)")
     parser.add_argument("--out", required=True, help="the sorajax run directory to write")
-    parser.add_argument("--dtype", default="float32", choices=sorted(DTYPES), help="weight dtype of DiT and UMT5")
+    parser.add_argument("--dtype", default="float32", choices=DTYPES, help="weight dtype of DiT and UMT5")
     parser.add_argument("--family", default="auto", help=f"auto, or one of {sorted(FAMILIES)} (checked)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --out")
     parser.add_argument("--debug", action="store_true", help="on an error, show the Python traceback")

@@ -158,6 +158,10 @@ class Pipeline:
     def spatial_factor(self) -> int:
         return self.vae.config.spatial_factor
 
+    def _tile(self, tile: int | None) -> int | None:
+        """A call's tile, or the pipeline's (None: whole frames)."""
+        return self.tile if tile is None else tile
+
     def _tiled_codec(self, tile: int | None) -> ChunkedCodec:
         return ChunkedCodec(self.vae, self.vae_variables, chunk_latents=2, tile=tile, tile_overlap=self.tile_overlap)
 
@@ -170,14 +174,14 @@ class Pipeline:
         if video.ndim != 4 or video.shape[-1] != 3:
             raise ValueError(f"a video to encode must be [T, H, W, 3], got shape {video.shape}; an image is [1, H, W, 3]")
         self.latent_shape(*video.shape[:3])  # a clear error if the size does not fit
-        tile = self.tile if tile is None else tile
+        tile = self._tile(tile)
         codec = self.codec if tile is None else self._tiled_codec(tile)
         return np.asarray(codec.encode_normalized(jnp.asarray(video)[None]))[0]
 
     def decode(self, latent: np.ndarray, chunked: bool = False, tile: int | None = None) -> np.ndarray:
         """Normalised latent [t, h, w, c] -> uint8 pixels [1 + 4(t - 1), H, W, 3] (chunked or tiled: bounded memory)."""
         z = jnp.asarray(latent, jnp.float32)[None]
-        tile = self.tile if tile is None else tile
+        tile = self._tile(tile)
         if tile is not None:
             pixels = self._tiled_codec(tile).decode_normalized(z)
         else:
@@ -201,7 +205,7 @@ class Pipeline:
         request = dataclasses.replace(request or self.defaults, **overrides)
         negative = [negative_prompt] * len(prompts) if isinstance(negative_prompt, str) else negative_prompt
         self.check_request(prompts, request, negative)
-        tile = self.tile if tile is None else tile
+        tile = self._tile(tile)
         check_pipeline_request(self, request.frames, request.height, request.width, len(prompts),
                                request.guidance != 1.0, tile)  # memory: refused before anything is allocated
         latent_shape = self.latent_shape(request.frames, request.height, request.width)

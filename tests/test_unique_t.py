@@ -1,0 +1,62 @@
+"""Functions of t computed per distinct t give the per-token results (sorajax.models.unique_t, DiT.t_slots)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from sorajax.models.dit import DiT, DiTConfig
+from sorajax.models.unique_t import expand_rows, unique_per_row
+
+
+def test_unique_per_row_values_index_and_fits():
+    t = jnp.asarray([[0.5, 0.0, 0.5, 0.25, 0.0], [0.9, 0.9, 0.9, 0.9, 0.9]], jnp.float32)
+    values, index, fits = unique_per_row(t, 3)
+    np.testing.assert_array_equal(values, np.asarray([[0.0, 0.25, 0.5], [0.9, 0.9, 0.9]], np.float32))
+    np.testing.assert_array_equal(index, [[2, 0, 2, 1, 0], [0, 0, 0, 0, 0]])
+    np.testing.assert_array_equal(expand_rows(values, index), t)
+    table = jnp.stack([values, -values], axis=-1)  # trailing feature dims follow the slot
+    np.testing.assert_array_equal(expand_rows(table, index), jnp.stack([t, -t], axis=-1))
+    assert bool(fits)
+    assert not bool(unique_per_row(t, 2)[2])  # the first row has three values
+
+
+def test_unique_per_row_refuses_bad_shapes():
+    with pytest.raises(ValueError, match=r"t \[B, L\] and slots >= 1"):
+        unique_per_row(jnp.zeros((4,)), 2)
+
+
+def test_negative_t_slots_is_refused():
+    with pytest.raises(ValueError, match="t_slots must be >= 0"):
+        DiTConfig(t_slots=-1)
+
+
+@pytest.mark.parametrize("modulation, caption_pool", [("shared", "none"), ("per_block", "mean")])
+def test_dit_per_distinct_t_equals_per_token(modulation, caption_pool):
+    config = DiTConfig(patch_dim=8, text_dim=12, width=32, depth=1, num_heads=2, modulation=modulation,
+                       caption_pool=caption_pool, final_layer="table" if modulation == "shared" else "adaln",
+                       frame_position=False, t_slots=4)
+    rng = np.random.default_rng(0)
+    b, length = 2, 12
+    tokens = jnp.asarray(rng.normal(size=(b, length, 8)), jnp.float32)
+    positions = jnp.asarray(rng.integers(0, 4, size=(b, length, 3)), jnp.int32)
+    segments = jnp.asarray([[1] * 6 + [2] * 5 + [0]] * b, jnp.int32)
+    text = jnp.asarray(rng.normal(size=(b, 5, 12)), jnp.float32)
+    text_segments = jnp.asarray([[1, 1, 2, 2, 2]] * b, jnp.int32)
+    few = jnp.asarray(np.where(np.arange(length) % 3 == 0, 0.0, 0.7) + np.array([[0.0], [0.1]]), jnp.float32)
+    many = jnp.asarray(rng.uniform(size=(b, length)), jnp.float32)  # more values than slots: per token
+    params = DiT(config).init(jax.random.key(0), tokens, positions, segments, few, text, text_segments)["params"]
+    params = jax.tree.map(lambda p: p + 0.1 * jax.random.normal(jax.random.key(1), p.shape), params)
+    for t in (few, many):
+        def loss(p, cfg, t=t):
+            return jnp.sum(DiT(cfg).apply({"params": p}, tokens, positions, segments, t, text, text_segments) ** 2)
+
+        per_value = jax.jit(jax.value_and_grad(loss), static_argnums=1)(params, config)
+        per_token = jax.jit(jax.value_and_grad(loss), static_argnums=1)(params, dataclasses.replace(config, t_slots=0))
+        np.testing.assert_allclose(per_value[0], per_token[0], rtol=1e-6)
+        for got, want in zip(jax.tree.leaves(per_value[1]), jax.tree.leaves(per_token[1])):
+            np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5 * float(jnp.max(jnp.abs(want))))

@@ -165,12 +165,14 @@ def estimate_sampling(dit_config: Any, dit_params: Any, text_params: Any, vae_co
                                                       chunk_latents, tile))
 
 
-def check_pipeline_request(pipeline: Any, frames: int, height: int, width: int, count: int, guided: bool,
-                           tile: int | None, limit: int | None = None, ceiling: SizeCeiling = SizeCeiling()) -> None:
-    """Refuse (one-line ValueError) a pipeline request past the size ceiling or this device's memory, before any
-    allocation. ``pipeline`` is a :class:`sorajax.pipeline.Pipeline` (its models and their params)."""
-    ceiling.check(frames, height, width)
-    latent_shape = pipeline.latent_shape(frames, height, width)
+def check_sampling_request(pipeline: Any, latent_shape: Sequence[int], count: int, guided: bool, tile: int | None,
+                           limit: int | None = None) -> None:
+    """Refuse (one-line ValueError) sampling ``count`` latents of ``latent_shape`` on ``pipeline`` (a
+    :class:`sorajax.pipeline.Pipeline`) when its estimate exceeds this device's memory, before any allocation.
+
+    Checked where every sampling path meets (``Pipeline.sample_latents``), so the prompting modes and each
+    window of a long video are checked as ``generate`` is.
+    """
     tokens = int(np.prod(patch_grid(latent_shape, pipeline.patch)))
     text_tokens = getattr(pipeline.text_encoder, "max_length", 512)
     estimate = estimate_sampling(pipeline.dit.config, pipeline.dit_params, getattr(pipeline.text_encoder, "params", {}),

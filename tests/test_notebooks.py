@@ -1,0 +1,63 @@
+"""Every notebook in colab/ runs top to bottom on the smoke budget, and is committed without outputs.
+
+The quickstart runs first: its main job trains the smoke run under SORAJAX_NOTEBOOK_RUNS, which the
+other notebooks then sample from (one training for all five). Kernels share the tests' compilation
+cache, so programs another notebook (or an earlier CI run) compiled load instead of compiling.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+from pathlib import Path
+
+import pytest
+
+nbformat = pytest.importorskip("nbformat")
+nbclient = pytest.importorskip("nbclient")
+
+from tools.strip_notebooks import outputs_left  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+COLAB = REPO / "colab"
+ORDER = ("quickstart", "prompting", "your_videos", "scaling", "wan")  # the quickstart trains the shared run
+
+
+@pytest.fixture(scope="module")
+def kernel_env(tmp_path_factory):
+    cache = os.environ.get("SORAJAX_TEST_COMPILE_CACHE", os.path.join(os.environ.get("TMPDIR", "/tmp"),
+                                                                      "sorajax_test_jax_cache"))
+    return dict(os.environ, SORAJAX_NOTEBOOK_BUDGET="smoke", SORAJAX_NOTEBOOK_RUNS=str(tmp_path_factory.mktemp("runs")),
+                PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
+                JAX_COMPILATION_CACHE_DIR=cache, JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
+                JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0", TF_CPP_MIN_LOG_LEVEL="2")
+
+
+def test_every_notebook_is_listed():
+    assert sorted(p.stem for p in COLAB.glob("*.ipynb")) == sorted(ORDER)
+
+
+@pytest.mark.parametrize("name", ORDER)
+def test_notebook_runs_top_to_bottom_on_the_smoke_budget(name, kernel_env, capsys):
+    book = nbformat.read(COLAB / f"{name}.ipynb", as_version=4)
+    client = nbclient.NotebookClient(book, timeout=300, kernel_name="python3",
+                                     resources={"metadata": {"path": str(COLAB)}})
+    start = time.perf_counter()
+    try:
+        client.execute(env=kernel_env)
+    except nbclient.exceptions.CellExecutionError as error:  # its text: the cell's source and the traceback
+        plain = re.sub(r"\x1b\[[0-9;]*m", "", str(error))  # IPython colours the traceback
+        pytest.fail(f"colab/{name}.ipynb: a cell raised\n{plain}", pytrace=False)
+    code_cells = sum(cell.cell_type == "code" for cell in book.cells)
+    with capsys.disabled():
+        print(f"\nnotebook colab/{name}.ipynb executed: {code_cells} code cells in {time.perf_counter() - start:.1f} s",
+              flush=True)
+
+
+@pytest.mark.parametrize("name", ORDER)
+def test_notebook_is_committed_without_outputs(name):
+    book = nbformat.read(COLAB / f"{name}.ipynb", as_version=4)
+    assert outputs_left(book) == [], f"colab/{name}.ipynb has outputs: run python tools/strip_notebooks.py"
+    nbformat.validate(book)
+    assert [c.metadata.get("tags") for c in book.cells if c.metadata.get("tags")] == [["parameters"]]

@@ -214,7 +214,7 @@ notebook.run_command([
     sys.executable, "-m", "sorajax.train_dit", "--config=configs/dit_tfds.py" + (":smoke" if SMOKE else ""),
     f"--config.data.tfds_dir={DATA}", f"--config.vae_workdir={RUN / 'vae'}", f"--config.train.init_from={RUN / 'dit'}",
     f"--config.train.steps={steps}", f"--config.train.save_every={max(2, steps // 2)}", f"--config.eval.every={max(2, steps // 2)}",
-    *(f"--config.model.{key}={value}" for key, value in base_model.items() if key in ("width", "depth", "num_heads")),
+    *(f"--config.model.{key}={value}" for key, value in base_model.items()),
     f"--workdir={FINETUNED}"])'''),
     md("## Sample: before and after fine-tuning"),
     code('''\

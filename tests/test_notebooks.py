@@ -12,12 +12,11 @@ import re
 import time
 from pathlib import Path
 
+import nbclient
+import nbformat
 import pytest
 
-nbformat = pytest.importorskip("nbformat")
-nbclient = pytest.importorskip("nbclient")
-
-from tools.strip_notebooks import outputs_left  # noqa: E402
+from tools.strip_notebooks import outputs_left
 
 REPO = Path(__file__).resolve().parents[1]
 COLAB = REPO / "colab"
@@ -61,3 +60,57 @@ def test_notebook_is_committed_without_outputs(name):
     assert outputs_left(book) == [], f"colab/{name}.ipynb has outputs: run python tools/strip_notebooks.py"
     nbformat.validate(book)
     assert [c.metadata.get("tags") for c in book.cells if c.metadata.get("tags")] == [["parameters"]]
+
+
+def _cell_source(name: str, index: int) -> str:
+    return nbformat.read(COLAB / f"{name}.ipynb", as_version=4).cells[index].source
+
+
+def test_outside_a_checkout_the_placeholder_url_stops_with_one_line(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # not inside a checkout, nothing to clone from
+    cells = _cell_source("quickstart", 1) + "\n" + _cell_source("quickstart", 2)
+    with pytest.raises(RuntimeError, match=r"^this notebook is not inside a sorajax checkout: set REPO_URL") as error:
+        exec(compile(cells, "install", "exec"), {})
+    assert "\n" not in str(error.value)
+    assert not any(tmp_path.iterdir())  # nothing cloned or written
+
+
+def test_the_budget_comes_from_the_environment_and_is_checked(monkeypatch):
+    from sorajax import notebook
+
+    monkeypatch.delenv(notebook.BUDGET_ENV, raising=False)
+    assert notebook.chosen_budget("demo") == "demo"
+    monkeypatch.setenv(notebook.BUDGET_ENV, "smoke")
+    assert notebook.chosen_budget("demo") == "smoke"
+    monkeypatch.setenv(notebook.BUDGET_ENV, "tiny")
+    with pytest.raises(ValueError, match="unknown budget 'tiny': set BUDGET .* smoke, demo, full"):
+        notebook.chosen_budget("demo")
+    assert set(notebook.MAIN_JOB_FLAGS) == set(notebook.BUDGETS)
+
+
+def test_a_failing_command_raises_naming_it(capsys):
+    import sys
+
+    from sorajax import notebook
+
+    notebook.run_command([sys.executable, "-c", "print('hello')"])
+    assert capsys.readouterr().out == "hello\n"
+    with pytest.raises(RuntimeError, match=r"-c raise SystemExit\(3\) failed with exit code 3"):
+        notebook.run_command([sys.executable, "-c", "raise SystemExit(3)"])
+
+
+def test_strip_tool_removes_outputs_and_counts(tmp_path):
+    from tools.strip_notebooks import main as strip_main
+
+    book = nbformat.read(COLAB / "wan.ipynb", as_version=4)
+    cell = next(c for c in book.cells if c.cell_type == "code")
+    cell.execution_count = 3
+    cell.outputs = [nbformat.v4.new_output("stream", name="stdout", text="hi\n")]
+    cell.metadata["execution"] = {"iopub.status.busy": "2026-01-01"}
+    path = tmp_path / "run.ipynb"
+    nbformat.write(book, path)
+    assert strip_main(["--check", str(path)]) == 1
+    assert strip_main([str(path)]) == 0
+    stripped = nbformat.read(path, as_version=4)
+    assert outputs_left(stripped) == [] and strip_main(["--check", str(path)]) == 0
+    assert [c.source for c in stripped.cells] == [c.source for c in book.cells]

@@ -116,8 +116,7 @@ from sorajax.pipeline import Pipeline
 
 pipe = Pipeline.from_run(WORKDIR / "dit")
 prompt = "A video of a large red ball against a navy background. The red ball starts at the right and drifts to the left."
-size = dict(frames=5, height=16, width=32) if SMOKE else dict(frames=9, height=48, width=80)
-[video] = pipe.generate([prompt], seed=0, **size)
+[video] = pipe.generate([prompt], frames=9, height=48, width=80, seed=0)  # landscape; any multiple of the patch works
 notebook.show_videos({"your prompt": video})'''),
 ]
 
@@ -298,9 +297,13 @@ print(f"loss on 8 devices {float(metrics['loss']):.6f}, on one device {float(one
     md("## What each device holds"),
     code('''\
 def holdings(name, array):
-    shards = {shard.device.id: shard.data.shape for shard in array.addressable_shards}
-    print(f"{name}: {array.shape} as {array.sharding.spec}; device 0 holds {shards[0]}, "
-          f"{len(set(shards.values()))} distinct shard shape(s) over {len(shards)} devices")
+    """The array's layout, and which slice of it each device holds."""
+    def span(index, size):
+        start, stop = index.start or 0, size if index.stop is None else index.stop
+        return "all" if (start, stop) == (0, size) else f"{start}:{stop}"
+    print(f"{name} {array.shape}, split as {array.sharding.spec}:")
+    for shard in sorted(array.addressable_shards, key=lambda s: s.device.id):
+        print(f"  device {shard.device.id}: [{', '.join(span(i, n) for i, n in zip(shard.index, array.shape))}]")
 
 params = new_state.params
 holdings("block_0/mlp/fc1/kernel", params["block_0"]["mlp"]["fc1"]["kernel"])
@@ -308,7 +311,6 @@ holdings("block_0/self_attn/query/kernel", params["block_0"]["self_attn"]["query
 holdings("block_0/mlp/fc1/bias", params["block_0"]["mlp"]["fc1"]["bias"])
 placed = ctx.put(batch, packed_batch_axes)
 holdings("batch tokens", placed.tokens)
-holdings("batch text", placed.text)
 jax.debug.visualize_array_sharding(params["block_0"]["mlp"]["fc1"]["kernel"])
 state_bytes = bytes_per_device((new_state.params, new_state.opt_state))
 total = sum(x.nbytes for x in jax.tree.leaves((new_state.params, new_state.opt_state)))

@@ -27,7 +27,10 @@ RUNS_ENV = "SORAJAX_NOTEBOOK_RUNS"
 
 # Main-job flags per budget (python -m sorajax.main; `demo` keeps every stage, with fewer steps and clips).
 MAIN_JOB_FLAGS: dict[str, tuple[str, ...]] = {
-    "smoke": ("--vae_config=configs/vae_tiny.py:smoke", "--dit_config=configs/dit_tiny.py:smoke", "--probe_prompts=2"),
+    # smoke: the tests' configs, one evaluation and one checkpoint per stage (at the end).
+    "smoke": ("--vae_config=configs/vae_tiny.py:smoke", "--dit_config=configs/dit_tiny.py:smoke", "--probe_prompts=2",
+              "--vae_config.eval.every=4", "--vae_config.train.save_every=4", "--dit_config.eval.every=4",
+              "--dit_config.train.save_every=4"),
     "demo": ("--vae_config.train.steps=200", "--vae_config.train.noise_ramp_steps=100",
              "--vae_config.train.save_every=200", "--vae_config.eval.every=200",
              "--dit_config.train.steps=400", "--dit_config.data.num_clips=512", "--dit_config.train.save_every=400",

@@ -114,3 +114,23 @@ def test_strip_tool_removes_outputs_and_counts(tmp_path):
     stripped = nbformat.read(path, as_version=4)
     assert outputs_left(stripped) == [] and strip_main(["--check", str(path)]) == 0
     assert [c.source for c in stripped.cells] == [c.source for c in book.cells]
+
+
+@pytest.mark.parametrize("budget", ["demo", "full"])
+def test_the_main_job_flags_of_the_budgets_ci_does_not_run_make_valid_configs(budget):
+    from sorajax import notebook
+    from sorajax.config_loading import load_config
+    from sorajax.train.dit_trainer import DiTRunConfig
+    from sorajax.train.vae_trainer import VAERunConfig
+
+    overrides = {"vae_config": {}, "dit_config": {}}
+    for flag in notebook.MAIN_JOB_FLAGS[budget]:
+        key, _, value = flag.removeprefix("--").partition("=")
+        name, _, field = key.partition(".")
+        if name in overrides:
+            overrides[name][field] = value
+    vae = VAERunConfig.from_config(load_config("configs/vae_tiny.py", overrides["vae_config"]))
+    dit = DiTRunConfig.from_config(load_config("configs/dit_tiny.py", overrides["dit_config"]))
+    if budget == "demo":  # a few minutes: a quarter of the main job's steps or fewer
+        assert vae.train.steps <= 200 and dit.train.steps <= 500
+        assert vae.eval.every <= vae.train.steps and dit.train.save_every <= dit.train.steps

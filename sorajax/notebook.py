@@ -13,6 +13,7 @@ missing), so one trained run serves them all.
 
 from __future__ import annotations
 
+import io
 import os
 import subprocess
 import sys
@@ -64,10 +65,11 @@ def main_job_command(budget: str) -> list[str]:
 def run_command(args: Sequence[str], cwd: str | Path | None = None) -> None:
     """Runs a command with its output shown as it comes; a non-zero exit raises, so a notebook never goes on silently."""
     args = [str(a) for a in args]
-    process = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=cwd)
+    process = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=cwd)
     assert process.stdout is not None
-    for line in process.stdout:
-        print(line.replace("\r", "\n") if "\r" in line else line, end="", flush=True)
+    # newline="": progress bars' carriage returns reach the notebook, which redraws the line in place.
+    for line in io.TextIOWrapper(process.stdout, encoding="utf-8", errors="replace", newline=""):
+        print(line, end="", flush=True)
     if process.wait() != 0:
         raise RuntimeError(f"{' '.join(args[1:] if args[0] == sys.executable else args)} failed with exit code "
                            f"{process.returncode} (its last lines are above)")

@@ -220,7 +220,7 @@ notebook.run_command([
 from sorajax.pipeline import Pipeline
 
 caption = clips[0].with_suffix(".txt").read_text() if clips[0].with_suffix(".txt").is_file() else "a video"
-size = dict(frames=5, height=32, width=48) if SMOKE else dict(frames=9, height=48, width=80)
+size = dict(frames=9, height=48, width=80)
 before = Pipeline.from_run(RUN / "dit").generate([caption], seed=0, **size)[0]
 after = Pipeline.from_run(FINETUNED).generate([caption], seed=0, **size)[0]
 print(caption)

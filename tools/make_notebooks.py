@@ -368,7 +368,8 @@ for name, src in {"text_to_video": text_to_video_src, "image_to_video": image_to
 from sorajax.pipeline import Pipeline
 
 t2v = Pipeline.from_run(runs["text_to_video"])
-size = dict(frames=9, height=32, width=48, steps=2) if fixtures else dict(frames=33, height=480, width=832)
+# Real weights: the family's size (480x832 for Wan2.1, 704x1280 for Wan2.2) and 50 steps, 33 frames (~2 s).
+size = dict(frames=9, height=32, width=48, steps=2) if fixtures else dict(frames=33)
 prompt = "A red ball rolls across a wooden table, soft morning light."
 [video] = t2v.generate([prompt], seed=0, **size)
 print(video.shape)
@@ -380,9 +381,9 @@ from sorajax import prompting
 from sorajax.data.world import generate_clip
 
 ti2v = t2v if runs["image_to_video"] == runs["text_to_video"] else Pipeline.from_run(runs["image_to_video"])
-image_size = dict(frames=9, height=32, width=32, steps=2) if fixtures else dict(frames=33, height=704, width=1280)
-image = generate_clip(5, 1, image_size["height"], image_size["width"], index=0).video[0]
-animated = prompting.animate(ti2v, "The ball starts to move.", image, **{k: v for k, v in image_size.items() if k in ("frames", "steps")})
+height, width = (32, 32) if fixtures else (ti2v.defaults.height, ti2v.defaults.width)
+image = generate_clip(5, 1, height, width, index=0).video[0]  # or your own: sorajax.video_io.read_image(path)
+animated = prompting.animate(ti2v, "The ball starts to move.", image, **(dict(frames=9, steps=2) if fixtures else dict(frames=33)))
 print(f"first frame reproduced to {prompting.given_psnr(animated):.1f} dB")
 notebook.show_videos({"image": image[None], "animated": animated.video}, fps=16)'''),
 ]

@@ -46,12 +46,14 @@ class Outcome(NamedTuple):
 def execute(name: str, env: dict[str, str]) -> Outcome:
     """Runs colab/<name>.ipynb in a fresh kernel (its working directory colab/, as Jupyter opens it)."""
     book = nbformat.read(COLAB / f"{name}.ipynb", as_version=4)
-    client = nbclient.NotebookClient(book, timeout=300, kernel_name="python3",
+    # The per-cell timeout only catches a hung kernel: the quickstart's training cell takes ~40 s of CPU with a warm
+    # compilation cache, ~2 min cold, and several times that on a machine shared with other jobs.
+    client = nbclient.NotebookClient(book, timeout=900, kernel_name="python3",
                                      resources={"metadata": {"path": str(COLAB)}})
     start, error = time.perf_counter(), None
     try:
         client.execute(env=env)
-    except nbclient.exceptions.CellExecutionError as failure:
+    except (nbclient.exceptions.CellExecutionError, nbclient.exceptions.CellTimeoutError) as failure:
         error = re.sub(r"\x1b\[[0-9;]*m", "", str(failure))  # IPython colours the traceback
     return Outcome(error, sum(cell.cell_type == "code" for cell in book.cells), time.perf_counter() - start)
 

@@ -43,9 +43,9 @@ class Outcome(NamedTuple):
     seconds: float
 
 
-def execute(name: str, env: dict[str, str]) -> Outcome:
-    """Runs colab/<name>.ipynb in a fresh kernel (its working directory colab/, as Jupyter opens it)."""
-    book = nbformat.read(COLAB / f"{name}.ipynb", as_version=4)
+def execute(name: str, env: dict[str, str], book: nbformat.NotebookNode | None = None) -> Outcome:
+    """Runs colab/<name>.ipynb (or `book`) in a fresh kernel, its working directory colab/ as Jupyter opens it."""
+    book = book or nbformat.read(COLAB / f"{name}.ipynb", as_version=4)
     # The per-cell timeout only catches a hung kernel: the quickstart's training cell takes ~40 s of CPU with a warm
     # compilation cache, ~2 min cold, and several times that on a machine shared with other jobs.
     client = nbclient.NotebookClient(book, timeout=900, kernel_name="python3",
@@ -85,6 +85,15 @@ def test_notebook_is_committed_without_outputs(name):
     assert outputs_left(book) == [], f"colab/{name}.ipynb has outputs: run python tools/strip_notebooks.py"
     nbformat.validate(book)
     assert [c.metadata.get("tags") for c in book.cells if c.metadata.get("tags")] == [["parameters"]]
+
+
+def test_a_raising_cell_is_reported_with_its_source_and_error():
+    book = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("x = 1"),
+                                           nbformat.v4.new_code_cell("raise ValueError('the size must be a multiple of 16')")])
+    outcome = execute("made-up", dict(os.environ), book)
+    assert outcome.code_cells == 2
+    assert "raise ValueError('the size must be a multiple of 16')" in outcome.error
+    assert "ValueError: the size must be a multiple of 16" in outcome.error
 
 
 def _cell_source(name: str, index: int) -> str:

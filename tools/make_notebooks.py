@@ -99,7 +99,9 @@ from sorajax.video_io import read_video
 samples = WORKDIR / "samples"
 print((samples / "prompts.txt").read_text())
 notebook.show_videos({path.stem: read_video(path).frames for path in sorted(samples.glob("prompt*.mp4"))})
-display(Image(filename=samples / "samples.gif"))'''),
+display(Image(filename=samples / "samples.gif"))
+print("the autoencoder's held-out clips: each original row, then its reconstruction")
+display(Image(filename=samples / "vae" / "reconstructions.png", width=720))'''),
     md("## Training curves and the world-probe report\n"
        "The probe renders prompts whose facts are known (colour, shape, direction, in frame) and reads them back "
        "from the samples; the bars carry 95% intervals."),

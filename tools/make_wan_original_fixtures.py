@@ -18,6 +18,8 @@ Writes (tests/fixtures/):
 - `wan_original_reference.npz`: per model, Wan's outputs on fixed inputs (float32 on CPU): the DiT's
   velocity for given latents, timesteps and context; the VAE's normalised latent mean (its
   `encode`) and clamped decode (its `decode`); T5 hidden states for given token ids.
+- `torch_pickle_views.pth`: tensors saved as views (storage offsets, transposed strides, two tensors
+  sharing one storage) in float32, bfloat16, float16 and int64, for the `.pth` reader.
 - `wan_original_*_keys.txt`: every key and shape of the FULL-size originals (Wan2.1-T2V-1.3B's DiT,
   the 2.1 and 2.2 VAEs, umt5-xxl's encoder), built on the meta device, for key-coverage tests.
 
@@ -215,6 +217,16 @@ def full_size_keys(modules21: dict, modules22: dict, out: Path) -> None:
     write_keys(out / "wan_original_umt5_xxl_keys.txt", t5.state_dict())
 
 
+def write_views(path: Path) -> None:
+    """A state dict whose tensors are views (offsets, transposes, a shared storage) in four dtypes, for the reader."""
+    base = torch.arange(24, dtype=torch.float32).reshape(4, 6)
+    half = base.to(torch.bfloat16)
+    state = {"f32": base, "bf16_transposed": half.t(), "bf16_rows": half[1:3], "f16_window": base.half()[1:, 2:5],
+             "i64": torch.arange(5), "empty": torch.zeros(0, 3)}
+    torch.save(state, path)
+    print(f"wrote {path} ({path.stat().st_size} bytes)")
+
+
 def load_modules(repo: Path, alias: str, vae: str) -> dict:
     wan_package(repo, alias)
     current_device = torch.cuda.current_device
@@ -243,6 +255,7 @@ def main() -> None:
     np.savez_compressed(args.out / "wan_original_reference.npz", **reference)
     print(f"wrote {args.out / 'wan_original_reference.npz'}: {sorted(reference)}")
     full_size_keys(modules21, modules22, args.out)
+    write_views(args.out / "torch_pickle_views.pth")
 
 
 if __name__ == "__main__":

@@ -91,6 +91,19 @@ def test_reader_gives_views_dtypes_and_values_without_torch():
     assert not got["bf16_transposed"].flags.owndata and not got["bf16_transposed"].flags.writeable
 
 
+def test_reader_reads_a_recompressed_archive_the_same(tmp_path):
+    """torch stores members uncompressed (memory-mapped); a file re-zipped with deflate still reads."""
+    source = FIXTURES / "torch_pickle_views.pth"
+    deflated = tmp_path / "deflated.pth"
+    with zipfile.ZipFile(source) as old, zipfile.ZipFile(deflated, "w", zipfile.ZIP_DEFLATED) as new:
+        for info in old.infolist():
+            new.writestr(info.filename, old.read(info))
+    mapped, inflated = dict(TorchCheckpoint(source).tensors()), dict(TorchCheckpoint(deflated).tensors())
+    assert mapped.keys() == inflated.keys()
+    for key in mapped:
+        np.testing.assert_array_equal(np.asarray(inflated[key]), np.asarray(mapped[key]), err_msg=key)
+
+
 @pytest.mark.parametrize("name, file, dtype, count", [
     ("wan21_t2v", "Wan2.1_VAE.pth", "float32", 194), ("wan22_ti2v", "Wan2.2_VAE.pth", "float32", 144),
     ("wan21_t2v", "models_t5_umt5-xxl-enc-bf16.pth", "bfloat16", 22),

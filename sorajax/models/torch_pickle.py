@@ -175,18 +175,22 @@ class TorchCheckpoint:
         return {key: ref.dtype for key, ref in self.refs.items()}
 
     def tensors(self) -> Iterator[tuple[str, np.ndarray]]:
-        """Every `(key, array)`, read-only views of the memory-mapped file (a copy for compressed members)."""
+        """Every `(key, array)`: read-only views of a memory map of just that tensor's bytes (a copy for a
+        compressed member), so host memory holds about the tensor in use, not the file."""
         with self.path.open("rb") as file:
-            whole = np.memmap(file, np.uint8, mode="r")
             for key, ref in self.refs.items():
-                info = self._members[ref.storage]
-                if info.compress_type == zipfile.ZIP_STORED:
-                    start = _data_offset(file, info)
-                    raw = whole[start : start + info.file_size]
-                else:  # torch never compresses; a re-zipped file still reads
-                    with zipfile.ZipFile(self.path) as archive:
-                        raw = np.frombuffer(archive.read(info), np.uint8)
-                flat = raw[: raw.size - raw.size % ref.dtype.itemsize].view(ref.dtype)
-                itemsize = ref.dtype.itemsize
-                yield key, np.lib.stride_tricks.as_strided(
-                    flat[ref.offset :], ref.shape, tuple(s * itemsize for s in ref.strides), writeable=False)
+                yield key, self._tensor(file, ref)
+
+    def _tensor(self, file: Any, ref: TensorRef) -> np.ndarray:
+        itemsize, count = ref.dtype.itemsize, ref.extent - ref.offset
+        if ref.extent == 0:
+            return np.zeros(ref.shape, ref.dtype)
+        info = self._members[ref.storage]
+        if info.compress_type == zipfile.ZIP_STORED:
+            start = _data_offset(file, info) + ref.offset * itemsize
+            flat = np.memmap(file, ref.dtype, mode="r", offset=start, shape=(count,))
+        else:  # torch never compresses; a re-zipped file still reads
+            with zipfile.ZipFile(self.path) as archive:
+                flat = np.frombuffer(archive.read(info), ref.dtype, count, ref.offset * itemsize)
+        return np.lib.stride_tricks.as_strided(flat, ref.shape, tuple(s * itemsize for s in ref.strides),
+                                               writeable=False)

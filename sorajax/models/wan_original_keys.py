@@ -70,7 +70,7 @@ _DIT_BLOCK = {"self_attn.q": "attn1.to_q", "self_attn.k": "attn1.to_k", "self_at
               "ffn.0": "ffn.net.0.proj", "ffn.2": "ffn.net.2"}
 WAN_DIT_RENAMES = Renames((
     *_modules("", "", _DIT_TOP),
-    ("head.modulation", "scale_shift_table"),
+    (r"head\.modulation", "scale_shift_table"),
     (r"blocks\.(\d+)\.modulation", r"blocks.\1.scale_shift_table"),
     *_modules(r"blocks\.(\d+)\.", r"blocks.\1.", _DIT_BLOCK),
 ))
@@ -86,8 +86,9 @@ def wan_dit_diffusers_config(original: Mapping[str, Any], shapes: Shapes) -> dic
         raise ValueError(f"model_type {model_type!r} is an image- or audio-conditioned Wan variant: sorajax converts "
                          "the T2V and TI2V models (model_type 't2v' / 'ti2v')")
     for name, wanted in (("window_size", [-1, -1]), ("text_len", 512), ("eps", 1e-6)):
-        if name in original and original[name] != wanted and list(original[name] or ()) != wanted:
-            raise ValueError(f"{name} {original[name]!r} is not Wan's released {wanted!r}, which sorajax expects")
+        value = original.get(name, wanted)
+        if (list(value) if isinstance(value, (list, tuple)) else value) != wanted:
+            raise ValueError(f"{name} {value!r} is not Wan's released {wanted!r}, which sorajax expects")
     dim, heads = int(original["dim"]), int(original["num_heads"])
     if dim % heads:
         raise ValueError(f"dim {dim} is not a multiple of num_heads {heads}: the config.json is not a Wan model's")
@@ -222,8 +223,8 @@ _T5_BLOCK = {"norm1": "layer.0.layer_norm", "attn.q": "layer.0.SelfAttention.q",
              "norm2": "layer.1.layer_norm", "ffn.gate.0": "layer.1.DenseReluDense.wi_0",  # the GELU branch
              "ffn.fc1": "layer.1.DenseReluDense.wi_1", "ffn.fc2": "layer.1.DenseReluDense.wo"}
 WAN_T5_RENAMES = Renames((
-    ("token_embedding.weight", "shared.weight"),
-    ("norm.weight", "encoder.final_layer_norm.weight"),
+    (r"token_embedding\.weight", "shared.weight"),
+    (r"norm\.weight", "encoder.final_layer_norm.weight"),
     *_modules(r"blocks\.(\d+)\.", r"encoder.block.\1.", _T5_BLOCK, "(weight)"),
 ))
 

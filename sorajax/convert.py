@@ -79,10 +79,7 @@ def _check_keys(source: WanSource) -> None:
     shapes, files = source.vae_tensors.shapes()
     abstract = abstract_wan_variables(source.vae)["params"]
     pretrained.check_coverage(shapes, wan_vae_key_map(source.vae, abstract), abstract, source.vae_tensors.model, files)
-    try:
-        umt5 = UMT5Config.from_hf_dict(source.umt5)
-    except (KeyError, ValueError) as error:
-        raise CheckpointError(f"{source.text_encoder.files[0].parent / 'config.json'}: {error}") from None
+    umt5 = UMT5Config.from_hf_dict(source.umt5)  # checked when the source was read
     if umt5.d_model != source.dit.text_dim:
         raise CheckpointError(f"{source.text_encoder.files[0]}: the text encoder is {umt5.d_model} wide but the "
                               f"transformer reads {source.dit.text_dim}-wide text: the parts are of different models")

@@ -32,7 +32,7 @@ from sorajax.models.wan_original_keys import (
     wan_vae_renames,
 )
 from sorajax.models.wan_vae_config import WanVAEConfig
-from sorajax.runs.wan_sources import ModelTensors, WanSource, check_channels, find_tokenizer
+from sorajax.runs.wan_sources import ModelTensors, WanSource, check_channels, check_umt5_config, find_tokenizer
 
 DIT_FAMILIES = ("WanModel",)
 VAE_FILES = {"wan2.1": "Wan2.1_VAE.pth", "wan2.2": "Wan2.2_VAE.pth"}
@@ -98,6 +98,7 @@ def original_source(root: Path) -> WanSource:
         umt5 = umt5_original_config(TorchCheckpoint(t5_path).shapes())
     except KeyError as error:
         raise CheckpointError(f"{t5_path}: no {error} tensor: not Wan's UMT5 encoder; download it again") from None
+    check_umt5_config(umt5, t5_path)
     tokenizer = find_tokenizer((root / TOKENIZER,), f"download the {TOKENIZER.as_posix()}/ folder of the model's "
                                                     "repository")
     return WanSource(

@@ -22,6 +22,7 @@ from sorajax.models import pretrained
 from sorajax.models.dit import DiTConfig
 from sorajax.models.pretrained import CheckpointError
 from sorajax.models.torch_pickle import TorchCheckpoint
+from sorajax.models.umt5 import UMT5Config
 from sorajax.models.umt5_weights import DECODER_PREFIXES
 from sorajax.models.wan_dit_weights import WAN_DIT_FAMILIES, wan_dit_config
 from sorajax.models.wan_vae_config import WanVAEConfig
@@ -124,6 +125,14 @@ def find_tokenizer(folders: tuple[Path, ...], fix: str) -> Path:
     raise CheckpointError(f"{folders[0]}: no tokenizer.json or spiece.model: {fix}")
 
 
+def check_umt5_config(raw: dict[str, Any], where: Path) -> None:
+    """The text encoder's config must be one `UMT5Config` computes (refused naming `where` otherwise)."""
+    try:
+        UMT5Config.from_hf_dict(raw)
+    except (KeyError, ValueError) as error:
+        raise CheckpointError(f"{where}: {error}: use the config saved with the checkpoint") from None
+
+
 def _part(root: Path, name: str) -> Path:
     folder = root / name
     if not (folder / "config.json").is_file():
@@ -148,6 +157,7 @@ def diffusers_source(root: Path) -> WanSource:
     check_channels(dit, vae, transformer / "config.json")
     text_encoder = _part(root, "text_encoder")
     umt5 = json.loads((text_encoder / "config.json").read_text())
+    check_umt5_config(umt5, text_encoder / "config.json")
     tokenizer = find_tokenizer((root / "tokenizer", text_encoder), "download the tokenizer/ folder")
     return WanSource(
         root, "diffusers", dit, vae, umt5, tokenizer,

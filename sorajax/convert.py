@@ -44,10 +44,11 @@ from sorajax.runs.dit_spec import DiTSpec
 from sorajax.runs.paths import RunLink
 from sorajax.runs.records import as_json_tree
 from sorajax.runs.wan_original import is_original_layout, original_source
-from sorajax.runs.wan_sources import TOKENIZER_FILES, WanSource, diffusers_source
+from sorajax.runs.wan_sources import WanSource, diffusers_source
 from sorajax.wan import FAMILIES, PRESETS, check_family, family_of_vae, scheduler_shift, wan_time_config
 
 DTYPES = ("float32", "bfloat16")
+TOKENIZER_FILES = ("tokenizer.json", "spiece.model", "tokenizer_config.json", "special_tokens_map.json")
 TEXT_ENCODER_SHARD_BYTES = 2 * 2**30  # UMT5-XXL (11 GB in bf16) is written in shards of about this size
 
 

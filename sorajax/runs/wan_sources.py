@@ -23,13 +23,11 @@ from sorajax.models.dit import DiTConfig
 from sorajax.models.pretrained import CheckpointError
 from sorajax.models.torch_pickle import TorchCheckpoint
 from sorajax.models.umt5 import UMT5Config
+from sorajax.models.umt5_tokenizer import TOKENIZER_FILES
 from sorajax.models.umt5_weights import DECODER_PREFIXES
 from sorajax.models.wan_dit_weights import WAN_DIT_FAMILIES, wan_dit_config
 from sorajax.models.wan_vae_config import WanVAEConfig
 from sorajax.models.wan_vae_keys import FAMILIES as VAE_FAMILIES
-
-TOKENIZER_FILES = ("tokenizer.json", "spiece.model", "tokenizer_config.json", "special_tokens_map.json")
-
 
 def _file_shapes(path: Path) -> dict[str, tuple[int, ...]]:
     if path.suffix == ".safetensors":
@@ -120,7 +118,7 @@ def check_channels(dit: DiTConfig, vae: WanVAEConfig, config_path: Path) -> None
 def find_tokenizer(folders: tuple[Path, ...], fix: str) -> Path:
     """The first folder holding tokenizer.json or spiece.model; else one line naming where it looked."""
     for folder in folders:
-        if any((folder / name).is_file() for name in TOKENIZER_FILES[:2]):
+        if any((folder / name).is_file() for name in TOKENIZER_FILES):
             return folder
     raise CheckpointError(f"{folders[0]}: no tokenizer.json or spiece.model: {fix}")
 

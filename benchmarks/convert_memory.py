@@ -2,9 +2,13 @@
 
 A synthetic Wan-shaped transformer (the 1.3B key list narrowed to width 1024, FFN 4096, 14 blocks:
 about 0.95 GB in float32, 4 shards) beside the tiny pipeline fixture's VAE / UMT5 / tokenizer; the
-converter runs in a child process whose peak RSS (getrusage of children) is reported.
+converter runs in a child process that this script samples every few milliseconds from outside
+(/proc/PID/status, so a child holding the GIL is still seen). RSS is split into anonymous memory
+(what the converter really holds) and file-backed pages (the memmaps' and safetensors' page cache,
+which counts in RSS but the kernel reclaims at will), per phase of the conversion: the child marks
+the phase it is in (inspect, DiT stream into memmaps, DiT Orbax save, VAE ..., text encoder copy).
 
-    python benchmarks/convert_memory.py [--work /tmp/convert_memory]
+    python benchmarks/convert_memory.py [--work /tmp/convert_memory] [--dtype bfloat16]
 """
 
 from __future__ import annotations
@@ -12,10 +16,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import shutil
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -64,28 +69,116 @@ def write_rest(root: Path) -> None:
         shutil.copytree(FIXTURES / "wan21_t2v_tiny" / part, root / part)
 
 
+FIELDS = ("VmRSS", "RssAnon", "RssFile", "RssShmem", "VmHWM")
+
+
+def _child(phase_file: str, argv: list[str]) -> None:
+    """Runs the converter, writing the name of each phase to `phase_file` as it starts (benchmark only)."""
+    def mark(name: str) -> None:  # written whole then renamed: the sampler never reads a half-written name
+        Path(phase_file + ".tmp").write_text(name)
+        os.replace(phase_file + ".tmp", phase_file)
+
+    mark("imports")
+    import jax
+    import orbax.checkpoint  # noqa: F401 - the fixed cost: the converter imports it anyway
+
+    from sorajax import convert
+    from sorajax.models import pretrained
+
+    jax.devices("cpu")  # XLA's CPU client, which the converter starts anyway (part of the fixed overhead)
+
+    models = iter(("dit", "vae"))
+    current = {"model": "dit"}
+
+    def phased(module, attribute, name):
+        original = getattr(module, attribute, None)
+        if original is None:  # the converter changed shape: that phase is simply not split out
+            return
+
+        def run(*args, **kwargs):
+            label = name() if callable(name) else name
+            mark(label)
+            try:
+                return original(*args, **kwargs)
+            finally:
+                mark(f"after {label}")
+        setattr(module, attribute, run)
+
+    def stream_label():
+        current["model"] = next(models, "other")
+        return f"{current['model']}: stream to memmaps"
+
+    phased(convert, "inspect_source", "inspect (headers)")
+    phased(pretrained, "stream_params", stream_label)
+    phased(convert, "_save", lambda: f"{current['model']}: orbax save")
+    phased(convert, "_copy_text_encoder", "text encoder copy")
+    convert.main(argv)
+    mark("exit")
+
+
+def _read_status(pid: int) -> dict[str, int] | None:
+    try:
+        text = Path(f"/proc/{pid}/status").read_text()
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    found = {}
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        if key in FIELDS:
+            found[key] = int(value.split()[0]) * 1024
+    return found
+
+
+def sample(command: list[str], phase_file: Path, every_s: float = 0.002) -> tuple[dict[str, dict[str, int]], int]:
+    """Runs `command`; per phase, the peak of each /proc status field; and the kernel's VmHWM at the end."""
+    phase_file.write_text("start")  # the interpreter starting: before imports
+    child = subprocess.Popen(command, env={**os.environ, "PYTHONPATH": str(REPO)})
+    peaks: dict[str, dict[str, int]] = {}
+    hwm = 0
+    while child.poll() is None:
+        status = _read_status(child.pid)
+        if status:
+            phase = phase_file.read_text() or "?"
+            row = peaks.setdefault(phase, {})
+            for key, value in status.items():
+                row[key] = max(row.get(key, 0), value)
+            hwm = max(hwm, status.get("VmHWM", 0))
+        time.sleep(every_s)
+    if child.returncode:
+        raise SystemExit(f"the converter failed (exit {child.returncode})")
+    return peaks, hwm
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--work", default="/tmp/convert_memory")
     parser.add_argument("--dtype", default="float32")
+    parser.add_argument("--child", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.child is not None:
+        _child(args.child[0], args.child[1:])
+        return
     work = Path(args.work)
     shutil.rmtree(work, ignore_errors=True)
     src = work / "src"
     total, shard = write_transformer(src / "transformer")
     write_rest(src)
-    baseline = subprocess.run([sys.executable, "-c", "import sorajax.convert"], env={**os.environ,
-                              "PYTHONPATH": str(REPO)}, check=True)
-    imports_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    subprocess.run([sys.executable, "-m", "sorajax.convert", f"--src={src}", f"--out={work / 'run'}",
-                    f"--dtype={args.dtype}"], env={**os.environ, "PYTHONPATH": str(REPO)}, check=True)
-    peak_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    gb = 1e9 / 1024
-    print(f"transformer {total / 1e9:.3f} GB in {SHARDS} shards (largest {shard / 1e9:.3f} GB); "
-          f"peak RSS of the converter {peak_kb / gb:.3f} GB (imports alone {imports_kb / gb:.3f} GB); "
-          f"peak - imports = {(peak_kb - imports_kb) / gb:.3f} GB = {(peak_kb - imports_kb) * 1024 / total:.2f}x total, "
-          f"{(peak_kb - imports_kb) * 1024 / shard:.2f}x a shard")
-    del baseline
+    command = [sys.executable, __file__, "--child", str(work / "phase"), f"--src={src}", f"--out={work / 'run'}",
+               f"--dtype={args.dtype}"]
+    peaks, hwm = sample(command, work / "phase")
+    gb = 1e9
+    print(f"transformer {total / gb:.3f} GB in {SHARDS} shards (largest {shard / gb:.3f} GB), --dtype {args.dtype}")
+    print(f"{'phase':32s} {'anon GB':>8s} {'file GB':>8s} {'RSS GB':>8s}")
+    for phase, row in peaks.items():
+        print(f"{phase:32s} {row.get('RssAnon', 0) / gb:8.3f} {row.get('RssFile', 0) / gb:8.3f} "
+              f"{row.get('VmRSS', 0) / gb:8.3f}")
+    anon = max(row.get("RssAnon", 0) for row in peaks.values())
+    file = max(row.get("RssFile", 0) for row in peaks.values())
+    base = peaks.get("imports", {}).get("RssAnon", 0)
+    extra = anon - base
+    print(f"peak anon {anon / gb:.3f} GB (imports {base / gb:.3f} GB; above them {extra / gb:.3f} GB = "
+          f"{extra / shard:.2f}x the largest shard, {extra / total:.2f}x the transformer); peak file-backed "
+          f"{file / gb:.3f} GB; peak RSS (VmHWM) {hwm / gb:.3f} GB")
 
 
 if __name__ == "__main__":

@@ -29,6 +29,7 @@ import shutil
 from pathlib import Path
 from typing import Any, Sequence
 
+import jax
 import numpy as np
 
 from sorajax import cli
@@ -48,6 +49,7 @@ from sorajax.runs.records import as_json_tree
 from sorajax.wan import FAMILIES, PRESETS, check_family, family_of_vae, scheduler_shift, wan_time_config
 
 DTYPES = ("float32", "bfloat16")
+SAVE_LEAVES_IN_FLIGHT = 4  # parallel enough to keep the disk busy; see `save_bound`
 TOKENIZER_FILES = ("tokenizer.json", "spiece.model", "tokenizer_config.json", "special_tokens_map.json")
 
 
@@ -206,8 +208,14 @@ def _write_models(source: WanSource, tmp: Path, dtype: str) -> dict[str, Any]:
     return config
 
 
+def save_bound(state: dict[str, Any]) -> int:
+    """Bytes Orbax may write at once: SAVE_LEAVES_IN_FLIGHT of the largest leaf (the memmaps are not copied
+    into memory, so this bounds the save's host memory at a few tensors, not the model)."""
+    return SAVE_LEAVES_IN_FLIGHT * max(leaf.nbytes for leaf in jax.tree.leaves(state)) + 1
+
+
 def _save(run: Path, state: dict[str, Any], meta: dict[str, Any]) -> None:
-    ckpt = Checkpointer(run / "checkpoints", async_save=False)
+    ckpt = Checkpointer(run / "checkpoints", async_save=False, save_concurrent_bytes=save_bound(state))
     try:
         ckpt.save(0, state, meta=meta)
     finally:

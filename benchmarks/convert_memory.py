@@ -129,8 +129,8 @@ def _read_status(pid: int) -> dict[str, int] | None:
     return found
 
 
-def sample(command: list[str], phase_file: Path, every_s: float = 0.002) -> tuple[dict[str, dict[str, int]], int]:
-    """Runs `command`; per phase, the peak of each /proc status field; and the kernel's VmHWM at the end."""
+def sample(command: list[str], phase_file: Path, every_s: float = 0.002) -> tuple[dict[str, dict[str, float]], int]:
+    """Runs `command`; per phase, the peak of each /proc status field and its duration; the peak VmHWM."""
     phase_file.write_text("start")  # the interpreter starting: before imports
     child = subprocess.Popen(command, env={**os.environ, "PYTHONPATH": str(REPO)})
     peaks: dict[str, dict[str, int]] = {}
@@ -139,7 +139,8 @@ def sample(command: list[str], phase_file: Path, every_s: float = 0.002) -> tupl
         status = _read_status(child.pid)
         if status:
             phase = phase_file.read_text() or "?"
-            row = peaks.setdefault(phase, {})
+            row = peaks.setdefault(phase, {"start": time.monotonic()})
+            row["seconds"] = time.monotonic() - row["start"]
             for key, value in status.items():
                 row[key] = max(row.get(key, 0), value)
             hwm = max(hwm, status.get("VmHWM", 0))
@@ -168,10 +169,10 @@ def main() -> None:
     peaks, hwm = sample(command, work / "phase")
     gb = 1e9
     print(f"transformer {total / gb:.3f} GB in {SHARDS} shards (largest {shard / gb:.3f} GB), --dtype {args.dtype}")
-    print(f"{'phase':32s} {'anon GB':>8s} {'file GB':>8s} {'RSS GB':>8s}")
+    print(f"{'phase':32s} {'anon GB':>8s} {'file GB':>8s} {'RSS GB':>8s} {'s':>6s}")
     for phase, row in peaks.items():
         print(f"{phase:32s} {row.get('RssAnon', 0) / gb:8.3f} {row.get('RssFile', 0) / gb:8.3f} "
-              f"{row.get('VmRSS', 0) / gb:8.3f}")
+              f"{row.get('VmRSS', 0) / gb:8.3f} {row['seconds']:6.2f}")
     anon = max(row.get("RssAnon", 0) for row in peaks.values())
     file = max(row.get("RssFile", 0) for row in peaks.values())
     base = peaks.get("imports", {}).get("RssAnon", 0)

@@ -48,12 +48,22 @@ def abstract_like(tree: Any) -> Any:
     return jax.tree.map(leaf, tree)
 
 
-def _alias_memmap(leaf: Any) -> Any:
+def memmap_as_host_array(leaf: Any) -> Any:
     """A memory-mapped array as a jax array on the host CPU over the same pages (other leaves, and dtypes jax
     would narrow without x64, unchanged)."""
     if not isinstance(leaf, np.memmap) or jax.dtypes.canonicalize_dtype(leaf.dtype) != leaf.dtype:
         return leaf
     return jax.device_put(leaf, jax.devices("cpu")[0], may_alias=True)
+
+
+def _check_bound(state: Any, bound: int) -> None:
+    """Orbax writes a leaf only when all of it fits under the bound: a larger leaf would fail mid-save."""
+    sizes = {jax.tree_util.keystr(path): leaf.nbytes for path, leaf in jax.tree_util.tree_leaves_with_path(state)
+             if hasattr(leaf, "nbytes")}
+    name, largest = max(sizes.items(), key=lambda item: item[1], default=("", 0))
+    if largest >= bound:
+        raise ValueError(f"save_concurrent_bytes={bound} does not exceed the largest leaf, {name} of {largest} bytes: "
+                         f"pass more than {largest}")
 
 
 class Checkpointer:
@@ -76,8 +86,10 @@ class Checkpointer:
         if save_concurrent_bytes is not None:  # only the state's saves are bound; other items as Orbax registers them
             registry = ocp.handlers.DefaultCheckpointHandlerRegistry()
             # Orbax counts in GB; a fraction is what a bound of a few tensors needs.
-            registry.add("state", ocp.args.StandardSave,
-                         ocp.StandardCheckpointHandler(save_concurrent_gb=save_concurrent_bytes / 1e9))
+            bounded = ocp.StandardCheckpointHandler(save_concurrent_gb=save_concurrent_bytes / 1e9)
+            registry.add("state", ocp.args.StandardSave, bounded)
+            registry.add("state", ocp.args.StandardRestore, bounded)
+            registry.add("state", ocp.args.PyTreeRestore, ocp.PyTreeCheckpointHandler())  # restore_part
         self._manager = ocp.CheckpointManager(self.directory, options=options, handler_registry=registry)
 
     def latest_step(self) -> int | None:
@@ -98,7 +110,8 @@ class Checkpointer:
         writes the bound limits. The checkpoint is the same either way; readers restore into their targets.
         """
         if self.save_concurrent_bytes is not None:
-            state = jax.tree.map(_alias_memmap, state)
+            _check_bound(state, self.save_concurrent_bytes)
+            state = jax.tree.map(memmap_as_host_array, state)
         args = {"state": ocp.args.StandardSave(state), "meta": ocp.args.JsonSave(dict(meta or {}))}
         if data_iterator is not None:
             args["data"] = _GrainSave(data_iterator)

@@ -1,7 +1,8 @@
 """Peak host memory of `python -m sorajax.convert` against the checkpoint's total and shard size.
 
 A synthetic Wan-shaped transformer (the 1.3B key list narrowed to width 1024, FFN 4096, 14 blocks:
-about 0.95 GB in float32, 4 shards) beside the tiny pipeline fixture's VAE / UMT5 / tokenizer; the
+about 0.95 GB in float32, 4 shards) and UMT5 encoder (width 1024, 8 blocks: 0.4 GB, 2 shards) beside
+the tiny pipeline fixture's VAE and tokenizer; the
 converter runs in a child process that this script samples every few milliseconds from outside
 (/proc/PID/status, so a child holding the GIL is still seen). RSS is split into anonymous memory
 (what the converter really holds) and file-backed pages (the memmaps' and safetensors' page cache,
@@ -51,21 +52,46 @@ def write_transformer(folder: Path) -> tuple[int, int]:
     shapes["proj_out.bias"] = (16,)
     shapes["condition_embedder.text_embedder.linear_1.weight"] = (1024, 32)
     (folder / "config.json").write_text(json.dumps(config))
+    return _write_shards(folder, "diffusion_pytorch_model", shapes, SHARDS)
+
+
+def write_text_encoder(folder: Path, width: int = 1024, heads: int = 16, ffn: int = 2816, depth: int = 8,
+                       shards: int = 2) -> tuple[int, int]:
+    """A UMT5 encoder of UMT5-XXL's layout at width 1024 (about 0.4 GB) in `shards` files, with the tiny
+    fixture's vocabulary (so its tokenizer fits); (total bytes, largest shard bytes)."""
+    folder.mkdir(parents=True)
+    config = json.loads((FIXTURES / "wan21_t2v_tiny" / "text_encoder" / "config.json").read_text())
+    config.update(d_model=width, num_heads=heads, d_kv=width // heads, d_ff=ffn, num_layers=depth)
+    (folder / "config.json").write_text(json.dumps(config))
+    shapes = {"shared.weight": (config["vocab_size"], width), "encoder.final_layer_norm.weight": (width,)}
+    for i in range(depth):
+        block = f"encoder.block.{i}.layer"
+        shapes.update({f"{block}.0.SelfAttention.{n}.weight": (width, width) for n in "qkvo"})
+        shapes[f"{block}.0.SelfAttention.relative_attention_bias.weight"] = (config["relative_attention_num_buckets"],
+                                                                            heads)
+        shapes.update({f"{block}.{j}.layer_norm.weight": (width,) for j in (0, 1)})
+        shapes.update({f"{block}.1.DenseReluDense.{n}.weight": (ffn, width) for n in ("wi_0", "wi_1")})
+        shapes[f"{block}.1.DenseReluDense.wo.weight"] = (width, ffn)
+    return _write_shards(folder, "model", shapes, shards)
+
+
+def _write_shards(folder: Path, stem: str, shapes: dict[str, tuple[int, ...]], shards: int) -> tuple[int, int]:
+    """Random float32 tensors of `shapes` in `shards` safetensors files + index; (total, largest file) bytes."""
     rng = np.random.default_rng(0)
     names = sorted(shapes)
-    parts = [names[i::SHARDS] for i in range(SHARDS)]
-    files = [f"diffusion_pytorch_model-{i + 1:05d}-of-{SHARDS:05d}.safetensors" for i in range(SHARDS)]
+    parts = [names[i::shards] for i in range(shards)]
+    files = [f"{stem}-{i + 1:05d}-of-{shards:05d}.safetensors" for i in range(shards)]
     for part, name in zip(parts, files):
         save_file({k: rng.standard_normal(shapes[k], dtype=np.float32) for k in part}, str(folder / name))
     index = {"weight_map": {k: name for part, name in zip(parts, files) for k in part}}
-    (folder / "diffusion_pytorch_model.safetensors.index.json").write_text(json.dumps(index))
+    (folder / f"{stem}.safetensors.index.json").write_text(json.dumps(index))
     sizes = [(folder / name).stat().st_size for name in files]
     return sum(sizes), max(sizes)
 
 
 def write_rest(root: Path) -> None:
-    """The tiny Wan2.1 pipeline fixture's VAE (4 latent channels), UMT5 (32 wide) and tokenizer."""
-    for part in ("vae", "text_encoder", "tokenizer"):
+    """The tiny Wan2.1 pipeline fixture's VAE (4 latent channels) and tokenizer."""
+    for part in ("vae", "tokenizer"):
         shutil.copytree(FIXTURES / "wan21_t2v_tiny" / part, root / part)
 
 
@@ -139,7 +165,7 @@ def sample(command: list[str], phase_file: Path, every_s: float = 0.002) -> tupl
         status = _read_status(child.pid)
         if status:
             phase = phase_file.read_text() or "?"
-            row = peaks.setdefault(phase, {"start": time.monotonic()})
+            row = peaks.setdefault(phase, {"start": time.monotonic(), "anon_at_start": status.get("RssAnon", 0)})
             row["seconds"] = time.monotonic() - row["start"]
             for key, value in status.items():
                 row[key] = max(row.get(key, 0), value)
@@ -163,15 +189,18 @@ def main() -> None:
     shutil.rmtree(work, ignore_errors=True)
     src = work / "src"
     total, shard = write_transformer(src / "transformer")
+    text_total, text_shard = write_text_encoder(src / "text_encoder")
     write_rest(src)
     command = [sys.executable, __file__, "--child", str(work / "phase"), f"--src={src}", f"--out={work / 'run'}",
                f"--dtype={args.dtype}"]
     peaks, hwm = sample(command, work / "phase")
     gb = 1e9
-    print(f"transformer {total / gb:.3f} GB in {SHARDS} shards (largest {shard / gb:.3f} GB), --dtype {args.dtype}")
-    print(f"{'phase':32s} {'anon GB':>8s} {'file GB':>8s} {'RSS GB':>8s} {'s':>6s}")
+    print(f"transformer {total / gb:.3f} GB in {SHARDS} shards (largest {shard / gb:.3f} GB), UMT5 encoder "
+          f"{text_total / gb:.3f} GB (largest shard {text_shard / gb:.3f} GB), --dtype {args.dtype}")
+    print(f"{'phase':32s} {'anon GB':>8s} {'rise GB':>8s} {'file GB':>8s} {'RSS GB':>8s} {'s':>6s}")
     for phase, row in peaks.items():
-        print(f"{phase:32s} {row.get('RssAnon', 0) / gb:8.3f} {row.get('RssFile', 0) / gb:8.3f} "
+        rise = row.get("RssAnon", 0) - row["anon_at_start"]  # anon grown within the phase (freed memory is kept)
+        print(f"{phase:32s} {row.get('RssAnon', 0) / gb:8.3f} {rise / gb:8.3f} {row.get('RssFile', 0) / gb:8.3f} "
               f"{row.get('VmRSS', 0) / gb:8.3f} {row['seconds']:6.2f}")
     anon = max(row.get("RssAnon", 0) for row in peaks.values())
     file = max(row.get("RssFile", 0) for row in peaks.values())

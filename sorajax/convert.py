@@ -223,10 +223,19 @@ def _save(run: Path, state: dict[str, Any], meta: dict[str, Any]) -> None:
     (run / "config.json").write_text(json.dumps(meta["config"], indent=2))
 
 
-def _copy_text_encoder(source: WanSource, tmp: Path, dtype: str) -> None:
-    """UMT5 shard by shard (cast to `dtype`; decoder tensors dropped) and its tokenizer files."""
+def _copy_shard(path: Path, out: Path, dtype: Any) -> list[str]:
+    """One UMT5 shard's encoder tensors cast to `dtype` into `out`; their keys. A call per shard, so that a
+    shard's tensors are freed before the next shard is read (host memory: one shard, not two)."""
     from safetensors.numpy import save_file
 
+    tensors = {key: np.asarray(array).astype(dtype) for _, key, array in pretrained.read_tensors([path])
+               if not key.startswith(DECODER_PREFIXES)}
+    save_file(tensors, str(out))
+    return list(tensors)
+
+
+def _copy_text_encoder(source: WanSource, tmp: Path, dtype: str) -> None:
+    """UMT5 shard by shard (cast to `dtype`; decoder tensors dropped) and its tokenizer files."""
     out = tmp / "text_encoder"
     out.mkdir(parents=True)
     shutil.copy(source.text_encoder / "config.json", out / "config.json")
@@ -234,10 +243,7 @@ def _copy_text_encoder(source: WanSource, tmp: Path, dtype: str) -> None:
     weight_map = {}
     for i, path in enumerate(files):
         name = f"model-{i + 1:05d}-of-{len(files):05d}.safetensors"
-        tensors = {key: np.asarray(array).astype(_dtype(dtype)) for _, key, array in pretrained.read_tensors([path])
-                   if not key.startswith(DECODER_PREFIXES)}
-        save_file(tensors, str(out / name))
-        weight_map.update({key: name for key in tensors})
+        weight_map.update({key: name for key in _copy_shard(path, out / name, _dtype(dtype))})
     (out / "model.safetensors.index.json").write_text(json.dumps({"metadata": {}, "weight_map": weight_map}, indent=1))
     tokenizer = tmp / "tokenizer"
     tokenizer.mkdir()

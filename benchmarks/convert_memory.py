@@ -2,12 +2,13 @@
 
 A synthetic Wan-shaped transformer (the 1.3B key list narrowed to width 1024, FFN 4096, 14 blocks:
 about 0.95 GB in float32, 4 shards) and UMT5 encoder (width 1024, 8 blocks: 0.4 GB, 2 shards) beside
-the tiny pipeline fixture's VAE and tokenizer; the
-converter runs in a child process that this script samples every few milliseconds from outside
-(/proc/PID/status, so a child holding the GIL is still seen). RSS is split into anonymous memory
-(what the converter really holds) and file-backed pages (the memmaps' and safetensors' page cache,
-which counts in RSS but the kernel reclaims at will), per phase of the conversion: the child marks
-the phase it is in (inspect, DiT stream into memmaps, DiT Orbax save, VAE ..., text encoder copy).
+the tiny pipeline fixture's VAE and tokenizer. The converter runs in a child process that this
+script samples every few milliseconds from outside (/proc/PID/status, so a child holding the GIL is
+still seen). RSS is split into anonymous memory (what the converter really holds) and file-backed
+pages (the memmaps' and safetensors' page cache, which count in RSS but the kernel reclaims at will),
+per phase of the conversion: the child marks the phase it is in (inspect, DiT stream into memmaps,
+DiT Orbax save, VAE ..., text encoder copy). "rise" is the anonymous memory a phase adds to what it
+started with (memory freed earlier stays with the process, so a phase's peak includes it).
 
     python benchmarks/convert_memory.py [--work /tmp/convert_memory] [--dtype bfloat16]
 """
@@ -205,9 +206,9 @@ def main() -> None:
     anon = max(row.get("RssAnon", 0) for row in peaks.values())
     file = max(row.get("RssFile", 0) for row in peaks.values())
     base = peaks.get("imports", {}).get("RssAnon", 0)
-    extra = anon - base
+    extra, largest, model = anon - base, max(shard, text_shard), total + text_total
     print(f"peak anon {anon / gb:.3f} GB (imports {base / gb:.3f} GB; above them {extra / gb:.3f} GB = "
-          f"{extra / shard:.2f}x the largest shard, {extra / total:.2f}x the transformer); peak file-backed "
+          f"{extra / largest:.2f}x the largest shard, {extra / model:.2f}x transformer + UMT5); peak file-backed "
           f"{file / gb:.3f} GB; peak RSS (VmHWM) {hwm / gb:.3f} GB")
 
 

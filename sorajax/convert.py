@@ -16,8 +16,9 @@ run that `Pipeline.from_run`, `python -m sorajax.generate --run` and `train_dit
 Why this way: everything is checked before anything is written (every part present, the family, key
 coverage and shapes from the safetensors headers), so a partial or mismatched folder is refused in
 one line naming the file and key. Tensors stream one at a time into memory-mapped files that Orbax
-then writes, so host memory stays about one tensor (not the model) even for 14B. The run is built in
-a hidden folder and renamed at the end: a failed conversion leaves nothing half-written.
+then writes a few tensors at a time (`save_bound`), and UMT5 is copied shard by shard, so host
+memory stays about one shard (not the model) even for 14B. The run is built in a hidden folder and
+renamed at the end: a failed conversion leaves nothing half-written.
 """
 
 from __future__ import annotations
@@ -211,7 +212,7 @@ def _write_models(source: WanSource, tmp: Path, dtype: str) -> dict[str, Any]:
 def save_bound(state: dict[str, Any]) -> int:
     """Bytes Orbax may write at once: SAVE_LEAVES_IN_FLIGHT of the largest leaf (the memmaps are not copied
     into memory, so this bounds the save's host memory at a few tensors, not the model)."""
-    return SAVE_LEAVES_IN_FLIGHT * max(leaf.nbytes for leaf in jax.tree.leaves(state)) + 1
+    return SAVE_LEAVES_IN_FLIGHT * max(leaf.nbytes for leaf in jax.tree.leaves(state)) + 1  # Orbax: a leaf < bound
 
 
 def _save(run: Path, state: dict[str, Any], meta: dict[str, Any]) -> None:

@@ -83,7 +83,7 @@ class Checkpointer:
             create=True,
         )
         registry = None
-        if save_concurrent_bytes is not None:  # only the state's saves are bound; other items as Orbax registers them
+        if save_concurrent_bytes is not None:  # the state's saves are bounded; other items as Orbax registers them
             registry = ocp.handlers.DefaultCheckpointHandlerRegistry()
             # Orbax counts in GB; a fraction is what a bound of a few tensors needs.
             bounded = ocp.StandardCheckpointHandler(save_concurrent_gb=save_concurrent_bytes / 1e9)
@@ -107,7 +107,8 @@ class Checkpointer:
         Memory-mapped leaves (``np.memmap``) are written a few at a time when `save_concurrent_bytes` is set:
         Orbax's numpy handler would copy every numpy leaf into memory before writing (the whole model) and
         ignores the bound, so they go to Orbax as CPU jax arrays over the same memory (no copy), whose
-        writes the bound limits. The checkpoint is the same either way; readers restore into their targets.
+        writes the bound limits. The arrays written are the same either way (Orbax records them as jax arrays
+        of the host CPU); readers restore them into their own targets and devices.
         """
         if self.save_concurrent_bytes is not None:
             _check_bound(state, self.save_concurrent_bytes)

@@ -17,8 +17,9 @@ run that `Pipeline.from_run`, `python -m sorajax.generate --run` and `train_dit
 Why this way: everything is checked before anything is written (every part present, the family, key
 coverage and shapes from the safetensors headers and `.pth` pickles), so a partial or mismatched folder is refused in
 one line naming the file and key. Tensors stream one at a time into memory-mapped files that Orbax
-then writes, so host memory stays about one tensor (not the model) even for 14B. The run is built in
-a hidden folder and renamed at the end: a failed conversion leaves nothing half-written.
+then writes a few tensors at a time (`save_bound`), and UMT5 is copied shard by shard, so host
+memory stays about one shard (not the model) even for 14B. The run is built in a hidden folder and
+renamed at the end: a failed conversion leaves nothing half-written.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ import shutil
 from pathlib import Path
 from typing import Any, Sequence
 
+import jax
 import numpy as np
 
 from sorajax import cli
@@ -48,6 +50,7 @@ from sorajax.runs.wan_sources import WanSource, diffusers_source
 from sorajax.wan import FAMILIES, PRESETS, check_family, family_of_vae, scheduler_shift, wan_time_config
 
 DTYPES = ("float32", "bfloat16")
+SAVE_LEAVES_IN_FLIGHT = 4  # parallel enough to keep the disk busy; see `save_bound`
 TOKENIZER_FILES = ("tokenizer.json", "spiece.model", "tokenizer_config.json", "special_tokens_map.json")
 TEXT_ENCODER_SHARD_BYTES = 2 * 2**30  # UMT5-XXL (11 GB in bf16) is written in shards of about this size
 
@@ -157,8 +160,14 @@ def _write_models(source: WanSource, family: str, tmp: Path, dtype: str) -> dict
     return config
 
 
+def save_bound(state: dict[str, Any]) -> int:
+    """Bytes Orbax may write at once: SAVE_LEAVES_IN_FLIGHT of the largest leaf (the memmaps are not copied
+    into memory, so this bounds the save's host memory at a few tensors, not the model)."""
+    return SAVE_LEAVES_IN_FLIGHT * max(leaf.nbytes for leaf in jax.tree.leaves(state)) + 1  # Orbax: a leaf < bound
+
+
 def _save(run: Path, state: dict[str, Any], meta: dict[str, Any]) -> None:
-    ckpt = Checkpointer(run / "checkpoints", async_save=False)
+    ckpt = Checkpointer(run / "checkpoints", async_save=False, save_concurrent_bytes=save_bound(state))
     try:
         ckpt.save(0, state, meta=meta)
     finally:

@@ -32,6 +32,7 @@ REPO = Path(__file__).resolve().parents[1]
 FIXTURES = REPO / "tests" / "fixtures"
 NARROW = {1536: 1024, 9216: 6144, 8960: 4096}  # width, 6 x width, FFN
 DEPTH, SHARDS = 14, 4
+TEXT_WIDTH = 1024  # the UMT5 encoder's width, which the transformer's text embedder reads
 
 
 def write_transformer(folder: Path) -> tuple[int, int]:
@@ -44,19 +45,19 @@ def write_transformer(folder: Path) -> tuple[int, int]:
             continue
         shapes[key] = tuple(NARROW.get(int(d), int(d)) for d in dims.split(","))
     config = {"_class_name": "WanTransformer3DModel", "patch_size": [1, 2, 2], "num_attention_heads": 8,
-              "attention_head_dim": 128, "in_channels": 4, "out_channels": 4, "text_dim": 32, "freq_dim": 256,
+              "attention_head_dim": 128, "in_channels": 4, "out_channels": 4, "text_dim": TEXT_WIDTH, "freq_dim": 256,
               "ffn_dim": 4096, "num_layers": DEPTH, "cross_attn_norm": True, "qk_norm": "rms_norm_across_heads",
               "eps": 1e-6, "rope_max_seq_len": 1024}
     shapes = {k: tuple(4 if (k.startswith(("patch_embedding.weight",)) and i == 1) else d for i, d in enumerate(s))
               for k, s in shapes.items()}
     shapes["proj_out.weight"] = (16, 1024)
     shapes["proj_out.bias"] = (16,)
-    shapes["condition_embedder.text_embedder.linear_1.weight"] = (1024, 32)
+    shapes["condition_embedder.text_embedder.linear_1.weight"] = (1024, TEXT_WIDTH)
     (folder / "config.json").write_text(json.dumps(config))
     return _write_shards(folder, "diffusion_pytorch_model", shapes, SHARDS)
 
 
-def write_text_encoder(folder: Path, width: int = 1024, heads: int = 16, ffn: int = 2816, depth: int = 8,
+def write_text_encoder(folder: Path, width: int = TEXT_WIDTH, heads: int = 16, ffn: int = 2816, depth: int = 8,
                        shards: int = 2) -> tuple[int, int]:
     """A UMT5 encoder of UMT5-XXL's layout at width 1024 (about 0.4 GB) in `shards` files, with the tiny
     fixture's vocabulary (so its tokenizer fits); (total bytes, largest shard bytes)."""

@@ -22,6 +22,7 @@ PROBE_ASPECTS = ("colour", "shape", "direction", "in_frame")
 _GAP, _CANVAS = 2, 40  # pixels between cells; the contact sheet's dark grey
 
 Curve = tuple[str, Sequence[float], Sequence[float]]  # (label, steps, values)
+SMOOTH_MIN_POINTS = 20  # fewer points (a run's evaluations) are drawn as measured: smoothing would make them lag
 
 
 def video_grid(clips: Sequence[np.ndarray], columns: int = 3) -> np.ndarray:
@@ -101,11 +102,11 @@ def plot_curves(path: PathLike, panels: Sequence[tuple[str, Sequence[Curve]]], y
     for axis, (title, curves) in zip(axes, panels):
         for index, (label, steps, values) in enumerate(curves):
             colour = f"C{index % 10}"
-            if len(values) > 3 and smooth > 0:
+            if len(values) >= SMOOTH_MIN_POINTS and smooth > 0:
                 axis.plot(steps, values, color=colour, alpha=0.25, linewidth=0.8)
                 axis.plot(steps, smoothed(values, smooth), color=colour, label=label, linewidth=1.6)
             else:
-                axis.plot(steps, values, color=colour, label=label, marker="o" if len(values) < 12 else None)
+                axis.plot(steps, values, color=colour, label=label, marker="o")  # sparse (evaluations): as measured
         axis.set_title(title)
         axis.set_xlabel("step")
         axis.set_ylabel(ylabel)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import shlex
 from typing import Any, Callable
 
 import ml_collections
@@ -25,6 +26,7 @@ from sorajax.sweeps.members import Overrides, SweepFile, member_names, override_
 TRAIN_DIT, TRAIN_VAE = "sorajax.train_dit", "sorajax.train_vae"
 PROBE = "sorajax.probe"
 PYTHON = "python"  # argv[0] of a printed command; local runs use this interpreter
+_COMMAND_LINE = "the command line"
 
 
 def _validators() -> dict[str, Callable[[ml_collections.ConfigDict], Any]]:
@@ -50,7 +52,7 @@ class Member:
     def record(self) -> dict[str, Any]:
         return {"name": self.name, "overrides": self.overrides, "run": self.run, "status": self.status,
                 "exit_code": self.exit_code, "wall_s": self.wall_s, "note": self.note,
-                "commands": [" ".join(c) for c in self.commands]}
+                "commands": [shlex.join(c) for c in self.commands]}
 
 
 @dataclasses.dataclass
@@ -86,7 +88,8 @@ def _apply(config: ml_collections.ConfigDict, overrides: dict[str, Any], where: 
             apply_override(config, key, value)
         except (KeyError, TypeError, ValueError, AttributeError) as error:
             message = error.args[0] if error.args else error
-            raise ValueError(f"{where}: {key}={value!r} is refused: {message}") from None
+            setting = f"--config.{key}={value}" if where == _COMMAND_LINE else f"{key}={value!r}"
+            raise ValueError(f"{where}: {setting} is refused: {message}") from None
 
 
 def _check_autoencoder(vae_workdir: str) -> str | None:
@@ -130,7 +133,7 @@ def plan_sweep(sweep: SweepFile, workdir: str, config_spec: str | None = None,
         raise ValueError(f"no config: pass --config=configs/X.py[:variant] or set CONFIG in {sweep.path}")
     cli_overrides = dict(cli_overrides or {})
     base = load_config(spec)
-    _apply(base, cli_overrides, "the command line")  # a bad --config.k=v is named once, not per member
+    _apply(base, cli_overrides, _COMMAND_LINE)  # a bad --config.k=v is named once, not per member
     trainer = sweep.command or trainer_of(base, spec)
     probe = sweep.probe_prompts if probe_prompts is None else probe_prompts
     if probe and trainer != TRAIN_DIT:

@@ -120,6 +120,7 @@ def _refuse_other_settings(member: Member) -> None:
 def member_status(member: Member, probe_prompts: int) -> str:
     marker = read_marker(member.run)
     if marker is not None and marker.get("probe_prompts", 0) >= probe_prompts:
+        member.wall_s = marker.get("wall_s")
         return "done"
     return "started" if checkpoints_dir(member.run).is_dir() else "pending"
 

@@ -2,12 +2,14 @@
 
     python -m sorajax.compare runs/compute_scaling            # a sweep's folder: all its members
     python -m sorajax.compare runs/a/dit runs/b/dit --out=comparisons/ab
+    python -m sorajax.compare runs/compute_scaling --x=train.steps   # also: results against a setting
 
 Writes to --out (default: <sweep folder>/comparison for one sweep, else ./comparison): comparison.md and
 comparison.csv (differing settings, steps, final and best training and held-out losses, probe agreement
 per aspect with 95% intervals, wall time from the first to the last logged step), training_loss.png,
-held_out_loss.png and probe.png (those with something to draw). Members of a sweep that have not run
-yet are left out with a note.
+held_out_loss.png and probe.png (those with something to draw), and with --x=KEY against_KEY.png: the
+final held-out losses and the probe agreement against that numeric setting (one point per run). Members
+of a sweep that have not run yet are left out with a note.
 """
 
 from __future__ import annotations
@@ -18,7 +20,16 @@ import sys
 
 from sorajax import cli
 from sorajax.eval.figures import metric_curve, plot_curves, probe_bars
-from sorajax.eval.run_table import HELD_OUT, TRAIN_LOSS, RunSummary, read_run, table, to_csv, to_markdown
+from sorajax.eval.run_table import (
+    HELD_OUT,
+    TRAIN_LOSS,
+    RunSummary,
+    against_setting,
+    read_run,
+    table,
+    to_csv,
+    to_markdown,
+)
 from sorajax.runs.metrics import METRICS_FILE
 from sorajax.runs.paths import PathLike, run_path
 from sorajax.sweeps.manifest import read_manifest
@@ -45,8 +56,9 @@ def expand_runs(paths: list[str]) -> tuple[list[tuple[str, str]], list[str]]:
     return runs, notes
 
 
-def write_comparison(runs: list[RunSummary], out: PathLike) -> list[str]:
-    """The table files and the plots; returns the paths written."""
+def write_comparison(runs: list[RunSummary], out: PathLike, x: str | None = None) -> list[str]:
+    """The table files and the plots (with `x`, also the results against that setting); returns the paths."""
+    against = against_setting(runs, x) if x else []  # a bad --x is refused before anything is written
     out = run_path(out)
     out.mkdir(parents=True, exist_ok=True)
     header, rows = table(runs)
@@ -66,6 +78,10 @@ def write_comparison(runs: list[RunSummary], out: PathLike) -> list[str]:
     reports = {r.label: r.probe_report for r in runs if r.probe_report is not None}
     if reports:
         written.append(str(probe_bars(out / "probe.png", reports)))
+    if against:
+        labels = ["loss" if title.endswith("loss") else "share of probe prompts" for title, _ in against]
+        written.append(str(plot_curves(out / f"against_{x}.png", against, ylabel=labels, log_y=False, xlabel=x,
+                                       log_x=True)))
     return written
 
 
@@ -74,6 +90,8 @@ def main(argv: list[str] | None = None) -> None:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("runs", nargs="+", help="run directories and/or sweep folders")
     parser.add_argument("--out", help="folder for the table and plots")
+    parser.add_argument("--x", help="a numeric setting (e.g. train.steps): also plot the final held-out losses and "
+                                    "probe agreement against it")
     parser.add_argument("--debug", action="store_true", help="on an error, show the Python traceback")
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
     pairs, notes = expand_runs(args.runs)
@@ -82,7 +100,7 @@ def main(argv: list[str] | None = None) -> None:
     sweep_folder = len(args.runs) == 1 and read_manifest(args.runs[0]) is not None
     out = args.out or (str(run_path(args.runs[0]) / "comparison") if sweep_folder else "comparison")
     summaries = [read_run(run, label) for label, run in pairs]
-    written = write_comparison(summaries, out)
+    written = write_comparison(summaries, out, args.x)
     print(to_markdown(*table(summaries)), end="")
     print("wrote " + ", ".join(written))
 

@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 
 from sorajax import compare, sweep
+from sorajax.eval.run_table import against_setting, read_run
 from sorajax.runs.metrics import read_metrics
 from sorajax.sweeps.members import grid, load_sweep, member_names, zipped
 from sorajax.sweeps.plan import plan_sweep
@@ -136,15 +137,16 @@ def test_compare_reports_held_out_losses_and_probe_agreement_with_intervals(tmp_
     config = {"seed": 0, "data": {"framing": "native", "rows": 4}, "train": {"steps": 3}}
     native = _fake_run(tmp_path / "native", config, [1.0, 0.5, 0.7], [(2, 0.9), (3, 0.8)],
                        {"colour": 0.5, "num_colour": 48, "in_frame": 1.0, "num_in_frame": 48})
-    square = _fake_run(tmp_path / "square", {**config, "data": {"framing": "square", "rows": 4}}, [2.0, 1.5, 1.2],
+    square = _fake_run(tmp_path / "square", {**config, "data": {"framing": "square", "rows": 8}}, [2.0, 1.5, 1.2],
                        [(3, 1.1)], {"colour": 0.25, "num_colour": 48, "in_frame": 0.75, "num_in_frame": 48})
-    compare.main([native, square, f"--out={tmp_path / 'out'}"])
+    compare.main([native, square, f"--out={tmp_path / 'out'}", "--x=data.rows"])
     with open(tmp_path / "out" / "comparison.csv") as f:
         rows = list(csv.DictReader(f))
-    assert list(rows[0]) == ["run", "data.framing", "steps", "train_loss_final", "train_loss_best", "val_loss_final",
+    assert list(rows[0]) == ["run", "data.framing", "data.rows", "steps", "train_loss_final", "train_loss_best", "val_loss_final",
                              "val_loss_best", "probe_colour", "probe_colour_low", "probe_colour_high", "probe_in_frame",
                              "probe_in_frame_low", "probe_in_frame_high", "wall_s"]
     values = [{k: float(v) for k, v in r.items() if k not in ("run", "data.framing")} for r in rows]
+    assert [(r["data.framing"], values[i]["data.rows"]) for i, r in enumerate(rows)] == [("native", 4), ("square", 8)]
     assert values[0]["train_loss_final"] == 0.7 and values[0]["train_loss_best"] == 0.5
     assert values[0]["val_loss_final"] == 0.8 and values[0]["val_loss_best"] == 0.8 and values[1]["val_loss_best"] == 1.1
     # Wilson 95% interval of 24 of 48: 36.4% - 63.6%; wall time from the first to the last logged row
@@ -152,9 +154,15 @@ def test_compare_reports_held_out_losses_and_probe_agreement_with_intervals(tmp_
                                atol=1e-4)
     assert values[0]["probe_in_frame_high"] == 1.0 and values[0]["wall_s"] == 6.0 and values[1]["steps"] == 3
     table = (tmp_path / "out" / "comparison.md").read_text().splitlines()
-    assert table[2] == "| native | native | 3 | 0.7 | 0.5 | 0.8 | 0.8 | 50% [36%-64%] | 100% [93%-100%] | 6 |"
-    for name in ("training_loss.png", "held_out_loss.png", "probe.png"):
+    assert table[2] == "| native | native | 4 | 3 | 0.7 | 0.5 | 0.8 | 0.8 | 50% [36%-64%] | 100% [93%-100%] | 6 |"
+    for name in ("training_loss.png", "held_out_loss.png", "probe.png", "against_data.rows.png"):
         assert read_image(tmp_path / "out" / name).shape[0] > 100
+    runs = [read_run(square, "square"), read_run(native, "native")]
+    assert against_setting(runs, "data.rows") == [
+        ("final held-out loss", [("val_loss", [4, 8], [0.8, 1.1])]),
+        ("probe agreement", [("colour", [4, 8], [0.5, 0.25]), ("in_frame", [4, 8], [1.0, 0.75])])]
+    with pytest.raises(ValueError, match="--x=data.framing must be a number in every run"):
+        against_setting(runs, "data.framing")
     capsys.readouterr()
     with pytest.raises(FileNotFoundError, match="has no config.json: not a trained sorajax run"):
         compare.main([str(tmp_path), f"--out={tmp_path / 'out2'}"])

@@ -8,7 +8,7 @@ and a 48-prompt probe report per member, so `compare` shows both against compute
 Budget on the 2-core CPU (~3 steps/s): ~1.5 + 6 + 22 min of training, ~2 min of probe samples each.
 
     python -m sorajax.sweep --sweep=experiments/sweeps/compute_scaling.py --workdir=runs/compute_scaling
-    python -m sorajax.compare runs/compute_scaling
+    python -m sorajax.compare runs/compute_scaling --x=train.steps   # + against_train.steps.png
 Needs the main job's autoencoder (runs/main/vae; another with --config.vae_workdir=DIR).
 """
 

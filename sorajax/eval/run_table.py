@@ -126,3 +126,21 @@ def to_markdown(header: list[str], rows: list[list[Any]]) -> str:
                 cells.append(_cell(row[i]))
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+def against_setting(runs: Sequence[RunSummary], key: str) -> list[tuple[str, list[tuple[str, list, list]]]]:
+    """Panels (title, curves) of the final held-out losses and the probe agreement against a numeric setting
+    (e.g. train.steps for the compute-scaling sweep), one point per run."""
+    values = {run.label: run.settings.get(key) for run in runs}
+    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values.values()):
+        raise ValueError(f"--x={key} must be a number in every run, got {values}; pick a numeric setting the runs vary")
+    ordered = sorted(runs, key=lambda run: values[run.label])
+
+    def curve(label: str, value_of: Any) -> tuple[str, list, list]:
+        kept = [run for run in ordered if value_of(run) is not None]
+        return label, [values[run.label] for run in kept], [value_of(run) for run in kept]
+
+    losses = [curve(COLUMNS[k], lambda run, k=k: run.losses[k][0] if k in run.losses else None) for k in HELD_OUT]
+    probe = [curve(aspect, lambda run, a=aspect: run.probe[a][0] if a in run.probe else None) for aspect in PROBE_ASPECTS]
+    panels = [("final held-out loss", [c for c in losses if c[1]]), ("probe agreement", [c for c in probe if c[1]])]
+    return [panel for panel in panels if panel[1]]

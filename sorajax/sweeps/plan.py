@@ -153,7 +153,7 @@ def plan_sweep(sweep: SweepFile, workdir: str, config_spec: str | None = None,
             validate(config)
         except (ValueError, TypeError, KeyError) as error:
             raise ValueError(f"sweep member {name}: {error.args[0] if error.args else error}") from None
-        run = str(run_path(workdir) / name)
+        run = f"{workdir.rstrip('/')}/{name}"  # as given (relative stays relative): --print's commands run elsewhere
         flags = {k: override_flag(k, v) for k, v in {**sweep.shared, **overrides}.items()}
         flags.update({k: f"--config.{k}={v}" for k, v in cli_overrides.items()})
         commands = [[PYTHON, "-m", trainer, f"--config={spec}", f"--workdir={run}", *flags.values()]]

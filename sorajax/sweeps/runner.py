@@ -21,7 +21,7 @@ import time
 from typing import Any, Callable
 
 from sorajax.runs.checkpoints import open_run
-from sorajax.runs.paths import run_path
+from sorajax.runs.paths import is_local, run_path
 from sorajax.sweeps.manifest import LOG, write_manifest, write_marker
 from sorajax.sweeps.plan import PROBE, PYTHON, Member, SweepPlan
 
@@ -54,6 +54,9 @@ class SweepRunner:
                  say: Callable[[str], None] = print):
         if parallel < 1:
             raise ValueError(f"--parallel must be >= 1, got {parallel}")
+        if not is_local(plan.workdir):
+            raise ValueError(f"--workdir={plan.workdir} is not on this machine: a local sweep keeps its members' logs "
+                             "beside them; for a cluster's gs:// runs use --print and a scheduler")
         self.plan, self.parallel, self.python = plan, parallel, python
         self._say, self._lock = say, threading.Lock()
         self._children: dict[int, subprocess.Popen] = {}
@@ -132,7 +135,12 @@ class SweepRunner:
             if member.status == "done":
                 self.say(f"{self._tag(member)}: finished earlier, skipped")
         self._save()
-        previous = {s: signal.signal(s, self._signal) for s in (signal.SIGINT, signal.SIGTERM)}
+        previous = {}
+        for s in (signal.SIGINT, signal.SIGTERM):
+            try:
+                previous[s] = signal.signal(s, self._signal)
+            except ValueError:  # not the main thread (a notebook's worker): members keep their own handlers
+                pass
         try:
             with concurrent.futures.ThreadPoolExecutor(self.parallel) as pool:
                 pending = {pool.submit(self._run_member, m) for m in todo}

@@ -29,7 +29,7 @@ STEPS = 16  # member 2 is stopped as its first step is logged: the rest of its s
 VAE_SWEEP = f'''
 from sorajax.sweeps import zipped
 CONFIG = "configs/vae_tiny.py:smoke"
-SHARED = {{"train.steps": {STEPS}, "train.log_every": 1, "train.save_every": 4, "eval.every": {STEPS},
+SHARED = {{"train.steps": {STEPS}, "train.log_every": 1, "train.save_every": 8, "eval.every": {STEPS},
           "data.sizes": ((5, 16, 16),)}}  # one clip size: one compiled step for every member
 MEMBERS = zipped({{"seed": [0, 1, 2]}})
 '''

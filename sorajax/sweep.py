@@ -53,8 +53,6 @@ def parse(argv: list[str]) -> tuple[argparse.Namespace, dict[str, str]]:
 
 def main(argv: list[str] | None = None) -> None:
     args, overrides = parse(sys.argv[1:] if argv is None else argv)
-    if args.parallel < 1:
-        raise ValueError(f"--parallel must be >= 1, got {args.parallel}")
     sweep = load_sweep(args.sweep)
     plan = plan_sweep(sweep, args.workdir, args.config, overrides, args.probe_prompts,
                       require_autoencoder=not args.print_only)

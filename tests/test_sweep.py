@@ -227,3 +227,22 @@ def test_a_finished_member_made_with_other_settings_is_refused(interrupted_and_r
                                          r"\(train.learning_rate: 0.0003 -> 0.001\); pass another --workdir"):
         plan_sweep(load_sweep(sweep_file), str(interrupted_and_resumed["workdir"]),
                    cli_overrides={"train.learning_rate": "1e-3"})
+
+
+def test_a_failing_member_is_one_line_and_the_sweep_goes_on(tmp_path):
+    """The runner with stand-in commands (a crash, and an exit 0 that saved nothing), so no trainer starts."""
+    from sorajax.sweeps.runner import SweepRunner
+
+    sweep_file = _write(tmp_path / "two.py", 'CONFIG = "configs/vae_tiny.py:smoke"\nMEMBERS = [{"seed": 1}, {"seed": 2}]\n')
+    plan = plan_sweep(load_sweep(sweep_file), str(tmp_path / "w"))
+    plan.members[0].commands = [["python", "-c", "import sys; print('step 1'); print('error: boom'); sys.exit(3)"]]
+    plan.members[1].commands = [["python", "-c", "print('nothing saved')"]]
+    lines = []
+    assert SweepRunner(plan, say=lines.append).run() == 1
+    log = tmp_path / "w" / "seed=1" / "sweep.log"
+    assert f"[1/2] seed=1: failed (exit 3): error: boom (log: {log})" in lines
+    assert "[2/2] seed=2: interrupted before its first checkpoint; run the sweep again to resume" in lines[-2]
+    assert lines[-1].startswith("sweep: 0 of 2 members done, 1 failed, 1 interrupted;")
+    manifest = json.loads((tmp_path / "w" / "sweep.json").read_text())
+    assert [(m["status"], m["exit_code"], m["note"]) for m in manifest["members"]] == [
+        ("failed", 3, "error: boom"), ("interrupted", 0, "stopped before its first checkpoint")]

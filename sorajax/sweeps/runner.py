@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import datetime
+import shlex
 import signal
 import subprocess
 import sys
@@ -91,11 +92,15 @@ class SweepRunner:
         resuming = member.status in ("started", "interrupted", "failed")
         member.status, member.note, start = "running", "", time.time()
         self._save()
+        ran_all = True
         for argv in member.commands:
+            if self.signals:  # a signal between two commands: the member's next command waits for the next run
+                ran_all = False
+                break
             what = "probe report" if argv[2] == PROBE else ("resuming" if resuming else "training")
             self.say(f"{self._tag(member)}: {what} (log: {log})")
             with open(log, "a") as out:
-                out.write(f"\n== {datetime.datetime.now().isoformat(timespec='seconds')} {' '.join(argv)}\n")
+                out.write(f"\n== {datetime.datetime.now().isoformat(timespec='seconds')} {shlex.join(argv)}\n")
                 out.flush()
                 child = subprocess.Popen([self.python if argv[0] == PYTHON else argv[0], *argv[1:]], stdout=out,
                                          stderr=subprocess.STDOUT, start_new_session=True)
@@ -104,24 +109,25 @@ class SweepRunner:
                     member.exit_code = child.wait()
                 finally:
                     self._children.pop(child.pid, None)
-            if member.exit_code != 0 or self.signals:
+            if member.exit_code != 0:
+                ran_all = False
                 break
         member.wall_s = round((member.wall_s or 0.0) + time.time() - start, 1)
-        self._finish(member, log)
+        self._finish(member, log, ran_all)
         self._save()
 
-    def _finish(self, member: Member, log: str) -> None:
+    def _finish(self, member: Member, log: str, ran_all: bool) -> None:
         steps = int(member.config.train.steps)
         reached = _final_step(member.run)
-        if member.exit_code == 0 and reached == steps and not self.signals:
+        if ran_all and reached == steps:  # a trainer stopped by a signal exits 0 too, short of the last step
             member.status = "done"
             write_marker(member.run, {"name": member.name, "overrides": member.overrides, "steps": steps,
                                       "probe_prompts": self.plan.probe_prompts, "wall_s": member.wall_s})
             self.say(f"{self._tag(member)}: done in {member.wall_s:.0f} s")
-        elif member.exit_code == 0 or self.signals:
-            member.status, member.note = "interrupted", f"stopped at step {reached} of {steps}"
-            self.say(f"{self._tag(member)}: interrupted at step {reached} of {steps}; run the sweep again to resume "
-                     f"(log: {log})")
+        elif member.exit_code == 0 or self.signals:  # stopped (by us, or a scheduler's signal to the member)
+            where = f"at step {reached} of {steps}" if reached is not None else "before its first checkpoint"
+            member.status, member.note = "interrupted", f"stopped {where}"
+            self.say(f"{self._tag(member)}: interrupted {where}; run the sweep again to resume (log: {log})")
         else:
             member.status, member.note = "failed", _last_line(log)
             self.say(f"{self._tag(member)}: failed (exit {member.exit_code}): {member.note} (log: {log})")

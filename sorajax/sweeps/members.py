@@ -83,11 +83,14 @@ def load_sweep(path: str) -> SweepFile:
     command = getattr(module, "COMMAND", None)
     if command is not None and command not in TRAINERS:
         raise ValueError(f"sweep file {path!r}: COMMAND {command!r} is not a trainer; use one of {TRAINERS}")
+    config = getattr(module, "CONFIG", None)
+    if config is not None and not isinstance(config, str):
+        raise ValueError(f"sweep file {path!r}: CONFIG must be a config file[:variant] string, got {config!r}")
     probe = getattr(module, "PROBE_PROMPTS", 0)
     if isinstance(probe, bool) or not isinstance(probe, int) or probe < 0:
         raise ValueError(f"sweep file {path!r}: PROBE_PROMPTS must be a whole number >= 0, got {probe!r}")
     return SweepFile(path=path, members=members, shared=_check_overrides(getattr(module, "SHARED", {}), "SHARED"),
-                     config=getattr(module, "CONFIG", None), command=command, probe_prompts=probe)
+                     config=config, command=command, probe_prompts=probe)
 
 
 def _value_text(value: Any) -> str:

@@ -114,8 +114,9 @@ def plot_curves(path: PathLike, panels: Sequence[tuple[str, Sequence[Curve]]], y
         axis.set_title(title)
         axis.set_xlabel(xlabel)
         axis.set_ylabel(panel_ylabel)
-        if log_y and all(v > 0 for _, _, values in curves for v in values):
-            axis.set_yscale("log")
+        shown = [v for _, _, values in curves for v in values]
+        if log_y and shown and min(shown) > 0 and max(shown) >= 10 * min(shown):  # within a decade a log axis
+            axis.set_yscale("log")                                                # labels ticks '2.29 x 10^0'
         if log_x and all(x > 0 for _, steps, _ in curves for x in steps):
             axis.set_xscale("log")
         axis.grid(alpha=0.3)

@@ -19,6 +19,7 @@ INSTALL_REQUIRES = [
     "einops==0.8.2",
     "ml_collections==1.1.0",
     "mediapy==1.2.7",
+    "matplotlib==3.11.2",  # run pictures (sorajax.eval.figures)
     "imageio-ffmpeg==0.8.1",
     "pillow>=10",
     "scipy>=1.11",  # connected components in the world probes

@@ -70,13 +70,13 @@ def test_every_notebook_is_listed():
 
 
 @pytest.mark.parametrize("name", ORDER)
-def test_notebook_runs_top_to_bottom_on_the_smoke_budget(name, kernel_env, alongside, capsys):
+def test_notebook_runs_top_to_bottom_on_the_smoke_budget(name, kernel_env, alongside, record_property):
     outcome = alongside[name].result() if name in alongside else execute(name, kernel_env)
     if outcome.error is not None:
         pytest.fail(f"colab/{name}.ipynb: a cell raised\n{outcome.error}", pytrace=False)
-    with capsys.disabled():
-        print(f"\nnotebook colab/{name}.ipynb executed: {outcome.code_cells} code cells in {outcome.seconds:.1f} s"
-              + (" (alongside the quickstart)" if name in alongside else ""), flush=True)
+    # Shown in the CI log by conftest's terminal summary (xdist workers' own output never reaches it).
+    record_property("log_line", f"notebook colab/{name}.ipynb executed: {outcome.code_cells} code cells in "
+                    f"{outcome.seconds:.1f} s" + (" (alongside the quickstart)" if name in alongside else ""))
 
 
 @pytest.mark.parametrize("name", ORDER)

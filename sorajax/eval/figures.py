@@ -22,6 +22,7 @@ PROBE_ASPECTS = ("colour", "shape", "direction", "in_frame")
 _GAP, _CANVAS = 2, 40  # pixels between cells; the contact sheet's dark grey
 
 Curve = tuple[str, Sequence[float], Sequence[float]]  # (label, steps, values)
+SMOOTH_MIN_POINTS = 20  # fewer points (a run's evaluations) are drawn as measured: smoothing would make them lag
 
 
 def video_grid(clips: Sequence[np.ndarray], columns: int = 3) -> np.ndarray:
@@ -94,23 +95,30 @@ def smoothed(values: Sequence[float], weight: float = 0.8) -> list[float]:
     return out
 
 
-def plot_curves(path: PathLike, panels: Sequence[tuple[str, Sequence[Curve]]], ylabel: str = "loss",
-                log_y: bool = True, smooth: float = 0.8) -> Any:
-    """One PNG with a panel per (title, curves); each curve raw (faint) and smoothed, labelled."""
+def plot_curves(path: PathLike, panels: Sequence[tuple[str, Sequence[Curve]]], ylabel: str | Sequence[str] = "loss",
+                log_y: bool = True, smooth: float = 0.8, xlabel: str = "step", log_x: bool = False) -> Any:
+    """One PNG with a panel per (title, curves); each curve raw (faint) and smoothed, labelled.
+
+    `ylabel` is one label for every panel or one per panel.
+    """
+    ylabels = [ylabel] * len(panels) if isinstance(ylabel, str) else list(ylabel)
     figure, axes = _figure(len(panels))
-    for axis, (title, curves) in zip(axes, panels):
+    for axis, panel_ylabel, (title, curves) in zip(axes, ylabels, panels, strict=True):
         for index, (label, steps, values) in enumerate(curves):
             colour = f"C{index % 10}"
-            if len(values) > 3 and smooth > 0:
+            if len(values) >= SMOOTH_MIN_POINTS and smooth > 0:
                 axis.plot(steps, values, color=colour, alpha=0.25, linewidth=0.8)
                 axis.plot(steps, smoothed(values, smooth), color=colour, label=label, linewidth=1.6)
             else:
-                axis.plot(steps, values, color=colour, label=label, marker="o" if len(values) < 12 else None)
+                axis.plot(steps, values, color=colour, label=label, marker="o")  # sparse (evaluations): as measured
         axis.set_title(title)
-        axis.set_xlabel("step")
-        axis.set_ylabel(ylabel)
-        if log_y and all(v > 0 for _, _, values in curves for v in values):
-            axis.set_yscale("log")
+        axis.set_xlabel(xlabel)
+        axis.set_ylabel(panel_ylabel)
+        shown = [v for _, _, values in curves for v in values]
+        if log_y and shown and min(shown) > 0 and max(shown) >= 10 * min(shown):  # within a decade a log axis
+            axis.set_yscale("log")                                                # labels ticks '2.29 x 10^0'
+        if log_x and all(x > 0 for _, steps, _ in curves for x in steps):
+            axis.set_xscale("log")
         axis.grid(alpha=0.3)
         if curves:
             axis.legend(fontsize=8)

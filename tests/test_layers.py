@@ -26,7 +26,7 @@ LAYERS = [
     ("pipeline", ["pipeline", "prompting", "long_video", "prompt_expansion", "memory_estimate", "wan"]),
     ("sweeps", ["sweeps"]),
     ("entry points", ["main", "generate", "train_dit", "train_vae", "eval_vae", "probe", "aot_compile",
-                      "build_dataset", "recaption", "convert", "merge_lora", "sweep", "compare"]),
+                      "build_dataset", "recaption", "convert", "merge_lora", "sweep", "compare", "notebook"]),
 ]
 # Inference never depends on the trainer, although it sits above it.
 NEVER = {"pipeline": {"train"}, "generate": {"train"}, "probe": {"train"}, "wan": {"train"}, "convert": {"train"},

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import importlib.util
 import itertools
 import json
 import os
@@ -69,10 +68,10 @@ def load_sweep(path: str) -> SweepFile:
     """Reads a sweep file; a missing or malformed name is one line naming the file and the fix."""
     if not os.path.isfile(path):
         raise FileNotFoundError(f"sweep file {path!r} not found; sweep files live in experiments/sweeps/")
-    spec = importlib.util.spec_from_file_location(f"sorajax_sweep_{os.path.basename(path)[:-3]}", path)
-    module = importlib.util.module_from_spec(spec)
+    from sorajax.config_loading import python_file_module
+
     try:
-        spec.loader.exec_module(module)
+        module = python_file_module(path, "sorajax_sweep")
     except Exception as error:  # the sweep file's own error names the file
         raise ValueError(f"sweep file {path!r} failed to load: {type(error).__name__}: {error}") from error
     members = getattr(module, "MEMBERS", None)

@@ -19,6 +19,7 @@ INSTALL_REQUIRES = [
     "einops==0.8.2",
     "ml_collections==1.1.0",
     "mediapy==1.2.7",
+    "matplotlib==3.11.2",  # run pictures (sorajax.eval.figures)
     "imageio-ffmpeg==0.8.1",
     "pillow>=10",
     "scipy>=1.11",  # connected components in the world probes
@@ -46,7 +47,9 @@ setup(
     license="Apache-2.0",
     install_requires=INSTALL_REQUIRES,
     extras_require={
-        "test": ["pytest==9.2.0", "scikit-image==0.26.0"],
+        # nbclient/nbformat/ipykernel: tests/test_notebooks.py executes colab/*.ipynb headless.
+        "test": ["pytest==9.2.0", "pytest-xdist==3.8.0", "scikit-image==0.26.0", "nbclient==0.11.0", "nbformat==5.11.1",
+                 "ipykernel==7.4.0"],
         # Ahead-of-time compiles for TPU slices on any machine (python -m sorajax.aot_compile); TPU runs.
         "tpu": ["libtpu==0.0.52"],
     },

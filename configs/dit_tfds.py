@@ -20,7 +20,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c = ml_collections.ConfigDict()
     c.seed = 0
     c.vae_workdir = "runs/main/vae"
-    c.model = ml_collections.ConfigDict(dict(preset="tiny", width=128, depth=4, num_heads=4, dtype="float32"))
+    # The main job's model (configs/dit_tiny.py), key for key: `train.init_from=runs/main/dit` needs the same config.
+    c.model = ml_collections.ConfigDict(dict(preset="tiny", width=128, depth=4, num_heads=4, dtype="float32",
+                                             frame_position_every_block=False, modulation="per_block"))
     c.patch = (1, 2, 2)
     c.prediction = "velocity"
     c.text_encoder = ml_collections.ConfigDict(dict(kind="minilm", max_length=96))

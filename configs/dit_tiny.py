@@ -46,6 +46,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.data.rows = 4
     c.data.seq_len = 384  # two 9x64x64 clips (192 tokens each), or clips and images mixed
     c.data.text_len = 256
+    # The report's ablations (experiments/sweeps/): 'square' centre-crops every clip to its largest square;
+    # 'terse' captions name only the object ("red ball"), the descriptive ones its size, place and motion too.
+    c.data.framing = "native"
+    c.data.caption_style = "descriptive"
 
     # Noise levels for training (sorajax.diffusion.timesteps.TrainingTimeConfig).
     c.time = ml_collections.ConfigDict(dict(

@@ -19,6 +19,14 @@ REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIGS = os.path.join(REPO_ROOT, "configs")
 
 
+def python_file_module(path: str, prefix: str) -> Any:
+    """The module a Python file defines (configs, sweep files: plain Python read by path); its errors propagate."""
+    module_spec = importlib.util.spec_from_file_location(f"{prefix}_{os.path.basename(path)[:-3]}", path)
+    module = importlib.util.module_from_spec(module_spec)
+    module_spec.loader.exec_module(module)
+    return module
+
+
 def bundled_config(name: str) -> str:
     """The path of one of the repository's config files (command defaults work from any directory)."""
     return os.path.join(CONFIGS, name)
@@ -31,10 +39,8 @@ def load_config(spec: str, overrides: Mapping[str, Any] | None = None) -> ml_col
         path = os.path.join(REPO_ROOT, path)
     if not os.path.exists(path):
         raise FileNotFoundError(f"config file {path!r} not found; configs live in {os.path.join(REPO_ROOT, 'configs')}")
-    module_spec = importlib.util.spec_from_file_location(f"sorajax_config_{os.path.basename(path)[:-3]}", path)
-    module = importlib.util.module_from_spec(module_spec)
     try:
-        module_spec.loader.exec_module(module)
+        module = python_file_module(path, "sorajax_config")
         config = module.get_config(variant or None)
     except Exception as error:  # a config file's own error (a bad variant, a typo) names the file
         raise ValueError(f"config {spec!r} failed to load: {type(error).__name__}: {error}") from error

@@ -3,7 +3,8 @@
     python -m sorajax.convert --src Wan2.1-T2V-1.3B-Diffusers --out runs/wan1.3b [--dtype bfloat16]
 
 Reads a diffusers-format folder (transformer/, vae/, text_encoder/, tokenizer/; sharded safetensors
-with their index json) or Wan's original release layout (`sorajax.runs.wan_original`), and writes a
+with their index json) or Wan's original release layout (`sorajax.runs.wan_original`: WanModel
+safetensors, the VAE and UMT5 as `.pth` pickles read without PyTorch), and writes a
 run that `Pipeline.from_run`, `python -m sorajax.generate --run` and `train_dit
 --config.train.init_from` accept:
 
@@ -14,10 +15,11 @@ run that `Pipeline.from_run`, `python -m sorajax.generate --run` and `train_dit
     RUN/text_encoder/, RUN/tokenizer/  UMT5 in transformers' layout (cast to --dtype), its tokenizer
 
 Why this way: everything is checked before anything is written (every part present, the family, key
-coverage and shapes from the safetensors headers), so a partial or mismatched folder is refused in
+coverage and shapes from the safetensors headers and `.pth` pickles), so a partial or mismatched folder is refused in
 one line naming the file and key. Tensors stream one at a time into memory-mapped files that Orbax
-then writes, so host memory stays about one tensor (not the model) even for 14B. The run is built in
-a hidden folder and renamed at the end: a failed conversion leaves nothing half-written.
+then writes a few tensors at a time (`save_bound`), and UMT5 is copied shard by shard, so host
+memory stays about one shard (not the model) even for 14B. The run is built in a hidden folder and
+renamed at the end: a failed conversion leaves nothing half-written.
 """
 
 from __future__ import annotations
@@ -29,26 +31,28 @@ import shutil
 from pathlib import Path
 from typing import Any, Sequence
 
+import jax
 import numpy as np
 
 from sorajax import cli
 from sorajax.models import pretrained
 from sorajax.models.dit import DiTConfig, abstract_params
 from sorajax.models.pretrained import CheckpointError
-from sorajax.models.umt5_weights import DECODER_PREFIXES
-from sorajax.models.wan_dit_weights import WAN_DIT_FAMILIES, wan_dit_config, wan_dit_key_map
+from sorajax.models.wan_dit_weights import wan_dit_key_map
 from sorajax.models.wan_vae import abstract_wan_variables, config_stats
-from sorajax.models.wan_vae_config import WanVAEConfig
-from sorajax.models.wan_vae_keys import FAMILIES as VAE_FAMILIES
 from sorajax.models.wan_vae_keys import wan_vae_key_map
 from sorajax.runs.checkpoints import Checkpointer
 from sorajax.runs.dit_spec import DiTSpec
 from sorajax.runs.paths import RunLink
 from sorajax.runs.records import as_json_tree
+from sorajax.runs.wan_original import is_original_layout, original_source
+from sorajax.runs.wan_sources import WanSource, diffusers_source
 from sorajax.wan import FAMILIES, PRESETS, check_family, family_of_vae, scheduler_shift, wan_time_config
 
 DTYPES = ("float32", "bfloat16")
+SAVE_LEAVES_IN_FLIGHT = 4  # parallel enough to keep the disk busy; see `save_bound`
 TOKENIZER_FILES = ("tokenizer.json", "spiece.model", "tokenizer_config.json", "special_tokens_map.json")
+TEXT_ENCODER_SHARD_BYTES = 2 * 2**30  # UMT5-XXL (11 GB in bf16) is written in shards of about this size
 
 
 def _dtype(name: str) -> Any:
@@ -57,82 +61,34 @@ def _dtype(name: str) -> Any:
     return np.dtype(np.float32) if name == "float32" else np.dtype(ml_dtypes.bfloat16)
 
 
-@dataclasses.dataclass(frozen=True)
-class WanSource:
-    """A checked diffusers-layout folder: its parts and what they are."""
-
-    root: Path
-    family: str
-    dit: DiTConfig
-    vae: WanVAEConfig
-    tokenizer: Path
-
-    @property
-    def transformer(self) -> Path:
-        return self.root / "transformer"
-
-    @property
-    def text_encoder(self) -> Path:
-        return self.root / "text_encoder"
-
-
-def _part(root: Path, name: str) -> Path:
-    folder = root / name
-    if not (folder / "config.json").is_file():
-        raise CheckpointError(f"{folder}: missing (no config.json): a Wan checkpoint in diffusers' layout has "
-                              "transformer/, vae/, text_encoder/ and tokenizer/; download the whole repository")
-    return folder
-
-
-def _tokenizer_folder(root: Path) -> Path:
-    for folder in (root / "tokenizer", root / "text_encoder"):
-        if any((folder / name).is_file() for name in TOKENIZER_FILES[:2]):
-            return folder
-    raise CheckpointError(f"{root / 'tokenizer'}: no tokenizer.json or spiece.model: download the tokenizer/ folder")
-
-
-def inspect_source(src: str | Path, family: str | None = None) -> WanSource:
-    """Every check of a diffusers-layout Wan folder that needs no tensor data; raises CheckpointError."""
+def inspect_source(src: str | Path, family: str | None = None) -> tuple[WanSource, str]:
+    """(source, family) after every check that needs no tensor data; raises CheckpointError."""
     root = Path(src)
     if not root.is_dir():
         raise CheckpointError(f"{root}: no such folder: pass --src the downloaded Wan checkpoint's folder")
-    vae_raw = pretrained.folder_config(_part(root, "vae"), VAE_FAMILIES, "the Wan VAE")
-    try:
-        vae = WanVAEConfig.from_diffusers(vae_raw)
-    except ValueError as error:
-        raise CheckpointError(f"{root / 'vae' / 'config.json'}: {error}") from None
-    found = check_family(family_of_vae(vae.version), family, str(root))
-    dit_raw = pretrained.folder_config(_part(root, "transformer"), WAN_DIT_FAMILIES, "a Wan transformer")
-    try:
-        dit = wan_dit_config(dit_raw)
-    except ValueError as error:
-        raise CheckpointError(f"{root / 'transformer' / 'config.json'}: {error}") from None
-    if dit.patch_dim % vae.latent_channels:
-        raise CheckpointError(f"{root / 'transformer' / 'config.json'}: in_channels do not match the VAE's "
-                              f"{vae.latent_channels} latent channels: the transformer and vae are of different models")
-    _part(root, "text_encoder")
-    source = WanSource(root, found.name, dit, vae, _tokenizer_folder(root))
+    source = original_source(root) if is_original_layout(root) else diffusers_source(root)
+    found = check_family(family_of_vae(source.vae.version), family, str(root))
     _check_keys(source)
-    return source
+    return source, found.name
 
 
 def _check_keys(source: WanSource) -> None:
-    """Key coverage and shapes of all three models, from the headers (a missing shard is named here)."""
+    """Key coverage and shapes of all three models, from headers / pickles (a missing shard is named here)."""
     from sorajax.models.umt5 import UMT5Config, abstract_params as umt5_abstract
     from sorajax.models.umt5_weights import key_map as umt5_key_map
 
-    shapes, files = pretrained.header_shapes(pretrained.checkpoint_files(source.transformer))
+    shapes, files = source.transformer.shapes()
     pretrained.check_coverage(shapes, wan_dit_key_map(source.dit), abstract_params(source.dit),
-                              f"the Wan transformer in {source.transformer}", files)
-    shapes, files = pretrained.header_shapes(pretrained.checkpoint_files(source.root / "vae"))
+                              source.transformer.model, files)
+    shapes, files = source.vae_tensors.shapes()
     abstract = abstract_wan_variables(source.vae)["params"]
-    pretrained.check_coverage(shapes, wan_vae_key_map(source.vae, abstract), abstract,
-                              f"the Wan VAE ({source.vae.version})", files)
-    raw = json.loads((source.text_encoder / "config.json").read_text())
-    umt5 = UMT5Config.from_hf_dict(raw)
-    shapes, files = pretrained.header_shapes(pretrained.checkpoint_files(source.text_encoder))
-    encoder = {k: v for k, v in shapes.items() if not k.startswith(DECODER_PREFIXES)}
-    pretrained.check_coverage(encoder, umt5_key_map(umt5), umt5_abstract(umt5), "the UMT5 text encoder", files)
+    pretrained.check_coverage(shapes, wan_vae_key_map(source.vae, abstract), abstract, source.vae_tensors.model, files)
+    umt5 = UMT5Config.from_hf_dict(source.umt5)  # checked when the source was read
+    if umt5.d_model != source.dit.text_dim:
+        raise CheckpointError(f"{source.text_encoder.files[0]}: the text encoder is {umt5.d_model} wide but the "
+                              f"transformer reads {source.dit.text_dim}-wide text: the parts are of different models")
+    shapes, files = source.text_encoder.shapes()
+    pretrained.check_coverage(shapes, umt5_key_map(umt5), umt5_abstract(umt5), source.text_encoder.model, files)
 
 
 class MemmapStore:
@@ -160,35 +116,34 @@ def _preset_model(family: str, config: DiTConfig, dtype: str) -> dict[str, Any]:
     return as_json_tree(model)
 
 
-def run_config(source: WanSource, dtype: str, patch: Sequence[int]) -> dict[str, Any]:
+def run_config(source: WanSource, family_name: str, dtype: str, patch: Sequence[int]) -> dict[str, Any]:
     """The DiT run config a converted run records (what `DiTSpec.from_config` and fine-tuning read)."""
-    family = FAMILIES[source.family]
+    family = FAMILIES[family_name]
     sample = dataclasses.replace(family.sample, shift=scheduler_shift(source.root, family.sample.shift))
     return as_json_tree({
         "seed": 0,
         "vae_workdir": "autoencoder",
-        "model": _preset_model(source.family, source.dit, dtype),
+        "model": _preset_model(family_name, source.dit, dtype),
         "patch": list(patch),
         "prediction": "velocity",
         "text_encoder": {"kind": "umt5", "max_length": 512, "path": "text_encoder", "tokenizer_path": "tokenizer",
                          "bfloat16": dtype == "bfloat16"},
         "time": dataclasses.asdict(wan_time_config(sample.shift)),
         "sample": dataclasses.asdict(sample),
-        "source": {"family": source.family, "layout": "diffusers", "src": str(source.root.resolve()), "dtype": dtype,
+        "source": {"family": family_name, "layout": source.layout, "src": str(source.root.resolve()), "dtype": dtype,
                    "converted_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")},
     })
 
 
-def _write_models(source: WanSource, tmp: Path, dtype: str) -> dict[str, Any]:
+def _write_models(source: WanSource, family: str, tmp: Path, dtype: str) -> dict[str, Any]:
     """The DiT and VAE as Orbax checkpoints of streamed memmaps; returns the run config."""
     from sorajax.wan import dit_config_patch
 
     scratch = tmp / ".scratch"
     dit_tree = pretrained.stream_params(
-        pretrained.read_tensors(pretrained.checkpoint_files(source.transformer)), wan_dit_key_map(source.dit),
-        abstract_params(source.dit), f"the Wan transformer in {source.transformer}",
-        MemmapStore(scratch / "dit", _dtype(dtype)))
-    config = run_config(source, dtype, dit_config_patch(source.dit, source.vae.latent_channels))
+        source.transformer.tensors(), wan_dit_key_map(source.dit), abstract_params(source.dit),
+        source.transformer.model, MemmapStore(scratch / "dit", _dtype(dtype)))
+    config = run_config(source, family, dtype, dit_config_patch(source.dit, source.vae.latent_channels))
     spec = DiTSpec.from_config(config)
     meta = {"config": config, "model_fingerprint": spec.fingerprint, "step": 0, "vae_step": 0,
             "autoencoder": RunLink.between(tmp / "autoencoder", tmp).to_json(), "weight_trees": ["params"],
@@ -196,8 +151,7 @@ def _write_models(source: WanSource, tmp: Path, dtype: str) -> dict[str, Any]:
     _save(tmp, {"params": dit_tree}, meta)
     vae_abstract = abstract_wan_variables(source.vae)["params"]
     vae_tree = pretrained.stream_params(
-        pretrained.read_tensors(pretrained.checkpoint_files(source.root / "vae")),
-        wan_vae_key_map(source.vae, vae_abstract), vae_abstract, f"the Wan VAE ({source.vae.version})",
+        source.vae_tensors.tensors(), wan_vae_key_map(source.vae, vae_abstract), vae_abstract, source.vae_tensors.model,
         MemmapStore(scratch / "vae", np.float32))  # the VAE stays float32: its decode is precision-sensitive
     vae_config = {"vae": {"kind": "wan", **as_json_tree(dataclasses.asdict(source.vae))}, "source": config["source"]}
     stats = {k: np.asarray(v) for k, v in config_stats(source.vae).items()}
@@ -206,8 +160,14 @@ def _write_models(source: WanSource, tmp: Path, dtype: str) -> dict[str, Any]:
     return config
 
 
+def save_bound(state: dict[str, Any]) -> int:
+    """Bytes Orbax may write at once: SAVE_LEAVES_IN_FLIGHT of the largest leaf (the memmaps are not copied
+    into memory, so this bounds the save's host memory at a few tensors, not the model)."""
+    return SAVE_LEAVES_IN_FLIGHT * max(leaf.nbytes for leaf in jax.tree.leaves(state)) + 1  # Orbax: a leaf < bound
+
+
 def _save(run: Path, state: dict[str, Any], meta: dict[str, Any]) -> None:
-    ckpt = Checkpointer(run / "checkpoints", async_save=False)
+    ckpt = Checkpointer(run / "checkpoints", async_save=False, save_concurrent_bytes=save_bound(state))
     try:
         ckpt.save(0, state, meta=meta)
     finally:
@@ -216,20 +176,28 @@ def _save(run: Path, state: dict[str, Any], meta: dict[str, Any]) -> None:
 
 
 def _copy_text_encoder(source: WanSource, tmp: Path, dtype: str) -> None:
-    """UMT5 shard by shard (cast to `dtype`; decoder tensors dropped) and its tokenizer files."""
+    """UMT5 in transformers' layout (cast to `dtype`; shards of ~2 GB, one tensor read at a time) and its tokenizer."""
     from safetensors.numpy import save_file
 
     out = tmp / "text_encoder"
     out.mkdir(parents=True)
-    shutil.copy(source.text_encoder / "config.json", out / "config.json")
-    files = pretrained.checkpoint_files(source.text_encoder)
+    (out / "config.json").write_text(json.dumps(source.umt5, indent=2))
+    shards: list[list[str]] = []
+    batch: dict[str, np.ndarray] = {}
+    for _, key, array in source.text_encoder.tensors():
+        value = np.asarray(array).astype(_dtype(dtype))
+        if batch and sum(v.nbytes for v in batch.values()) + value.nbytes > TEXT_ENCODER_SHARD_BYTES:
+            save_file(batch, str(out / f"part-{len(shards)}"))
+            shards.append(list(batch))
+            batch = {}
+        batch[key] = value
+    save_file(batch, str(out / f"part-{len(shards)}"))
+    shards.append(list(batch))
     weight_map = {}
-    for i, path in enumerate(files):
-        name = f"model-{i + 1:05d}-of-{len(files):05d}.safetensors"
-        tensors = {key: np.asarray(array).astype(_dtype(dtype)) for _, key, array in pretrained.read_tensors([path])
-                   if not key.startswith(DECODER_PREFIXES)}
-        save_file(tensors, str(out / name))
-        weight_map.update({key: name for key in tensors})
+    for i, keys in enumerate(shards):
+        name = f"model-{i + 1:05d}-of-{len(shards):05d}.safetensors"
+        (out / f"part-{i}").rename(out / name)
+        weight_map.update({key: name for key in keys})
     (out / "model.safetensors.index.json").write_text(json.dumps({"metadata": {}, "weight_map": weight_map}, indent=1))
     tokenizer = tmp / "tokenizer"
     tokenizer.mkdir()
@@ -246,32 +214,19 @@ def convert(src: str | Path, out: str | Path, dtype: str = "float32", family: st
     out = Path(out).resolve()
     if out.exists() and any(out.iterdir()) and not overwrite:
         raise FileExistsError(f"{out} already exists and is not empty: pass another --out, or --overwrite to replace it")
-    from sorajax.runs.wan_original import is_original_layout, original_as_diffusers
-
-    staged = None
-    if is_original_layout(Path(src)):  # Wan's own release: re-laid out into a diffusers-layout staging folder
-        staged = out.parent / f".{out.name}.original-staged"
-        src = original_as_diffusers(Path(src), staged)
+    source, found = inspect_source(src, family)  # every check before anything is written
+    tmp = out.parent / f".{out.name}.partial"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
     try:
-        source = inspect_source(src, family)  # every check before anything is written
-        tmp = out.parent / f".{out.name}.partial"
+        _write_models(source, found, tmp, dtype)
+        _copy_text_encoder(source, tmp, dtype)
+    except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
-        try:
-            config = _write_models(source, tmp, dtype)
-            _copy_text_encoder(source, tmp, dtype)
-            if staged is not None:
-                config["source"]["layout"] = "original"
-                (tmp / "config.json").write_text(json.dumps(config, indent=2))
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
-        if out.exists():
-            shutil.rmtree(out)
-        tmp.rename(out)
-    finally:
-        if staged is not None:
-            shutil.rmtree(staged, ignore_errors=True)
+        raise
+    if out.exists():
+        shutil.rmtree(out)
+    tmp.rename(out)
     return out
 
 

@@ -53,6 +53,7 @@ def stream_long_video(pipeline: Pipeline, prompt: str, total_frames: int, reques
         image = as_video(image, "image")
         request = dataclasses.replace(request, height=image.shape[1], width=image.shape[2])
     shape = pipeline.latent_shape(request.frames, request.height, request.width)
+    pipeline.check_memory(shape, 1, request.guidance != 1.0)  # every window is this size: refused before the first
     f = pipeline.temporal_factor
     plan = window_plan(total_frames, request.frames, context, f)
     overlap = pixel_frames_for_latents(context, f)

@@ -6,7 +6,8 @@
    reconstructions in <workdir>/samples/vae/;
 2. the text-to-video DiT on its latents (configs/dit_tiny.py) -> <workdir>/dit;
 3. samples from that one checkpoint at three aspect ratios and as a single-frame image
-   (<workdir>/samples/*.mp4, *.png, contact_sheet.png) and the world-probe report.
+   (<workdir>/samples/*.mp4, *.png, contact_sheet.png, and all of them playing in samples.gif), the
+   training curves (curves.png) and the world-probe report (probe_report.json, probe.png).
 Every stage resumes from its checkpoints when re-run.
 """
 
@@ -18,6 +19,7 @@ from absl import app, flags
 from sorajax import cli
 from sorajax.config_loading import bundled_config
 from sorajax.eval.contact_sheet import contact_sheet
+from sorajax.eval.figures import probe_bars, training_curves, write_video_grid
 from sorajax.eval.probe_prompts import probe_prompt_set
 from sorajax.eval.probe_report import format_report, run_probe_report
 from sorajax.eval.vae_eval import make_reconstruct
@@ -52,6 +54,7 @@ def write_text_to_video_samples(pipeline: Pipeline, out_dir: PathLike, fps: floa
             written.append(str(path))
         clips += videos
     written.append(str(write_image(out_dir / "contact_sheet.png", contact_sheet(clips))))
+    written.append(str(write_video_grid(out_dir / "samples.gif", clips, columns=len(prompts), fps=fps)))
     (out_dir / "prompts.txt").write_text("\n".join(f"prompt{i}: {p}" for i, p in enumerate(prompts)) + "\n")
     return written
 
@@ -79,6 +82,7 @@ def main(argv: list[str]) -> None:
     print(f"[3/3] sampling from {dit_dir}")
     pipeline = Pipeline.from_run(dit_dir)
     written = write_text_to_video_samples(pipeline, samples_dir)
+    written.append(str(training_curves(samples_dir / "curves.png", vae_dir, dit_dir)))
     print(f"autoencoder held-out PSNR {vae_metrics.get('psnr', float('nan')):.2f} dB, "
           f"SSIM {vae_metrics.get('ssim', float('nan')):.3f}")
     print("samples:\n  " + "\n  ".join(written))
@@ -86,6 +90,7 @@ def main(argv: list[str]) -> None:
         request = dataclasses.replace(pipeline.defaults, seed=1234)
         report = run_probe_report(pipeline, _PROBE_PROMPTS.value, 9, request, out_dir=samples_dir)
         print(format_report(report))
+        print(f"probe bars: {probe_bars(samples_dir / 'probe.png', {'main job': report})}")
 
 
 if __name__ == "__main__":

@@ -157,23 +157,25 @@ def estimate_sampling(dit_config: Any, dit_params: Any, text_params: Any, vae_co
     None decodes the whole clip at once; tiled decoding always goes chunk by chunk.
     """
     rows = count * (2 if guided else 1)
-    activations = dit_activation_bytes(dit_config, rows, tokens, text_tokens,
-                                       linear_attention(dit_config.attention_impl))
+    activations = 0 if dit_config is None else dit_activation_bytes(  # None: a network that is not a DiT
+        dit_config, rows, tokens, text_tokens, linear_attention(dit_config.attention_impl))
     return MemoryEstimate(dit_weights=tree_bytes(dit_params), activations=activations,
                           text_encoder=tree_bytes(text_params),
                           vae_decode=vae_decode_bytes(vae_config, tree_bytes(vae_params), latent_shape,
                                                       chunk_latents, tile))
 
 
-def check_pipeline_request(pipeline: Any, frames: int, height: int, width: int, count: int, guided: bool,
-                           tile: int | None, limit: int | None = None, ceiling: SizeCeiling = SizeCeiling()) -> None:
-    """Refuse (one-line ValueError) a pipeline request past the size ceiling or this device's memory, before any
-    allocation. ``pipeline`` is a :class:`sorajax.pipeline.Pipeline` (its models and their params)."""
-    ceiling.check(frames, height, width)
-    latent_shape = pipeline.latent_shape(frames, height, width)
+def check_sampling_request(pipeline: Any, latent_shape: Sequence[int], count: int, guided: bool, tile: int | None,
+                           limit: int | None = None) -> None:
+    """Refuse (one-line ValueError) sampling ``count`` latents of ``latent_shape`` on ``pipeline`` (a
+    :class:`sorajax.pipeline.Pipeline`) when its estimate exceeds this device's memory, before any allocation.
+
+    Checked where every sampling path meets (``Pipeline.sample_latents``), so the prompting modes and each
+    window of a long video are checked as ``generate`` is.
+    """
     tokens = int(np.prod(patch_grid(latent_shape, pipeline.patch)))
     text_tokens = getattr(pipeline.text_encoder, "max_length", 512)
-    estimate = estimate_sampling(pipeline.dit.config, pipeline.dit_params, getattr(pipeline.text_encoder, "params", {}),
+    estimate = estimate_sampling(getattr(pipeline.dit, "config", None), pipeline.dit_params, getattr(pipeline.text_encoder, "params", {}),
                                  pipeline.vae.config, pipeline.vae_variables, latent_shape, tokens, count, guided,
                                  text_tokens, tile, None if tile is None else 2)
     check_fits(estimate, limit)

@@ -39,7 +39,7 @@ from sorajax.diffusion.samplers import sdedit_start
 from sorajax.diffusion.sampling import SCHEDULES, SampleRequest, packed_denoiser, sample_packed, start_level
 from sorajax.diffusion.unipc import wan_network_times, wan_sigmas
 from sorajax.diffusion.timesteps import TrainingTimeConfig, sampling_timesteps, shift_for_num_tokens
-from sorajax.memory_estimate import check_pipeline_request
+from sorajax.memory_estimate import SizeCeiling, check_sampling_request
 from sorajax.models.build import build_text_encoder
 from sorajax.models.dit import DiT, abstract_params
 from sorajax.models.text_encoder import TextEmbeddingCache, caption_arrays
@@ -149,6 +149,12 @@ class Pipeline:
                              "(or a single string for all)")
         request.check()
 
+    def check_memory(self, latent_shape: Sequence[int], count: int, guided: bool, tile: int | None = None) -> None:
+        """Refuse, in one line, sampling `count` latents of `latent_shape` (and decoding them at `tile`) when the
+        estimate exceeds this device's memory. `sample_latents` always asks; modes that encode inputs first ask
+        before encoding."""
+        check_sampling_request(self, latent_shape, count, guided, self._tile(tile))
+
     # ---- pixels <-> latents ----------------------------------------------------------------
     @property
     def temporal_factor(self) -> int:
@@ -206,17 +212,22 @@ class Pipeline:
         negative = [negative_prompt] * len(prompts) if isinstance(negative_prompt, str) else negative_prompt
         self.check_request(prompts, request, negative)
         tile = self._tile(tile)
-        check_pipeline_request(self, request.frames, request.height, request.width, len(prompts),
-                               request.guidance != 1.0, tile)  # memory: refused before anything is allocated
+        SizeCeiling().check(request.frames, request.height, request.width)  # typos, before any estimate
         latent_shape = self.latent_shape(request.frames, request.height, request.width)
-        latents = self.sample_latents(prompts, latent_shape, request, negative, conditions, edit, strength, noise)
+        latents = self.sample_latents(prompts, latent_shape, request, negative, conditions, edit, strength, noise,
+                                      tile=tile)
         return [self.decode(z, tile=tile) for z in latents]
 
     def sample_latents(self, prompts: Sequence[str], latent_shape: Sequence[int], request: SampleRequest,
                        negative: Sequence[str] | None = None, conditions: Sequence[Conditioning | None] | None = None,
                        edit: Sequence[np.ndarray] | None = None, strength: float = 1.0,
-                       noise: Sequence[np.ndarray] | None = None) -> list[np.ndarray]:
-        """Normalised latents [t, h, w, c], one per prompt, by the one sampling loop over the DiT."""
+                       noise: Sequence[np.ndarray] | None = None, tile: int | None = None) -> list[np.ndarray]:
+        """Normalised latents [t, h, w, c], one per prompt, by the one sampling loop over the DiT.
+
+        Every sampling path (generate, the prompting modes, each window of a long video) comes through here, so
+        a request that cannot fit this device (its decode at `tile` included) is refused here, before any allocation.
+        """
+        self.check_memory(latent_shape, len(prompts), request.guidance != 1.0, tile)
         inputs = self.sampling_inputs(prompts, latent_shape, request, negative, conditions, edit, strength, noise)
         guidance = None if request.guidance == 1.0 else jnp.float32(request.guidance)
         tokens = self._sample(self.dit_params, inputs.batch, inputs.x_init, inputs.timesteps, method=request.method,

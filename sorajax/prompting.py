@@ -93,13 +93,17 @@ def fit_frames(video: np.ndarray, temporal_factor: int, min_frames: int, what: s
     return video[: 1 + (frames - 1) // temporal_factor * temporal_factor]
 
 
-def _check_size(pipeline: Pipeline, frames: int, video: np.ndarray, what: str) -> tuple[int, ...]:
+def _check_size(pipeline: Pipeline, request: SampleRequest, video: np.ndarray, what: str) -> tuple[int, ...]:
+    """The window's latent shape, refused in one line if the input's size does not fit the models or the
+    request does not fit the device's memory (asked here, before the input is encoded)."""
     height, width = video.shape[1:3]
     try:
-        return pipeline.latent_shape(frames, height, width)
+        shape = pipeline.latent_shape(request.frames, height, width)
     except ValueError as error:
         raise ValueError(f"the {what} is {height}x{width} pixels, which does not fit: {error} "
                          "(crop or resize the input)") from None
+    pipeline.check_memory(shape, 1, request.guidance != 1.0)
+    return shape
 
 
 def _request(pipeline: Pipeline, request: SampleRequest | None, overrides: dict[str, Any], height: int,
@@ -147,7 +151,7 @@ def animate(pipeline: Pipeline, prompt: str, image: np.ndarray, request: SampleR
     if image.shape[0] != 1:
         raise ValueError(f"animate takes one image [H, W, 3], got {image.shape[0]} frames; use extend() for videos")
     request = _request(pipeline, request, overrides, *image.shape[1:3])
-    shape = _check_size(pipeline, request.frames, image, "image")
+    shape = _check_size(pipeline, request, image, "image")
     latent = np.zeros(shape, np.float32)
     latent[:1] = pipeline.encode(image)
     window, z = _generate(pipeline, prompt, request, Conditioning(latent, first_frames_mask(shape[0], 1)), negative_prompt,
@@ -170,7 +174,7 @@ def extend(pipeline: Pipeline, prompt: str, video: np.ndarray, direction: str = 
     video = as_video(video)
     f = pipeline.temporal_factor
     request = _request(pipeline, request, overrides, *video.shape[1:3])
-    shape = _check_size(pipeline, request.frames, video, "video")
+    shape = _check_size(pipeline, request, video, "video")
     n = shape[0]
     k = _default_context(n) if context is None else int(context)
     if k < 1:
@@ -212,7 +216,7 @@ def connect(pipeline: Pipeline, prompt: str, first: np.ndarray, second: np.ndarr
     if a < 1 or b < 1:
         raise ValueError(f"connect needs at least 1 given latent frame at each end, got context {context}")
     request = _request(pipeline, request, overrides, *first.shape[1:3])
-    shape = _check_size(pipeline, request.frames, first, "first video")
+    shape = _check_size(pipeline, request, first, "first video")
     n = shape[0]
     head_span, tail_span = pixel_frames_for_latents(a, f), 1 + f * b
     first = fit_frames(first, f, head_span, "first video")
@@ -263,7 +267,7 @@ def edit(pipeline: Pipeline, prompt: str, video: np.ndarray, strength: float, re
     video = fit_frames(as_video(video), pipeline.temporal_factor, 1, "video")
     request = _request(pipeline, request, overrides, *video.shape[1:3])
     request = dataclasses.replace(request, frames=video.shape[0])
-    _check_size(pipeline, video.shape[0], video, "video")
+    _check_size(pipeline, request, video, "video")
     window, z = _generate(pipeline, prompt, request, None, negative_prompt, edit=pipeline.encode(video),
                        strength=strength)
     return Prompted(window, window, np.zeros(window.shape[:3], bool), np.zeros_like(window), z)
@@ -302,7 +306,7 @@ def inpaint(pipeline: Pipeline, prompt: str, video: np.ndarray, regenerate: np.n
         raise ValueError(f"the mask is {regenerate.shape} but the video is {video.shape[:3]}: give one flag per "
                          "pixel of every frame (see box_mask)")
     request = dataclasses.replace(_request(pipeline, request, overrides, *video.shape[1:3]), frames=video.shape[0])
-    shape = _check_size(pipeline, video.shape[0], video, "video")
+    shape = _check_size(pipeline, request, video, "video")
     latent_mask = pixel_mask_to_latent(~regenerate, pipeline.spatial_factor, pipeline.temporal_factor)
     condition = Conditioning(pipeline.encode(video), latent_mask).checked(shape, pipeline.patch)
     if not condition.mask.any():

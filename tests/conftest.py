@@ -13,3 +13,14 @@ _CACHE_DIR = os.environ.get("SORAJAX_TEST_COMPILE_CACHE", os.path.join(tempfile.
 jax.config.update("jax_compilation_cache_dir", _CACHE_DIR)
 jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
 jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+
+
+def pytest_terminal_summary(terminalreporter):
+    """Lines a test recorded as `record_property("log_line", ...)`, printed in the summary (e.g. each notebook
+    executed), so the CI log shows them even when the tests ran on xdist workers."""
+    lines = [value for report in terminalreporter.stats.get("passed", [])
+             for key, value in getattr(report, "user_properties", []) if key == "log_line"]
+    if lines:
+        terminalreporter.section("recorded")
+        for line in lines:
+            terminalreporter.write_line(line)

@@ -18,7 +18,7 @@ def run_cases(case_file: str, timeout: int = 600) -> None:
     env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8", JAX_PLATFORMS="cpu")
     path = os.path.join(REPO, "tests", "parallel_cases", case_file)
     proc = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", path],
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-n", "0", path],
         cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout,
     )
     if proc.returncode != 0:

@@ -40,6 +40,8 @@ CASES = [  # (command and flags, exit code, what the one line says)
     (["sorajax.build_dataset", "--src={tmp}/missing", "--out={tmp}/data"], 1, "error: source .* does not exist"),
     (["sorajax.build_dataset"], 2, "usage error: the following arguments are required: --src, --out"),
     (["sorajax.aot_compile", f"--config={REPO}/configs/dit_scale.py:nope"], 1, "error: config .* failed to load: .*unknown variant"),
+    (["sorajax.sweep", "--sweep={tmp}/nope.py", "--workdir={tmp}/w"], 1, "error: sweep file .*nope.py' not found"),
+    (["sorajax.compare", "{tmp}"], 1, "error: .* has no config.json: not a trained sorajax run"),
 ]
 
 

@@ -24,11 +24,13 @@ LAYERS = [
     ("eval", ["eval"]),
     ("train", ["train"]),
     ("pipeline", ["pipeline", "prompting", "long_video", "prompt_expansion", "memory_estimate", "wan"]),
+    ("sweeps", ["sweeps"]),
     ("entry points", ["main", "generate", "train_dit", "train_vae", "eval_vae", "probe", "aot_compile",
-                      "build_dataset", "recaption", "convert", "merge_lora"]),
+                      "build_dataset", "recaption", "convert", "merge_lora", "sweep", "compare", "notebook"]),
 ]
 # Inference never depends on the trainer, although it sits above it.
-NEVER = {"pipeline": {"train"}, "generate": {"train"}, "probe": {"train"}, "wan": {"train"}, "convert": {"train"}}
+NEVER = {"pipeline": {"train"}, "generate": {"train"}, "probe": {"train"}, "wan": {"train"}, "convert": {"train"},
+         "compare": {"train"}}
 
 
 def _layer_of(module: str) -> int:

@@ -24,9 +24,25 @@ def _no_sampling(*args, **kwargs):
 
 def test_a_request_over_the_device_limit_is_refused_before_sampling(pipeline, monkeypatch):
     monkeypatch.setattr(memory_estimate, "device_limit_bytes", lambda device=None: 1024)
-    monkeypatch.setattr(pipeline, "sample_latents", _no_sampling)
+    monkeypatch.setattr(pipeline, "sampling_inputs", _no_sampling)
     with pytest.raises(ValueError, match=REFUSAL):
         pipeline.generate(["a red ball"], frames=9, height=16, width=16)
+
+
+def test_prompting_modes_and_long_videos_are_checked_too(pipeline, monkeypatch):
+    from sorajax import prompting
+    from sorajax.long_video import generate_long_video
+
+    monkeypatch.setattr(memory_estimate, "device_limit_bytes", lambda device=None: 1024)
+    monkeypatch.setattr(pipeline, "sampling_inputs", _no_sampling)
+    monkeypatch.setattr(pipeline, "encode", _no_sampling)  # refused before the input is encoded
+    video = np.zeros((5, 16, 16, 3), np.uint8)
+    with pytest.raises(ValueError, match=REFUSAL):
+        prompting.extend(pipeline, "a red ball", video, frames=9)
+    with pytest.raises(ValueError, match=REFUSAL):
+        prompting.animate(pipeline, "a red ball", video[0], frames=9)
+    with pytest.raises(ValueError, match=REFUSAL):
+        generate_long_video(pipeline, "a red ball", 17, frames=9, height=16, width=16)
 
 
 def test_an_absurd_size_is_refused_before_the_estimate(pipeline, monkeypatch):

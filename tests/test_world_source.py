@@ -113,3 +113,36 @@ def test_hosts_render_their_share_of_the_same_global_autoencoder_batch():
     np.testing.assert_array_equal(np.concatenate(shares), whole)
     with pytest.raises(ValueError, match="make data.batch_size a multiple of 3"):
         VideoBatchMaker(source, 4, num_hosts=3)
+
+
+def test_dit_world_clips_switch_framing_and_caption_style_in_the_one_data_path():
+    """The report's two ablations on the world: square centre crops against native sizes, terse captions
+    against descriptive ones; the defaults leave the source's fingerprint (and old latent caches) as they were."""
+    from sorajax.data.clip_pipeline import PackingConfig
+    from sorajax.data.config import DiTDataConfig
+    from sorajax.data.dit_clips import dit_clip_planner
+
+    packing = PackingConfig(rows=2, seq_len=48, text_len=96, patch=(1, 2, 2), spatial_factor=8, temporal_factor=4)
+    sizes = ((5, 16, 32), (5, 32, 16), (1, 16, 16))
+
+    def planner(**data):
+        config = DiTDataConfig.from_mapping({"sizes": sizes, "num_clips": 6, **data})
+        return dit_clip_planner(config, WorldOptions(max_objects=1), packing, 0, "train", eval_clips=2)
+
+    native, square, terse = planner(), planner(framing="square"), planner(caption_style="terse")
+    assert [(p.height, p.width) for p in native.plans] == [native.source.size_of(i)[1:] for i in range(6)]
+    assert {(p.height, p.width) for p in native.plans} > {(16, 16)}  # landscape and portrait clips are kept
+    assert {(p.height, p.width) for p in square.plans} == {(16, 16)}
+    assert [p.num_frames for p in square.plans] == [p.num_frames for p in native.plans]
+    tall = next(i for i, p in enumerate(native.plans) if (p.height, p.width) == (32, 16))
+    np.testing.assert_array_equal(square.load(tall), native.load(tall)[:, 8:24])  # the centre, not rescaled
+    assert repr(native.source) == repr(WorldSource(sizes, 0, WorldOptions(max_objects=1), length=6))
+    clip = native.source.clip(0)
+    assert native.caption(0) == clip.caption and terse.caption(0) == clip.caption_terse != clip.caption
+    assert "caption_style='terse'" in repr(terse.source)
+    with pytest.raises(ValueError, match="data.caption_style 'short' is unknown: use one of"):
+        DiTDataConfig.from_mapping({"caption_style": "short"})
+    with pytest.raises(ValueError, match="data.framing 'letterbox' is unknown"):
+        DiTDataConfig.from_mapping({"framing": "letterbox"})
+    with pytest.raises(ValueError, match="python -m sorajax.recaption --data=d --style=terse"):
+        DiTDataConfig.from_mapping({"source": "tfds", "tfds_dir": "d", "caption_style": "terse"})

@@ -13,6 +13,7 @@ from typing import Any
 from sorajax.config_dataclasses import from_mapping
 from sorajax.data.clip_sizing import FRAMINGS, SizingConfig
 from sorajax.data.world.scene import check_clip_size
+from sorajax.data.world.source import CAPTION_STYLES
 
 Size = tuple[int, int, int]
 SOURCES = ("world", "tfds")
@@ -39,7 +40,9 @@ def _check_positive(what: str, **values: int) -> None:
 class DiTDataConfig:
     """Clips for the DiT: the built-in world (`sizes`, `num_clips`) or a TFDS dataset (`tfds_dir`, sizing).
 
-    Both are packed into `rows` rows of `seq_len` tokens and `text_len` caption tokens.
+    Both are packed into `rows` rows of `seq_len` tokens and `text_len` caption tokens. `framing` applies
+    to both ('square': each clip centre-cropped to its largest square, the report's baseline against native
+    aspect ratios); `caption_style` picks the world's captions (a dataset's are chosen when it is captioned).
     """
 
     source: str = "world"
@@ -54,6 +57,7 @@ class DiTDataConfig:
     tfds_dir: str | None = None
     pixel_budget: int = 64 * 64
     framing: str = "native"
+    caption_style: str = "descriptive"
     allow_upscale: bool = False
     max_frames: int = 17
     frame_counts: tuple[int, ...] = ()
@@ -65,6 +69,10 @@ class DiTDataConfig:
         if self.source not in SOURCES:
             raise ValueError(f"data.source {self.source!r} is unknown: use one of {SOURCES}")
         _check_positive("data", rows=self.rows, seq_len=self.seq_len, text_len=self.text_len)
+        if self.framing not in FRAMINGS:
+            raise ValueError(f"data.framing {self.framing!r} is unknown: use one of {FRAMINGS}")
+        if self.caption_style not in CAPTION_STYLES:
+            raise ValueError(f"data.caption_style {self.caption_style!r} is unknown: use one of {CAPTION_STYLES}")
         if self.worker_count < 0:
             raise ValueError(f"data.worker_count must be >= 0, got {self.worker_count}")
         if self.source == "world":
@@ -77,8 +85,10 @@ class DiTDataConfig:
             if not self.tfds_dir:
                 raise ValueError("data.source='tfds' needs data.tfds_dir: the --out folder of "
                                  "`python -m sorajax.build_dataset`")
-            if self.framing not in FRAMINGS:
-                raise ValueError(f"data.framing {self.framing!r} is unknown: use one of {FRAMINGS}")
+            if self.caption_style != "descriptive":
+                raise ValueError(f"data.caption_style={self.caption_style!r} picks the world's captions; a dataset's "
+                                 "captions are written when it is captioned: `python -m sorajax.recaption --data="
+                                 f"{self.tfds_dir} --style={self.caption_style}`, and leave data.caption_style unset")
             if self.eval_count < 1:
                 raise ValueError(f"data.eval_count must be >= 1 (records held out for validation), got {self.eval_count}")
 

@@ -75,7 +75,9 @@ def wilson_interval(rate: float, count: int, z: float = 1.96) -> tuple[float, fl
     denominator = 1.0 + z * z / count
     centre = (rate + z * z / (2 * count)) / denominator
     half = z * math.sqrt(rate * (1.0 - rate) / count + z * z / (4 * count * count)) / denominator
-    return max(0.0, centre - half), min(1.0, centre + half)
+    # The interval holds the rate itself: at 0% or 100% rounding could leave it a hair outside (and a plot's
+    # error bar negative).
+    return max(0.0, min(rate, centre - half)), min(1.0, max(rate, centre + half))
 
 
 def format_report(report: dict[str, Any]) -> str:

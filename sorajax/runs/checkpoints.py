@@ -6,6 +6,9 @@ a run killed mid-save keeps the previous checkpoint) and keep the newest N. The 
 position is saved next to the model, so a resumed run sees exactly the batches an uninterrupted
 run would have seen. Readers can restore a PART of the saved state (:meth:`Checkpointer.restore_part`):
 inference asks for the weights it samples with and never reads the optimizer state.
+
+A save of a tree that is NOT in memory (the converter's memory-mapped files) can bound the host
+memory it takes with `save_concurrent_bytes`: see :meth:`Checkpointer.save`.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import json
 from typing import Any, Mapping
 
 import jax
+import numpy as np
 import orbax.checkpoint as ocp
 from etils import epath
 
@@ -44,19 +48,49 @@ def abstract_like(tree: Any) -> Any:
     return jax.tree.map(leaf, tree)
 
 
+def memmap_as_host_array(leaf: Any) -> Any:
+    """A memory-mapped array as a jax array on the host CPU over the same pages (other leaves, and dtypes jax
+    would narrow without x64, unchanged)."""
+    if not isinstance(leaf, np.memmap) or jax.dtypes.canonicalize_dtype(leaf.dtype) != leaf.dtype:
+        return leaf
+    return jax.device_put(leaf, jax.devices("cpu")[0], may_alias=True)
+
+
+def _check_bound(state: Any, bound: int) -> None:
+    """Orbax writes a leaf only when all of it fits under the bound: a larger leaf would fail mid-save."""
+    sizes = {jax.tree_util.keystr(path): leaf.nbytes for path, leaf in jax.tree_util.tree_leaves_with_path(state)
+             if hasattr(leaf, "nbytes")}
+    name, largest = max(sizes.items(), key=lambda item: item[1], default=("", 0))
+    if largest >= bound:
+        raise ValueError(f"save_concurrent_bytes={bound} does not exceed the largest leaf, {name} of {largest} bytes: "
+                         f"pass more than {largest}")
+
+
 class Checkpointer:
     """Saves and restores `(state, data iterator, metadata)` under `directory`."""
 
-    def __init__(self, directory: PathLike, *, max_to_keep: int = 3, save_every: int = 1, async_save: bool = True):
+    def __init__(self, directory: PathLike, *, max_to_keep: int = 3, save_every: int = 1, async_save: bool = True,
+                 save_concurrent_bytes: int | None = None):
+        """`save_concurrent_bytes`: at most this many bytes of arrays being written at once (Orbax's
+        ``save_concurrent_gb``; its default, 96 GB, is no bound for one host). Must exceed the largest leaf."""
         self.directory = run_path(directory)
         self.save_every = max(int(save_every), 1)
+        self.save_concurrent_bytes = save_concurrent_bytes
         options = ocp.CheckpointManagerOptions(
             max_to_keep=max_to_keep,
             save_interval_steps=1,  # the trainer decides when; see `should_save`.
             enable_async_checkpointing=async_save,
             create=True,
         )
-        self._manager = ocp.CheckpointManager(self.directory, options=options)
+        registry = None
+        if save_concurrent_bytes is not None:  # the state's saves are bounded; other items as Orbax registers them
+            registry = ocp.handlers.DefaultCheckpointHandlerRegistry()
+            # Orbax counts in GB; a fraction is what a bound of a few tensors needs.
+            bounded = ocp.StandardCheckpointHandler(save_concurrent_gb=save_concurrent_bytes / 1e9)
+            registry.add("state", ocp.args.StandardSave, bounded)
+            registry.add("state", ocp.args.StandardRestore, bounded)
+            registry.add("state", ocp.args.PyTreeRestore, ocp.PyTreeCheckpointHandler())  # restore_part
+        self._manager = ocp.CheckpointManager(self.directory, options=options, handler_registry=registry)
 
     def latest_step(self) -> int | None:
         return self._manager.latest_step()
@@ -68,6 +102,17 @@ class Checkpointer:
         return step % self.save_every == 0 or step == last_step
 
     def save(self, step: int, state: Any, *, data_iterator: Any = None, meta: Mapping[str, Any] | None = None) -> None:
+        """Writes `state` (+ iterator position, metadata) as checkpoint `step`.
+
+        Memory-mapped leaves (``np.memmap``) are written a few at a time when `save_concurrent_bytes` is set:
+        Orbax's numpy handler would copy every numpy leaf into memory before writing (the whole model) and
+        ignores the bound, so they go to Orbax as CPU jax arrays over the same memory (no copy), whose
+        writes the bound limits. The arrays written are the same either way (Orbax records them as jax arrays
+        of the host CPU); readers restore them into their own targets and devices.
+        """
+        if self.save_concurrent_bytes is not None:
+            _check_bound(state, self.save_concurrent_bytes)
+            state = jax.tree.map(memmap_as_host_array, state)
         args = {"state": ocp.args.StandardSave(state), "meta": ocp.args.JsonSave(dict(meta or {}))}
         if data_iterator is not None:
             args["data"] = _GrainSave(data_iterator)

@@ -15,11 +15,9 @@ from __future__ import annotations
 
 import dataclasses
 import signal
-import time
 from typing import Any, Callable, Iterator
 
 import jax
-from tqdm.auto import tqdm
 
 from sorajax.parallel.context import MeshContext
 from sorajax.parallel.sharding import NamesFor
@@ -30,6 +28,7 @@ from sorajax.runs.paths import PathLike, run_path
 from sorajax.runs.records import as_json_tree, fingerprint_differences, record_run_config
 from sorajax.train.config import TrainConfig
 from sorajax.train.nonfinite import NonFiniteGuard, skip_nonfinite
+from sorajax.train.progress import ProgressBar, StepRate
 from sorajax.train.warm_start import warm_start
 
 
@@ -139,34 +138,44 @@ def _loop(ctx: MeshContext, trainer: Trainer, settings: TrainConfig, state: Any,
     guard = NonFiniteGuard(settings.max_nonfinite_steps)
     start, last = int(state.step), settings.steps
     eval_metrics: dict[str, float] = {}
-    pending: list = []  # the last step's non-finite flag, read once the next step is dispatched (or earlier)
-    t0, items = time.perf_counter(), 0
+    # Dispatched steps whose non-finite flag is not read yet; reading it means the step has run, so that is
+    # when the guard checks it and the progress bar counts it (at most one step runs ahead of the host).
+    pending: list[tuple[int, Any, int]] = []
+    rate = StepRate()
 
-    def settle() -> None:  # raises once too many steps in a row were NaN/Inf
-        while pending:
-            guard.record(*pending.pop(), ckpt.latest_step())
+    with StopRequest() as stop, ProgressBar(total=last, initial=start, desc=trainer.name, dynamic_ncols=True,
+                                            rate=rate) as bar:
 
-    with StopRequest() as stop, tqdm(total=last, initial=start, desc=trainer.name, dynamic_ncols=True) as bar:
+        def settle() -> None:  # raises once too many steps in a row were NaN/Inf
+            while pending:
+                done, nonfinite, items = pending.pop(0)
+                guard.record(done, nonfinite, ckpt.latest_step())
+                rate.finished(done, items)
+                bar.update(1)
+
         for step in range(start + 1, last + 1):
             batch = next(trainer.batches)
             state, metrics = step_fn(state, ctx.put(trainer.prepare_batch(batch), trainer.batch_axes), *trainer.frozen)
             settle()
-            pending.append((step, metrics["nonfinite"]))
-            items += trainer.count_items(batch)
-            bar.update(1)
+            pending.append((step, metrics["nonfinite"], trainer.count_items(batch)))
             if step % settings.log_every == 0 or step == last:  # logging reads this step's numbers anyway
                 settle()
-                rate = items / max(time.perf_counter() - t0, 1e-9)
-                logged = writer.write_scalars(step, {**metrics, "nonfinite_steps": guard.total, "items_per_s": rate})
+                speed = {"items_per_s": rate.items_per_s(), "steps_per_s": rate.steps_per_s()}
+                logged = writer.write_scalars(step, {**metrics, "nonfinite_steps": guard.total,
+                                                     **{k: v for k, v in speed.items() if v is not None}})
                 bar.set_postfix({k: f"{logged[k]:.4g}" for k in ("loss",) if k in logged})
             final = step == last or stop.requested
             if trainer.evaluate is not None and (step % trainer.eval_every == 0 or final):
-                state, eval_metrics = trainer.evaluate(state)
-                state = jax.device_put(state, shardings)  # an evaluation may replace a leaf (latent statistics)
+                settle()
+                with rate.paused():  # evaluation time is not training time: left out of the rate and the ETA
+                    state, eval_metrics = trainer.evaluate(state)
+                    state = jax.device_put(state, shardings)  # an evaluation may replace a leaf (latent statistics)
                 writer.write_scalars(step, {f"eval/{k}": v for k, v in eval_metrics.items()})
             if ckpt.should_save(step, last) or stop.requested:
                 settle()  # never save past a run of NaN steps unannounced
-                ckpt.save(step, state, data_iterator=trainer.batches, meta={**meta, "step": step, "eval": eval_metrics})
+                with rate.paused():
+                    ckpt.save(step, state, data_iterator=trainer.batches,
+                              meta={**meta, "step": step, "eval": eval_metrics})
             if stop.requested:
                 break
         settle()

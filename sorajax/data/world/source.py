@@ -26,6 +26,7 @@ UNLIMITED_LENGTH = ENDLESS
 SPLIT_SEED_OFFSETS = {"train": 0, "eval": 1_000_003_000, "stats": 1_500_007_000}
 WORLD_FPS = 8.0  # the rate world clips are written at (sorajax.generate's default)
 _SIZE_STREAM = 1  # extra entropy word so the size draw never reuses the scene's random stream
+CAPTION_STYLES = ("descriptive", "terse")
 
 
 def _normalise_sizes(sizes: Any) -> tuple[tuple[int, int, int], ...]:
@@ -53,6 +54,7 @@ class WorldSource:
 
     `__getitem__` gives a dict: "video" uint8 [T, H, W, 3], "caption" (descriptive), "caption_terse",
     "facts" (JSON string, `ClipFacts.from_json` reads it), "index", "num_frames", "height", "width".
+    `caption_style` picks which of the two `caption(i)` gives a trainer ('terse': the captioning ablation).
     """
 
     def __init__(
@@ -63,8 +65,12 @@ class WorldSource:
         length: int = UNLIMITED_LENGTH,
         size_weights: Sequence[float] | None = None,
         split: str = "train",
+        caption_style: str = "descriptive",
     ):
         self.sizes = _normalise_sizes(sizes)
+        if caption_style not in CAPTION_STYLES:
+            raise ValueError(f"unknown caption style {caption_style!r}; use one of {CAPTION_STYLES}")
+        self.caption_style = caption_style
         if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
             raise ValueError(f"seed must be a non-negative int, got {seed!r}.")
         if isinstance(length, bool) or not isinstance(length, (int, np.integer)) or length < 1:
@@ -138,14 +144,17 @@ class WorldSource:
         return ClipInfo(num_frames, height, width, WORLD_FPS if num_frames > 1 else 0.0, f"world/{self.split}/{index}")
 
     def caption(self, index: int) -> str:
-        return self.clip(int(index)).caption
+        clip = self.clip(int(index))
+        return clip.caption_terse if self.caption_style == "terse" else clip.caption
 
     def frames(self, index: int, frame_indices: Sequence[int]) -> np.ndarray:
         return self.clip(int(index)).video[list(frame_indices)]
 
     def __repr__(self) -> str:
-        # grain checkpoints a DataLoader by this string, so it must pin down every record.
+        # grain checkpoints a DataLoader by this string, so it must pin down every record. The caption style is
+        # named only when it is not the default, so runs and latent caches made before it existed still match.
+        style = "" if self.caption_style == "descriptive" else f", caption_style={self.caption_style!r}"
         return (
             f"WorldSource(sizes={list(self.sizes)}, seed={self.seed}, split={self.split!r}, length={self.length}, "
-            f"size_weights={list(self.size_weights)}, options={self.options!r})"
+            f"size_weights={list(self.size_weights)}, options={self.options!r}{style})"
         )

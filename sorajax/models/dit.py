@@ -57,7 +57,7 @@ from sorajax.models.dit_layers import (
 from sorajax.models.frame_position import FramePositionEmbedder, frame_position_features
 from sorajax.models.dit_presets import DIT_PRESETS
 from sorajax.models.rope import rope_axis_dims
-from sorajax.models.unique_t import expand_rows, unique_per_row
+from sorajax.models.condition_slots import Conditioning, expand_rows, per_condition, unique_per_row
 
 Array = jax.Array
 
@@ -119,9 +119,10 @@ class DiTConfig:
     final_layer: 'adaln' (shift/scale projected from the conditioning) or 'table' (Wan's head: a learned
       [2, width] table plus the conditioning, no projection).
     mlp_hidden_dim: the MLP's hidden width; 0 takes ``width * mlp_ratio`` (Wan's sizes are explicit).
-    t_slots: how many distinct noise levels per row the timestep MLP (and a shared modulation without caption
-      pool) run on, instead of on every token; a row with more runs per token. Same results, far fewer FLOPs
-      (``sorajax.models.unique_t``); 0 runs per token always.
+    condition_slots: how many distinct conditionings (noise level, and sample when a caption pool is on)
+      per row the timestep MLP, the caption pool's output and every adaLN projection run on, instead of on
+      every token; a row with more runs per token. Same results, far fewer FLOPs
+      (``sorajax.models.condition_slots``); 0 runs per token always.
     scan_layers: run the blocks with ``nn.scan`` (one compiled block instead of
       ``depth``: much faster compiles). Parameters are then stacked under
       ``blocks/block`` with a leading ``layers`` axis instead of ``block_0..``.
@@ -151,7 +152,7 @@ class DiTConfig:
     text_norm: bool = True
     final_layer: str = "adaln"
     mlp_hidden_dim: int = 0
-    t_slots: int = 32
+    condition_slots: int = 32
 
     def __post_init__(self) -> None:
         for name in ("patch_dim", "text_dim", "width", "depth", "num_heads"):
@@ -190,8 +191,8 @@ class DiTConfig:
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name} {getattr(self, name)!r} is unknown: use one of {allowed}")
-        if self.t_slots < 0:
-            raise ValueError(f"t_slots must be >= 0 (0: per token), got {self.t_slots}")
+        if self.condition_slots < 0:
+            raise ValueError(f"condition_slots must be >= 0 (0: per token), got {self.condition_slots}")
         if self.mlp_hidden_dim < 0:
             raise ValueError(f"mlp_hidden_dim must be >= 0 (0: width * mlp_ratio), got {self.mlp_hidden_dim}")
         if self.frame_position_every_block and not self.frame_position:
@@ -262,20 +263,11 @@ class DiT(nn.Module):
         if cfg.text_norm:
             text_normed = layer_norm(dtype, "text_norm", affine=True, axis_name="text_embed")(text_normed)
         context = TextProjection(cfg.width, dtype, name="text_proj")(text_normed)
-        # Functions of t alone run once per distinct t of each row (sorajax.models.unique_t). With a caption
-        # pool the conditioning also depends on the segment, so then only t's embedding is shared.
-        per_t_modulation = cfg.modulation == "shared" and cfg.caption_pool == "none"
-        cond, block_cond = _time_conditioning(self, cfg, t, per_t_modulation)
-        if cfg.caption_pool == "attention":
-            pooler = CaptionAttentionPooler(cfg.width, cfg.caption_pool_heads, dtype, name="caption_attention_pool")
-            cond = cond + pooler(text_normed, text_segment_ids, segment_ids)
-        elif cfg.caption_pool == "mean":
-            cond = cond + CaptionPooler(cfg.width, dtype, name="caption_pool")(text_normed, text_segment_ids,
-                                                                               segment_ids)
-        cond = constrain(cond, ("batch", "length", "embed"))
-        # What the blocks are conditioned on: cond itself, or the one projection they share.
-        if not per_t_modulation:
-            block_cond = SharedModulation(cfg.width, dtype, name="modulation")(cond) if cfg.modulation == "shared" else cond
+        cond = _conditioning(self, cfg, t, segment_ids, text_normed, text_segment_ids)
+        block_cond = cond
+        if cfg.modulation == "shared":  # the one projection every block shares, then each adds its table
+            shared = per_condition(self, cond, lambda m, c: SharedModulation(cfg.width, dtype, name="modulation")(c))
+            block_cond = Conditioning(tokens=constrain(shared, ("batch", "length", "modulation", "embed")))
 
         block_args = dict(
             num_heads=cfg.num_heads,
@@ -307,29 +299,42 @@ class DiT(nn.Module):
         return jnp.where((segment_ids > 0)[..., None], out, 0.0)
 
 
-def _time_conditioning(dit: nn.Module, cfg: DiTConfig, t: Array, with_modulation: bool) -> tuple[Array, Any]:
-    """(t's embedding ``[B, L, width]``, the shared modulation ``[B, L, 6, width]`` or None), per distinct t.
+def _conditioning(dit: nn.Module, cfg: DiTConfig, t: Array, segment_ids: Array, text: Array,
+                  text_segment_ids: Array) -> Conditioning:
+    """Each token's conditioning vector (its t's embedding, plus its caption's pooled vector), and the
+    same per distinct conditioning of each row when ``cfg.condition_slots`` allows.
 
-    Rows with at most ``cfg.t_slots`` distinct values (nearly always) compute both on those values and
-    gather them onto the tokens; otherwise, decided at run time by ``nn.cond``, on every token.
+    Rows with at most ``condition_slots`` distinct ``(segment, t)`` (nearly always) compute on those and
+    gather onto the tokens; otherwise, decided at run time by ``nn.cond``, on every token.
     """
     dtype = cfg.compute_dtype
 
-    def of_t(module: nn.Module, values: Array) -> tuple[Array, Any]:
-        cond = TimestepEmbedder(cfg.width, dtype, name="t_embed")(values)
-        return cond, SharedModulation(cfg.width, dtype, name="modulation")(cond) if with_modulation else None
+    def of(module: nn.Module, t: Array, segments: Array) -> Array:
+        cond = TimestepEmbedder(cfg.width, dtype, name="t_embed")(t)
+        if cfg.caption_pool == "attention":
+            pool = CaptionAttentionPooler(cfg.width, cfg.caption_pool_heads, dtype, name="caption_attention_pool")
+            cond = cond + pool(text, text_segment_ids, segments)
+        elif cfg.caption_pool == "mean":
+            cond = cond + CaptionPooler(cfg.width, dtype, name="caption_pool")(text, text_segment_ids, segments)
+        return cond
 
-    if not cfg.t_slots or t.shape[1] <= cfg.t_slots:
-        return of_t(dit, t)
-    values, index, fits = unique_per_row(t, cfg.t_slots)
+    if not cfg.condition_slots or t.shape[1] <= cfg.condition_slots:
+        return Conditioning(tokens=constrain(of(dit, t, segment_ids), ("batch", "length", "embed")))
+    pooled = cfg.caption_pool != "none"
+    values, index, fits = unique_per_row((segment_ids, t) if pooled else (t,), cfg.condition_slots)
+    slot_t = values[-1]
+    slot_segments = values[0] if pooled else jnp.zeros_like(slot_t, jnp.int32)
 
-    def per_value(module: nn.Module, values: Array, index: Array, t: Array) -> tuple[Array, Any]:
-        return jax.tree.map(lambda table: expand_rows(table, index), of_t(module, values))
+    def per_slot(module: nn.Module) -> tuple[Array, Array]:
+        slots = of(module, slot_t, slot_segments)
+        return expand_rows(slots, index), slots
 
-    def per_token(module: nn.Module, values: Array, index: Array, t: Array) -> tuple[Array, Any]:
-        return of_t(module, t)
+    def per_token(module: nn.Module) -> tuple[Array, Array]:  # the slots too, from the same layers in one call
+        both = of(module, jnp.concatenate([t, slot_t], axis=1), jnp.concatenate([segment_ids, slot_segments], axis=1))
+        return both[:, : t.shape[1]], both[:, t.shape[1]:]
 
-    return nn.cond(fits, per_value, per_token, dit, values, index, t)
+    tokens, slots = nn.cond(fits, per_slot, per_token, dit)
+    return Conditioning(constrain(tokens, ("batch", "length", "embed")), slots, index, fits)
 
 
 def _block_class(remat_policy: str) -> type[nn.Module]:

@@ -47,7 +47,7 @@ from sorajax.models.vae_chunked import ChunkedCodec
 from sorajax.patches import PackedBatch, PackLayout, Sample, pack, patch_grid, unpack
 from sorajax.runs.dit_spec import DiTSpec
 from sorajax.runs.checkpoints import read_run_meta
-from sorajax.runs.loaders import TRAIN_DIT, find_linked_run, load_autoencoder, load_weights
+from sorajax.runs.loaders import TRAIN_DIT, check_run_kind, find_linked_run, load_autoencoder, load_weights
 from sorajax.runs.paths import PathLike, RunLink, run_path
 from sorajax.video_io import to_float, to_uint8
 
@@ -112,6 +112,7 @@ class Pipeline:
         """
         run = run_path(run)
         meta = read_run_meta(run, step, TRAIN_DIT)
+        check_run_kind(meta, "DiT", run)
         spec = DiTSpec.from_config(meta["config"]).located(run)
         link = RunLink.from_json(meta.get("autoencoder", meta["config"]["vae_workdir"]))
         vae_run = run_path(autoencoder_run) if autoencoder_run is not None else find_linked_run(link, run, "autoencoder")

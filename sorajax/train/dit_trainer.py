@@ -37,6 +37,7 @@ from sorajax.data.world import WorldOptions
 from sorajax.diffusion.sampling import packed_denoiser
 from sorajax.diffusion.validation import validation_loss
 from sorajax.eval.caption_layout import LAYOUT_LEVELS, mirrored_clip_set
+from sorajax.memory_estimate import check_fits, estimate_dit_training
 from sorajax.models.build import build_text_encoder
 from sorajax.models.dit import DiT, abstract_params
 from sorajax.models.lora import init_adapters, parameter_count, target_kernels
@@ -145,7 +146,9 @@ def train_dit(config: ml_collections.ConfigDict, workdir: PathLike) -> dict[str,
     text_encoder = build_text_encoder(cfg.spec.text_encoder)
     model = DiT(cfg.spec.dit_config(autoencoder.vae.config.latent_channels, text_encoder.dim))
     denoise = packed_denoiser(model)
-    data = _ClipData(cfg, autoencoder, text_encoder, run)
+    check_fits(estimate_dit_training(model.config, nn.meta.unbox(abstract_params(model.config)), cfg.data.rows,
+                                     cfg.data.seq_len, cfg.data.text_len, not cfg.train.lora.enabled, ctx.mesh))
+    data = _ClipData(cfg, autoencoder, text_encoder, run)  # refused above rather than after encoding every clip
     optimizer = make_optimizer(cfg.train)
     lora = cfg.train.lora
     fingerprint, meta, frozen, weights = cfg.spec.fingerprint, {}, None, own_weights

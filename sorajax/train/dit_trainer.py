@@ -113,8 +113,11 @@ class _ClipData:
             return cached_clip_set(planner, self.encode, text_encoder, identity, run / name)
 
         self.prepare = lambda batch: batch  # noqa: E731
+        self.skipped: set[int] = set()  # training records that no longer decode: left out, counted in the metrics
         if cfg.data.cache_latents:
-            maker = PackedBatchMaker(clips("train"), self.packing.rows, cfg.data.seq_len, cfg.data.text_len,
+            train_clips = clips("train")
+            self.skipped.update(train_clips.skipped)
+            maker = PackedBatchMaker(train_clips, self.packing.rows, cfg.data.seq_len, cfg.data.text_len,
                                      cfg.spec.patch, cfg.seed, cfg.conditioning, stream=stream)
             self.batches = batch_iterator(batch_dataset(maker), cfg.data.worker_count)
         else:  # streaming: decode in workers, encode every step (conditioning masks come with the cached path)
@@ -122,7 +125,13 @@ class _ClipData:
             counts = caption_token_counts(text_encoder, [planner.caption(i) for i in range(planner.records.size)])
             maker = PixelBatchMaker(planner, counts, cfg.seed, stream=stream)
             self.batches = batch_iterator(batch_dataset(maker), cfg.data.worker_count)
-            self.prepare = BatchEncoder(self.encode, text_encoder, self.packing)
+            encode_batch = BatchEncoder(self.encode, text_encoder, self.packing)
+
+            def prepare(batch: PixelBatch) -> PackedBatch:  # runs in this process: the workers' skips counted here
+                self.skipped.update(batch.skipped_records)
+                return encode_batch(batch)
+
+            self.prepare = prepare
         held_out = clips("eval")
         self.eval_batches = self._fixed_batches(held_out, cfg, stream)
         # The same batches with place/direction words mirrored: their loss gap says whether layout words are read.
@@ -190,6 +199,7 @@ def train_dit(config: ml_collections.ConfigDict, workdir: PathLike) -> dict[str,
               "text_encoder": text_encoder.fingerprint, **meta},
         evaluate=evaluate, eval_every=cfg.eval.every, count_items=_count_items, prepare_batch=data.prepare,
         warm_start_checks={"vae_step": autoencoder.step}, frozen=() if frozen is None else (frozen,),
+        data_metrics=lambda: {"data_skipped_records": len(data.skipped)},
     )
     # LoRA reads its base above; a full fine-tune copies init_from's weights into the state.
     metrics = run_training(ctx, trainer, cfg.train, run, config, init_from="" if lora.enabled else cfg.train.init_from)

@@ -93,7 +93,10 @@ def _prompts() -> list[str]:
     """The prompts to sample; an empty one is refused unless --unconditional asks for the empty caption."""
     prompts = list(_PROMPT.value)
     if _PROMPTS_FILE.value:
-        lines = run_path(_PROMPTS_FILE.value).read_text().splitlines()  # local or gs://
+        path = run_path(_PROMPTS_FILE.value)  # local or gs://
+        if not path.is_file():
+            raise ValueError(f"--prompts_file {path} does not exist: pass a text file with one prompt per line")
+        lines = path.read_text().splitlines()
         prompts += [line.strip() for line in lines if line.strip()]
     if _UNCONDITIONAL.value:
         if any(p.strip() for p in prompts):

@@ -179,7 +179,7 @@ CASES = [
                    "--workdir={root}/v"], 1, r"^error: rendering data.batch_size=1024 clips of 2049x8192x8192 needs"),
     ("train_vae", ["--config=configs/nope.py", "--workdir={root}/v"], 1, r"^error: --config could not be loaded"),
     ("train_vae", ["--config=configs/vae_tiny.py:smoke", "--config.vae.base_channels=16", "--workdir={root}/vae_copy"],
-     1, r"^error: the checkpoint in .* different autoencoder config \(vae.base_channels: 8 -> 16\)"),
+     1, r"^error: the checkpoint in .* different autoencoder config \(base_channels: 8 -> 16\)"),
     # the other commands
     ("eval_vae", ["--workdir={dit}"], 1, r"^error: .*dit is a DiT run, but an autoencoder run is needed here"),
     ("eval_vae", ["--workdir={root}/missing"], 1, r"^error: no checkpoints under .*sorajax.train_vae"),

@@ -29,6 +29,7 @@ Large sizes: --tile 32 [--tile_overlap 8] encodes and decodes in blended spatial
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from typing import Any
 
@@ -42,7 +43,7 @@ from sorajax.logging_setup import quiet_library_logs
 from sorajax.long_video import generate_long_video
 from sorajax.memory_estimate import SizeCeiling
 from sorajax.models.vae_chunked import checked_tile
-from sorajax.pipeline import Pipeline
+from sorajax.pipeline import Pipeline, SampleRequest
 from sorajax.prompt_expansion import build_prompt_expander
 from sorajax.runs.paths import run_path
 from sorajax.video_io import read_image, read_video, write_image, write_video
@@ -218,15 +219,16 @@ def main(argv: list[str]) -> None:
     ceiling.limit("videos", len(prompts), "max_count", "give fewer prompts per command")
     if _LONG.value is not None:
         ceiling.limit("--long", _LONG.value, "max_long_frames", "make a shorter video")
+    overrides = {k: v for k, v in dict(
+        width=_WIDTH.value, height=_HEIGHT.value, frames=_FRAMES.value, seed=_SEED.value, steps=_STEPS.value,
+        method=_SAMPLER.value, guidance=_GUIDANCE.value, shift=_SHIFT.value,
+    ).items() if v is not None}
+    dataclasses.replace(SampleRequest(frames=1, height=1, width=1), **overrides).check()  # before any weights load
     pipeline = Pipeline.from_run(_RUN.value, use_ema=False if _NO_EMA.value else None,
                                  weights_dtype="bfloat16" if _BF16.value else None)
     pipeline.allow_empty_prompts = _UNCONDITIONAL.value
     if tile is not None:
         pipeline.tile, pipeline.tile_overlap = tile, tile_overlap
-    overrides = {k: v for k, v in dict(
-        width=_WIDTH.value, height=_HEIGHT.value, frames=_FRAMES.value, seed=_SEED.value, steps=_STEPS.value,
-        method=_SAMPLER.value, guidance=_GUIDANCE.value, shift=_SHIFT.value,
-    ).items() if v is not None}
     if mode is None:
         videos = pipeline.generate(captions, negative_prompt=_NEGATIVE.value, **overrides)
     else:

@@ -33,8 +33,8 @@ def runs(tmp_path_factory):
     """{name: path}: a trained autoencoder and DiT (1 step each), media files good and bad, an empty run."""
     root = tmp_path_factory.mktemp("bad_input")
     train_vae(load_config("configs/vae_tiny.py:smoke", {"train.steps": 1}), root / "vae")
-    train_dit(load_config("configs/dit_tiny.py:smoke", {"vae_workdir": str(root / "vae"), "train.steps": 1,
-                                                        "eval.every": 1}), root / "dit")
+    train_dit(load_config("configs/dit_tiny.py:smoke", {"vae_workdir": str(root / "vae"), "train.steps": 1}),
+              root / "dit")
     clip = np.random.default_rng(0).integers(0, 255, (5, 16, 16, 3), np.uint8)
     write_video(str(root / "clip.mp4"), clip)
     write_image(str(root / "still.png"), clip[0])
@@ -168,8 +168,6 @@ CASES = [
      r"^error: training with data.rows=512 x data.seq_len=65536 needs ~\d+\.\d GiB per device"),
     ("train_dit", ["--config.data.sizes=((9,100000,64),)", "--workdir={root}/d"], 1,
      r"^error: data.sizes \(9, 100000, 64\): height 100000 is past the ceiling"),
-    ("train_dit", ["--config=configs/dit_tiny.py:smoke", "--config.vae_workdir={vae}", "--config.model.depth=2",
-                   "--workdir={root}/dit_copy"], 1, r"^error: the checkpoint in .* different dit config \(model.depth"),
     # train_vae
     ("train_vae", ["--config.vae.widht=3"], 2, r"^usage error: --config override: unknown key 'widht' in config 'vae'"),
     ("train_vae", ["--config.modle.width=3"], 2,
@@ -203,10 +201,8 @@ CASES = [
 
 @pytest.mark.parametrize("command,args,code,line", CASES, ids=[f"{c[0]}:{' '.join(c[1])[:60]}" for c in CASES])
 def test_bad_input_is_one_line_and_a_non_zero_exit(runs, capfd, command, args, code, line):
-    if "{root}/dit_copy" in " ".join(args) and not (runs["root"] / "dit_copy").exists():
-        shutil.copytree(runs["dit"], runs["root"] / "dit_copy")  # resumed with a changed model: written into
     if "{root}/vae_copy" in " ".join(args) and not (runs["root"] / "vae_copy").exists():
-        shutil.copytree(runs["vae"], runs["root"] / "vae_copy")
+        shutil.copytree(runs["vae"], runs["root"] / "vae_copy")  # resumed with a changed model: written into
     paths = {"root": runs["root"], "vae": runs["vae"], "dit": runs["dit"]}
     exit_code, lines, err = run_command(capfd, command, *[a.format(**paths) for a in args])
     assert exit_code == code, err[-2000:]

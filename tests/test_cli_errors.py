@@ -33,7 +33,7 @@ CASES = [  # (command and flags, exit code, what the one line says)
      "error: width 128 is not divisible by num_heads 5"),
     (["sorajax.train_dit", "--config.train.steps=-5", "--workdir={tmp}/dit"], 1, "error: train.steps must be >= 1"),
     (["sorajax.train_dit", "--config.train.stepz=3"], 2,
-     "usage error: --config override: unknown key 'stepz' in config 'train'; known keys: .*; did you mean 'steps'\?"),
+     r"usage error: --config override: unknown key 'stepz' in config 'train'; known keys: .*; did you mean 'steps'\?"),
     (["sorajax.train_vae", "--config=configs/nope.py", "--workdir={tmp}/vae"], 1,
      "error: --config could not be loaded: .*configs/nope.py"),
     (["sorajax.eval_vae", "--workdir={tmp}/missing"], 1, "error: no checkpoints under .*sorajax.train_vae"),

@@ -47,7 +47,7 @@ from sorajax.models.vae_chunked import ChunkedCodec
 from sorajax.patches import PackedBatch, PackLayout, Sample, pack, patch_grid, unpack
 from sorajax.runs.dit_spec import DiTSpec
 from sorajax.runs.checkpoints import read_run_meta
-from sorajax.runs.loaders import TRAIN_DIT, find_linked_run, load_autoencoder, load_weights
+from sorajax.runs.loaders import TRAIN_DIT, check_run_kind, find_linked_run, load_autoencoder, load_weights
 from sorajax.runs.paths import PathLike, RunLink, run_path
 from sorajax.video_io import to_float, to_uint8
 
@@ -99,6 +99,8 @@ class Pipeline:
         # Spatial tiling (latent pixels, None: whole frames) for every encode / decode unless a call says otherwise.
         self.tile: int | None = None
         self.tile_overlap: int | None = None
+        # An empty or blank prompt is refused (a typo, not a request) unless the caller asks for the empty caption.
+        self.allow_empty_prompts = False
 
     @classmethod
     def from_run(cls, run: PathLike, step: int | None = None, use_ema: bool | None = None,
@@ -110,6 +112,7 @@ class Pipeline:
         """
         run = run_path(run)
         meta = read_run_meta(run, step, TRAIN_DIT)
+        check_run_kind(meta, "DiT", run)
         spec = DiTSpec.from_config(meta["config"]).located(run)
         link = RunLink.from_json(meta.get("autoencoder", meta["config"]["vae_workdir"]))
         vae_run = run_path(autoencoder_run) if autoencoder_run is not None else find_linked_run(link, run, "autoencoder")
@@ -141,9 +144,17 @@ class Pipeline:
         patch_grid(shape, self.patch)
         return shape
 
-    def check_request(self, prompts: Sequence[str], request: SampleRequest, negative: Sequence[str] | None) -> None:
+    def check_prompts(self, prompts: Sequence[str]) -> None:
+        """A non-empty list of prompts, none blank unless `allow_empty_prompts` (sampling the empty caption)."""
         if isinstance(prompts, str) or not prompts or not all(isinstance(p, str) for p in prompts):
             raise ValueError("prompts must be a non-empty list of strings, e.g. ['a red ball moves to the left']")
+        blank = [i for i, p in enumerate(prompts) if not p.strip()]
+        if blank and not self.allow_empty_prompts:
+            raise ValueError(f"prompt {blank[0]} is empty: write a prompt, or set pipeline.allow_empty_prompts = True "
+                             "(generate --unconditional) to sample with the empty caption")
+
+    def check_request(self, prompts: Sequence[str], request: SampleRequest, negative: Sequence[str] | None) -> None:
+        self.check_prompts(prompts)
         if negative is not None and len(negative) != len(prompts):
             raise ValueError(f"got {len(negative)} negative prompts for {len(prompts)} prompts: give one per prompt "
                              "(or a single string for all)")
@@ -212,7 +223,9 @@ class Pipeline:
         negative = [negative_prompt] * len(prompts) if isinstance(negative_prompt, str) else negative_prompt
         self.check_request(prompts, request, negative)
         tile = self._tile(tile)
-        SizeCeiling().check(request.frames, request.height, request.width)  # typos, before any estimate
+        ceiling = SizeCeiling.current()  # typos, before any estimate
+        ceiling.check(request.frames, request.height, request.width)
+        ceiling.limit("videos per call", len(prompts), "max_count", "generate fewer prompts per call")
         latent_shape = self.latent_shape(request.frames, request.height, request.width)
         latents = self.sample_latents(prompts, latent_shape, request, negative, conditions, edit, strength, noise,
                                       tile=tile)
@@ -227,6 +240,7 @@ class Pipeline:
         Every sampling path (generate, the prompting modes, each window of a long video) comes through here, so
         a request that cannot fit this device (its decode at `tile` included) is refused here, before any allocation.
         """
+        self.check_prompts(prompts)
         self.check_memory(latent_shape, len(prompts), request.guidance != 1.0, tile)
         inputs = self.sampling_inputs(prompts, latent_shape, request, negative, conditions, edit, strength, noise)
         guidance = None if request.guidance == 1.0 else jnp.float32(request.guidance)

@@ -33,6 +33,7 @@ def main(argv: list[str]) -> None:
     overrides = {k: v for k, v in dict(steps=_STEPS.value, method=_SAMPLER.value, guidance=_GUIDANCE.value,
                                        seed=_SEED.value).items() if v is not None}
     request = dataclasses.replace(request, **overrides)
+    request.check()  # before the progress bar starts
     report = run_probe_report(pipeline, _NUM.value, _FRAMES.value, request, out_dir=_OUT.value)
     print(format_report(report))
 

@@ -219,7 +219,7 @@ class DiTConfig:
     @classmethod
     def from_dict(cls, d: Mapping[str, Any] | Any) -> DiTConfig:
         """Build from a dict or ml_collections ConfigDict; unknown keys are an error."""
-        return from_mapping(cls, d, "DiT")
+        return from_mapping(cls, d, "model")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -11,6 +11,7 @@ from typing import Any
 
 from sorajax.config_dataclasses import from_mapping
 from sorajax.data.config import Size, check_sizes
+from sorajax.memory_estimate import SizeCeiling
 from sorajax.models.lora import LoraConfig
 
 
@@ -37,6 +38,7 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if self.steps < 1:
             raise ValueError(f"train.steps must be >= 1, got {self.steps}: the number of steps to train")
+        SizeCeiling.current().limit("train.steps", self.steps, "max_steps", "train fewer steps")
         if not self.learning_rate > 0:
             raise ValueError(f"train.learning_rate must be positive, got {self.learning_rate}")
         for name in ("log_every", "save_every", "keep_checkpoints", "max_nonfinite_steps"):

@@ -51,6 +51,7 @@ class Trainer:
     state_axes: NamesFor | None = None  # names of state leaves not in logical boxes
     warm_start_checks: dict = dataclasses.field(default_factory=dict)  # metadata an init_from source must match
     frozen: tuple = ()  # arrays the step reads but never updates (LoRA's base weights): its extra arguments
+    data_metrics: Callable[[], dict] = dict  # logged with every step's metrics (e.g. damaged records skipped)
 
 
 class StopRequest:
@@ -161,7 +162,7 @@ def _loop(ctx: MeshContext, trainer: Trainer, settings: TrainConfig, state: Any,
             if step % settings.log_every == 0 or step == last:  # logging reads this step's numbers anyway
                 settle()
                 speed = {"items_per_s": rate.items_per_s(), "steps_per_s": rate.steps_per_s()}
-                logged = writer.write_scalars(step, {**metrics, "nonfinite_steps": guard.total,
+                logged = writer.write_scalars(step, {**metrics, "nonfinite_steps": guard.total, **trainer.data_metrics(),
                                                      **{k: v for k, v in speed.items() if v is not None}})
                 bar.set_postfix({k: f"{logged[k]:.4g}" for k in ("loss",) if k in logged})
             final = step == last or stop.requested

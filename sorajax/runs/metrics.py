@@ -5,6 +5,11 @@ Both sinks get the same scalars, so a run can be read with TensorBoard or with
 Only process 0 writes (the others get a writer whose methods do nothing), so
 multi-host runs do not produce duplicated or interleaved files.
 
+A run killed after logging steps it had not checkpointed logs those steps again when it resumes. So
+the writer of a resumed run first drops the records past the step it resumes from (and TensorBoard
+purges its events past it): each step is in the file once, as the run that went on logged it. A kill
+in the middle of a write can leave a torn last line; the reader skips it, the next writer drops it.
+
 Object stores (gs://) cannot append to a file, so there the JSONL file is rewritten whole at
 each flush (records are small: one line per logged step); local files are appended to.
 """
@@ -31,7 +36,10 @@ def _to_float(value: Any) -> float:
 class MetricsWriter:
     """Writes scalar metrics to `<run>/metrics.jsonl` and TensorBoard events."""
 
-    def __init__(self, run: PathLike, *, enabled: bool | None = None, append: bool | None = None):
+    def __init__(self, run: PathLike, *, enabled: bool | None = None, append: bool | None = None,
+                 resume_step: int | None = None):
+        """`resume_step`: the step training goes on from (0 for a fresh start); records of later steps are
+        dropped. None keeps every record (a writer that is not a training run's)."""
         self.enabled = jax.process_index() == 0 if enabled is None else enabled
         run = run_path(run)
         self.jsonl_path = run / METRICS_FILE
@@ -42,11 +50,22 @@ class MetricsWriter:
             run.mkdir(parents=True, exist_ok=True)
             from tensorboardX import SummaryWriter  # imported lazily: heavy.
 
-            self._tb = SummaryWriter(logdir=str(run / TENSORBOARD_DIR))
+            purge = None if resume_step is None else resume_step + 1
+            self._tb = SummaryWriter(logdir=str(run / TENSORBOARD_DIR), purge_step=purge)
+            if self.jsonl_path.exists():
+                self._lines = self._kept_lines(resume_step)
             if self._append:
                 self._file = self.jsonl_path.open("a")
-            elif self.jsonl_path.exists():
-                self._lines = self.jsonl_path.read_text().splitlines()
+                self._lines = []
+
+    def _kept_lines(self, resume_step: int | None) -> list[str]:
+        """The file's lines up to `resume_step` (all if None), without a torn last line; rewritten when shorter."""
+        lines = self.jsonl_path.read_text().splitlines()
+        kept = [line for line in lines if (record := _parse(line)) is not None
+                and (resume_step is None or record["step"] <= resume_step)]
+        if kept != lines:
+            write_text_atomic(self.jsonl_path, "".join(line + "\n" for line in kept))
+        return kept
 
     def write_scalars(self, step: int, scalars: Mapping[str, Any]) -> dict[str, float]:
         """Logs `scalars` at `step`; returns them as Python floats."""
@@ -72,9 +91,26 @@ class MetricsWriter:
             self.enabled = False
 
 
+def _parse(line: str) -> dict[str, Any] | None:
+    """A record, or None for a line that is not one (torn by a kill mid-write)."""
+    try:
+        record = json.loads(line)
+    except ValueError:
+        return None
+    return record if isinstance(record, dict) and "step" in record else None
+
+
 def read_metrics(run_or_file: PathLike) -> list[dict[str, Any]]:
-    """The records of a run's metrics.jsonl (give the run directory or the file)."""
+    """The records of a run's metrics.jsonl (give the run directory or the file), in the order written.
+
+    A torn last line (a kill mid-write) is skipped; any other line that is not a record is an error."""
     path = run_path(run_or_file)
     if path.is_dir():
         path = path / METRICS_FILE
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    lines = [line for line in path.read_text().splitlines() if line.strip()]
+    records = [_parse(line) for line in lines]
+    for number, record in enumerate(records[:-1], start=1):
+        if record is None:
+            raise ValueError(f"{path} line {number} is not a metrics record ({lines[number - 1][:60]!r}): the file was "
+                             "edited or damaged; remove that line")
+    return [record for record in records if record is not None]

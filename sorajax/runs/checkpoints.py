@@ -18,6 +18,7 @@ memory it takes with `save_concurrent_bytes`: see :meth:`Checkpointer.save`.
 
 from __future__ import annotations
 
+import contextlib
 import json
 from typing import Any, Callable, Mapping, TypeVar
 
@@ -30,6 +31,7 @@ from etils import epath
 from sorajax.runs.damage import (DAMAGED, CheckpointMismatchError, NoIntactCheckpointError, damaged_names,
                                  failure_reason, is_resource_error, move_aside, none_intact_message, target_differences)
 from sorajax.runs.paths import PathLike, run_path
+from sorajax.runs.save_failure import CheckpointSaveError, quiet_orbax_write_errors, save_failure_message, write_errno
 from sorajax.runs.writer_lock import may_rearrange
 
 try:  # grain's Orbax handler for iterator state.
@@ -91,6 +93,9 @@ class Checkpointer:
         self.save_concurrent_bytes = save_concurrent_bytes
         self.writer = writer
         self._failed: dict[int, str] = {}  # steps found damaged, with why
+        self._pending: int | None = None  # the step of the last save (async: maybe still being written)
+        self._save_failed = False
+        quiet_orbax_write_errors()
         options = ocp.CheckpointManagerOptions(
             max_to_keep=max_to_keep,
             save_interval_steps=1,  # the trainer decides when; see `should_save`.
@@ -174,7 +179,28 @@ class Checkpointer:
         args = {"state": ocp.args.StandardSave(state), "meta": ocp.args.JsonSave(dict(meta or {}))}
         if data_iterator is not None:
             args["data"] = _GrainSave(data_iterator)
-        self._manager.save(step, args=ocp.args.Composite(**args), force=True)
+        self.wait()  # the previous save's failure is reported as that step's
+        self._failed.pop(step, None)  # a step found damaged (and moved aside) is written anew
+        with self._write_failures(step):
+            self._pending = step
+            self._manager.save(step, args=ocp.args.Composite(**args), force=True)
+
+    @contextlib.contextmanager
+    def _write_failures(self, step: int | None):
+        """A write the OS refuses (disk full, read-only, ...) becomes one `CheckpointSaveError` (see
+        `sorajax.runs.save_failure`); reported once, as a later wait or close meets the same failure again."""
+        try:
+            yield
+        except Exception as error:  # noqa: BLE001 - sorted by OS error code below; anything else re-raised
+            code = write_errno(error)
+            if code is None:
+                raise
+            if self._save_failed:
+                return
+            self._save_failed = True
+            self._manager.reload()
+            intact = [s for s in self.all_steps() if s != step]
+            raise CheckpointSaveError(save_failure_message(self.directory, step, code, intact)) from None
 
     def restore(self, target_state: Any = None, *, step: int | None = None, data_iterator: Any = None) -> tuple[Any, dict]:
         """The whole saved state, into the structure/shardings of `target_state` (arrays or ShapeDtypeStructs).
@@ -246,11 +272,15 @@ class Checkpointer:
         return step
 
     def wait(self) -> None:
-        self._manager.wait_until_finished()
+        with self._write_failures(self._pending):
+            self._manager.wait_until_finished()
 
     def close(self) -> None:
-        self._manager.wait_until_finished()
-        self._manager.close()
+        try:
+            self.wait()
+        finally:
+            with self._write_failures(self._pending):
+                self._manager.close()
 
 
 def open_run(run: PathLike, step: int | None, train_command: str) -> Checkpointer:

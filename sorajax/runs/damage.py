@@ -36,11 +36,15 @@ class NoIntactCheckpointError(FileNotFoundError):
 
 
 def failure_reason(error: BaseException) -> str:
-    """One short line for a restore failure: the error's type and the first line of its message, without
-    TensorStore's spec dumps."""
+    """One short line for a restore failure: the innermost cause's type and first line (Orbax wraps TensorStore's
+    status in a bare Exception), without TensorStore's spec dumps and database paths."""
+    seen = {id(error)}
+    while (inner := error.__cause__ or error.__context__) is not None and id(inner) not in seen:
+        seen.add(id(inner))
+        error = inner
     text = str(error).strip().splitlines()[0] if str(error).strip() else ""
     text = re.split(r" \[tensorstore_spec=| See full TensorStore details|\. Available items", text)[0]
-    text = text.strip(" '\"")
+    text = re.sub(r' in OCDBT database at local file "[^"]*"', "", text).strip(" '\"")
     if len(text) > _MAX_REASON:
         text = text[:_MAX_REASON - 3] + "..."
     return f"{type(error).__name__}: {text}" if text else type(error).__name__

@@ -54,6 +54,13 @@ def _holder(fd: int) -> str:
     return f"pid {info['pid']} on host {info.get('host', '?')} ({info.get('command', '?')}, since {info.get('since', '?')})"
 
 
+def _command() -> str:
+    """This process's command line as typed (``python -m sorajax.train_vae --workdir=...``), for the refusal."""
+    spec = getattr(sys.modules.get("__main__"), "__spec__", None)
+    head = f"python -m {spec.name}" if spec is not None and spec.name else f"python {sys.argv[0] if sys.argv else ''}"
+    return " ".join([head.strip(), *sys.argv[1:]])[:200]
+
+
 def try_lock(run: PathLike) -> int | None:
     """The lock file's descriptor with the lock taken, or None when a live process holds it."""
     path = os.fspath(run_path(run) / LOCK_FILE)
@@ -111,8 +118,7 @@ def hold_run(run: PathLike) -> Iterator[None]:
                 f"{run} is being written by {holder}: wait for it to finish or stop it, or pass another --workdir "
                 f"(the lock is {path}; it ends with its process, so never delete it by hand)")
         since = datetime.datetime.now().isoformat(timespec="seconds")
-        info = {"pid": os.getpid(), "host": socket.gethostname(), "command": " ".join(sys.argv) or "python",
-                "since": since}
+        info = {"pid": os.getpid(), "host": socket.gethostname(), "command": _command(), "since": since}
         os.ftruncate(fd, 0)
         os.pwrite(fd, json.dumps(info).encode(), 0)
         _held[key] = _Hold(fd, 1)

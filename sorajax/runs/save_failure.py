@@ -4,9 +4,10 @@ Orbax writes a step into a temporary folder and renames it only once complete, s
 fails leaves the previous steps as they were (and the temporary folder, which the next writer
 removes). What it does not do is say so: TensorStore's status (`RESOURCE_EXHAUSTED: ... No space
 left on device [os_error_code='28']`) comes back as a `ValueError`, after Orbax's background threads
-have logged it with their tracebacks. Here such failures are recognised by their OS error code,
-re-raised as one `CheckpointSaveError` that names the directory, the cause, the intact step and
-the fix, and the duplicate thread logs are dropped.
+have logged it with their tracebacks, and the writes it abandoned finish later into its closed event
+loop ("Event loop is closed", "coroutine ... was never awaited", dozens of tracebacks). Here such
+failures are recognised by their OS error code, re-raised as one `CheckpointSaveError` that names
+the directory, the cause, the intact step and the fix, and that echo of it is dropped.
 """
 
 from __future__ import annotations
@@ -15,6 +16,9 @@ import errno
 import logging
 import os
 import re
+import sys
+import warnings
+from typing import Any
 
 # The OS refusing a write: disk full, quota, read-only, permission, file size limit, device error.
 WRITE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EFBIG, errno.EIO}
@@ -46,23 +50,42 @@ def save_failure_message(directory: object, step: int | None, code: int, intact:
             f"writable (or move the run to a disk with room), then rerun the same command: {kept}")
 
 
-class OrbaxWriteErrorLogs(logging.Filter):
-    """Drops Orbax's own ERROR logs (tracebacks from its save threads) of a refused write: the same failure
-    reaches the caller as one `CheckpointSaveError`."""
+class RefusedWriteEchoes(logging.Filter):
+    """Drops the ERROR logs that echo a refused write: Orbax's save threads' tracebacks, and asyncio's "exception
+    was never retrieved" for the writes Orbax abandoned. The caller gets the same failure as one
+    `CheckpointSaveError`."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if record.levelno < logging.ERROR or f"{os.sep}orbax{os.sep}" not in record.pathname:
+        if record.levelno < logging.ERROR:
             return True
         error = record.exc_info[1] if record.exc_info else None
         codes = {int(code) for code in _TENSORSTORE_CODE.findall(record.getMessage())}
         return write_errno(error) is None and not codes & WRITE_ERRNOS
 
 
-_FILTER = OrbaxWriteErrorLogs()
+def _drop_closed_loop_echo(previous: Any) -> Any:
+    """An unraisable hook that drops "Event loop is closed" from TensorStore completions arriving after Orbax
+    gave up a save (and closed its loop); everything else goes to `previous`."""
+
+    def hook(unraisable: Any) -> None:
+        if unraisable.exc_type is RuntimeError and str(unraisable.exc_value) == "Event loop is closed":
+            return
+        previous(unraisable)
+
+    hook.drops_closed_loop_echo = True
+    return hook
+
+
+_FILTER = RefusedWriteEchoes()
 
 
 def quiet_orbax_write_errors() -> None:
-    """Installs the filter on absl's logger (the one Orbax logs through), once."""
-    logger = logging.getLogger("absl")
-    if _FILTER not in logger.filters:
-        logger.addFilter(_FILTER)
+    """Installs the filters (once): on absl's logger (the one Orbax logs through) and asyncio's, the unraisable
+    hook, and the warning for the writes Orbax abandoned unawaited."""
+    for name in ("absl", "asyncio"):
+        logger = logging.getLogger(name)
+        if _FILTER not in logger.filters:
+            logger.addFilter(_FILTER)
+    if not getattr(sys.unraisablehook, "drops_closed_loop_echo", False):
+        sys.unraisablehook = _drop_closed_loop_echo(sys.unraisablehook)
+    warnings.filterwarnings("ignore", message=r"coroutine '.*write_fragment' was never awaited", category=RuntimeWarning)

@@ -6,6 +6,7 @@ run is this process's (the same trainer, in-process); the killed lives are `pyth
 
 import importlib.util
 import os
+import sys
 
 import jax
 
@@ -20,6 +21,7 @@ STEPS = 9
 def _kill_drill():
     spec = importlib.util.spec_from_file_location("kill_drill", os.path.join(REPO, "experiments", "kill_drill.py"))
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclasses look their module up
     spec.loader.exec_module(module)
     return module
 

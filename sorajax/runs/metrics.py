@@ -17,13 +17,16 @@ each flush (records are small: one line per logged step); local files are append
 from __future__ import annotations
 
 import json
+import os
 import time
 from typing import Any, Mapping
 
 import jax
 import numpy as np
+from absl import logging
 
 from sorajax.runs.paths import PathLike, is_local, run_path, write_text_atomic
+from sorajax.runs.save_failure import refused, write_errno
 
 METRICS_FILE = "metrics.jsonl"
 TENSORBOARD_DIR = "tensorboard"
@@ -45,6 +48,7 @@ class MetricsWriter:
         self.jsonl_path = run / METRICS_FILE
         self._append = is_local(run) if append is None else append
         self._tb = self._file = None
+        self._refused = False  # a write was refused and reported: closing does not report it again
         self._lines: list[str] = []
         if self.enabled:
             run.mkdir(parents=True, exist_ok=True)
@@ -75,20 +79,49 @@ class MetricsWriter:
         for name, value in values.items():
             self._tb.add_scalar(name, value, global_step=step)
         line = json.dumps({"step": int(step), "time": time.time(), **values})
-        if self._file is not None:
-            self._file.write(line + "\n")
-            self._file.flush()
-        else:
-            self._lines.append(line)
-            write_text_atomic(self.jsonl_path, "\n".join(self._lines) + "\n")
+        try:
+            if self._file is not None:
+                self._file.write(line + "\n")
+                self._file.flush()
+            else:
+                self._lines.append(line)
+                write_text_atomic(self.jsonl_path, "\n".join(self._lines) + "\n")
+        except OSError as error:  # a full or read-only disk: one line, the run resumable from its checkpoints
+            if write_errno(error) is None:
+                raise
+            self._refused = True
+            raise refused(f"the metrics of step {step} to {self.jsonl_path}", write_errno(error),
+                          "free space there or make it writable, then rerun the same command: it resumes from its "
+                          "newest checkpoint") from None
         return values
 
-    def close(self) -> None:
-        if self.enabled:
+    def _close_tensorboard(self, failing: bool) -> None:
+        """Closes the event file; where the disk refuses its last events, they are dropped with one warning (the
+        JSONL file has the same scalars), or silently when the run is `failing` anyway (its error says why)."""
+        try:
             self._tb.close()
-            if self._file is not None:
-                self._file.close()
+        except OSError as error:
+            if write_errno(error) is None:
+                raise
+            try:
+                _drop_unwritten_events(self._tb)
+            except (AttributeError, OSError, ValueError):  # another tensorboardX: its retry may print at exit
+                pass
+            if not failing:
+                logging.warning("TensorBoard events of %s not all written: %s", self.jsonl_path.parent,
+                                os.strerror(write_errno(error)))
+
+    def close(self, failing: bool = False) -> None:
+        """`failing`: the run is ending on an error, which a second report about the same disk would only bury."""
+        if self.enabled:
             self.enabled = False
+            self._close_tensorboard(failing)
+            if self._file is not None:
+                try:
+                    self._file.close()
+                except OSError:  # flushing the line whose write was refused and reported
+                    if not self._refused:
+                        raise
 
 
 def _parse(line: str) -> dict[str, Any] | None:
@@ -98,6 +131,15 @@ def _parse(line: str) -> dict[str, Any] | None:
     except ValueError:
         return None
     return record if isinstance(record, dict) and "step" in record else None
+
+
+def _drop_unwritten_events(summary_writer: Any) -> None:
+    """Stops tensorboardX's writer thread and closes its file without the events the disk refused: otherwise its
+    exit hook retries the write and prints tracebacks. (Its internals: it has no public way to give up.)"""
+    events = summary_writer.file_writer.event_writer
+    events._closed = True  # the exit hook's close does nothing now
+    events._worker.stop()
+    events._ev_writer._py_recordio_writer._writer.detach().close()  # the raw file, not its unwritten buffer
 
 
 def read_metrics(run_or_file: PathLike) -> list[dict[str, Any]]:

@@ -25,7 +25,11 @@ WRITE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPE
 _TENSORSTORE_CODE = re.compile(r"os_error_code='(\d+)'")
 
 
-class CheckpointSaveError(OSError):
+class RunWriteError(OSError):
+    """The OS refused a write into a run directory (disk full, read-only, ...): one line with the fix."""
+
+
+class CheckpointSaveError(RunWriteError):
     """A checkpoint could not be written; the steps saved before it are intact."""
 
 
@@ -41,6 +45,11 @@ def write_errno(error: BaseException) -> int | None:
             return int(match.group(1))
         error = error.__cause__ or error.__context__
     return None
+
+
+def refused(what: str, code: int, fix: str) -> RunWriteError:
+    """`RunWriteError` for writing `what` refused with OS error `code`, and what to do."""
+    return RunWriteError(f"could not write {what}: {os.strerror(code)} (errno {code}); {fix}")
 
 
 def save_failure_message(directory: object, step: int | None, code: int, intact: list[int]) -> str:

@@ -28,6 +28,7 @@ from typing import Iterator
 import jax
 
 from sorajax.runs.paths import PathLike, is_local, run_path
+from sorajax.runs.save_failure import refused, write_errno
 
 LOCK_FILE = ".writer.lock"
 _held: dict[str, "_Hold"] = {}  # this process's locks, by run directory
@@ -105,9 +106,15 @@ def hold_run(run: PathLike) -> Iterator[None]:
     if key in _held:
         _held[key].depth += 1
     else:
-        run.mkdir(parents=True, exist_ok=True)
         path = os.fspath(run / LOCK_FILE)
-        fd = try_lock(run)
+        try:
+            run.mkdir(parents=True, exist_ok=True)
+            fd = try_lock(run)
+        except OSError as error:  # a read-only or full disk: said before any work
+            if write_errno(error) is None:
+                raise
+            raise refused(f"in {run}", write_errno(error), "make it writable (or free space there), or pass a "
+                          "--workdir on a writable disk") from None
         if fd is None:
             fd = os.open(path, os.O_RDONLY)
             try:

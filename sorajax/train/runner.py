@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import signal
+import sys
 from typing import Any, Callable, Iterator
 
 import jax
@@ -131,7 +132,7 @@ def run_training(ctx: MeshContext, trainer: Trainer, settings: TrainConfig, run:
         finally:  # close files and finish pending async saves even when a step fails.
             ckpt.close()
             if writer is not None:
-                writer.close()
+                writer.close(failing=sys.exc_info()[0] is not None)
 
 
 def guarded_step(ctx: MeshContext, train_step: Callable, shardings: Any, donate: bool = True) -> Any:

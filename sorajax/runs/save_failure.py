@@ -73,11 +73,16 @@ class RefusedWriteEchoes(logging.Filter):
 
 
 def _drop_closed_loop_echo(previous: Any) -> Any:
-    """An unraisable hook that drops "Event loop is closed" from TensorStore completions arriving after Orbax
-    gave up a save (and closed its loop); everything else goes to `previous`."""
+    """An unraisable hook that drops the echoes of I/O Orbax abandoned: "Event loop is closed" from TensorStore
+    completions arriving after it gave up a save (and closed its loop), and the errors of its array-reading
+    coroutines left unawaited when one read of a damaged step failed (reported as the damage). Everything else
+    goes to `previous`."""
 
     def hook(unraisable: Any) -> None:
         if unraisable.exc_type is RuntimeError and str(unraisable.exc_value) == "Event loop is closed":
+            return
+        code = getattr(unraisable.object, "cr_code", None)
+        if code is not None and f"{os.sep}orbax{os.sep}" in code.co_filename:
             return
         previous(unraisable)
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import json
-from typing import Any, Callable, Mapping, TypeVar
+from typing import Any, Callable, Iterator, Mapping, TypeVar
 
 import jax
 import numpy as np
@@ -186,7 +186,7 @@ class Checkpointer:
             self._manager.save(step, args=ocp.args.Composite(**args), force=True)
 
     @contextlib.contextmanager
-    def _write_failures(self, step: int | None):
+    def _write_failures(self, step: int | None) -> Iterator[None]:
         """A write the OS refuses (disk full, read-only, ...) becomes one `CheckpointSaveError` (see
         `sorajax.runs.save_failure`); reported once, as a later wait or close meets the same failure again."""
         try:

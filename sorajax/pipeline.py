@@ -120,7 +120,7 @@ class Pipeline:
         text_encoder = build_text_encoder(spec.text_encoder)
         dit = DiT(spec.dit_config(autoencoder.vae.config.latent_channels, text_encoder.dim))
         weights = "ema_params" if (spec.sample.use_ema if use_ema is None else use_ema) else "params"
-        params = load_weights(run, int(meta["step"]), nn.meta.unbox(abstract_params(dit.config)), weights)
+        params = load_weights(run, step, nn.meta.unbox(abstract_params(dit.config)), weights)  # older if damaged
         pipeline = cls(autoencoder.vae, autoencoder.variables, dit, params, text_encoder, spec.patch, spec.time,
                        SampleRequest.defaults(spec.sample), spec.prediction, spec.sample.schedule,
                        spec.sample.negative_prompt, weights_dtype)

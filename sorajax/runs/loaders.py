@@ -66,8 +66,8 @@ def load_autoencoder(run: PathLike, step: int | None = None) -> TrainedAutoencod
     config = ml_collections.ConfigDict(meta["config"])
     vae, shapes = _autoencoder_model(config.vae.to_dict())
     target = {"params": shapes["params"], "latent_stats": shapes["latent_stats"]}
-    variables, _ = restore_run_part(run, int(meta["step"]), TRAIN_VAE, target)
-    return TrainedAutoencoder(vae, variables, config, int(meta["step"]), run)
+    variables, restored_meta = restore_run_part(run, step, TRAIN_VAE, target)  # an older step if this one is damaged
+    return TrainedAutoencoder(vae, variables, config, int(restored_meta["step"]), run)
 
 
 def _autoencoder_model(fields: dict[str, Any]) -> tuple[Any, Any]:

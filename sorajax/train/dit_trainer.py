@@ -50,6 +50,7 @@ from sorajax.patches import PackedBatch, packed_batch_axes
 from sorajax.runs.dit_spec import SECTIONS, DiTSpec
 from sorajax.runs.loaders import LORA_BASE_KEY, LORA_KEY, TrainedAutoencoder, load_autoencoder, load_lora_base
 from sorajax.runs.paths import PathLike, RunLink, run_path
+from sorajax.runs.writer_lock import hold_run
 from sorajax.train.config import DiTEvalConfig, DiTTrainConfig
 from sorajax.train.dit_step import init_state, make_train_step, own_weights
 from sorajax.train.lora_run import lora_fingerprint, merged_weights, resolve_base
@@ -150,6 +151,11 @@ def train_dit(config: ml_collections.ConfigDict, workdir: PathLike) -> dict[str,
     """Trains (or resumes) the DiT in `workdir`; returns the final eval metrics."""
     cfg = DiTRunConfig.from_config(config)  # every section checked before any work
     run = run_path(workdir)
+    with hold_run(run):  # before the clips are encoded into the run's latent caches
+        return _train_dit(cfg, config, run)
+
+
+def _train_dit(cfg: DiTRunConfig, config: ml_collections.ConfigDict, run: Any) -> dict[str, float]:
     ctx = MeshContext.create(cfg.mesh, cfg.rules)
     autoencoder = load_autoencoder(cfg.vae_workdir)
     text_encoder = build_text_encoder(cfg.spec.text_encoder)

@@ -81,8 +81,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.eval = ml_collections.ConfigDict(dict(every=500, num_clips=64))
 
     # Sampling defaults (sorajax.diffusion.sampling.SampleConfig); every call and command can override them.
+    # step_cache > 0 skips most DiT blocks at steps that change little (sorajax.models.dit_step_cache); 0 = off.
     c.sample = ml_collections.ConfigDict(dict(method="dpmpp_2m", steps=10, guidance=4.0, use_ema=True,
-                                              frames=9, height=64, width=64))
+                                              frames=9, height=64, width=64, step_cache=0.0))
 
     # Prompting with images and videos (sorajax.conditioning.MaskRates): the share of training samples
     # given clean frames or regions, per mode (at most one per sample; ~35% in total). Images (one

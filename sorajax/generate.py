@@ -24,6 +24,9 @@ the width and height come from the input):
 
 Large sizes: --tile 32 [--tile_overlap 8] encodes and decodes in blended spatial tiles of 32 latent pixels
 (bounded memory); a request whose estimated memory exceeds the device is refused before anything is allocated.
+
+Faster sampling: --step_cache 0.1 skips most of the DiT's blocks at steps where its first block's output
+changed less than 10% since the last full step (0 = off, the default; see sorajax.models.dit_step_cache).
 """
 
 from __future__ import annotations
@@ -57,6 +60,8 @@ _SEED = flags.DEFINE_integer("seed", 0, "noise seed")
 _STEPS = flags.DEFINE_integer("steps", None, "sampler steps (default: the run's config)")
 _SAMPLER = flags.DEFINE_enum("sampler", None, list(SAMPLER_METHODS), "ODE solver")
 _GUIDANCE = flags.DEFINE_float("guidance", None, "classifier-free guidance scale (1 = none)")
+_STEP_CACHE = flags.DEFINE_float("step_cache", None, "DiT step cache threshold (0 = off; 0.05-0.2 skips blocks "
+                                 "at steps that change little; default: the run's sample.step_cache)")
 _FPS = flags.DEFINE_float("fps", 8.0, "frames per second of the written mp4")
 _OUT = flags.DEFINE_string("out", "outputs", "output folder")
 _EXPAND = flags.DEFINE_bool(
@@ -204,7 +209,7 @@ def main(argv: list[str]) -> None:
         pipeline.tile, pipeline.tile_overlap = tile, tile_overlap
     overrides = {k: v for k, v in dict(
         width=_WIDTH.value, height=_HEIGHT.value, frames=_FRAMES.value, seed=_SEED.value, steps=_STEPS.value,
-        method=_SAMPLER.value, guidance=_GUIDANCE.value, shift=_SHIFT.value,
+        method=_SAMPLER.value, guidance=_GUIDANCE.value, shift=_SHIFT.value, step_cache=_STEP_CACHE.value,
     ).items() if v is not None}
     if mode is None:
         videos = pipeline.generate(captions, negative_prompt=_NEGATIVE.value, **overrides)

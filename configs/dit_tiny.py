@@ -71,6 +71,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         save_every=500,
         keep_checkpoints=3,
         async_checkpoints=True,
+        max_seconds=0.0,  # > 0: also stop after this much wall time (the GPU check's budgeted runs)
         init_from="",  # fine-tune: another DiT run's weights ('dir' or 'dir:step'), same model config
         # LoRA (sorajax.models.lora.LoraConfig): rank > 0 trains low-rank adapters of init_from's kernels only.
         lora=ml_collections.ConfigDict(dict(

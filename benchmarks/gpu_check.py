@@ -279,6 +279,7 @@ def main() -> None:
     parser.add_argument("--world_vae", default=None, help="a trained autoencoder run for [world] (default: train one)")
     parser.add_argument("--world_preset", default="tiny", help="the DiT preset [world] trains (tiny, S, ...)")
     parser.add_argument("--world_rows", type=int, default=16, help="rows of 384 tokens per [world] DiT step")
+    parser.add_argument("--world_clips", type=int, default=2048, help="world clips the [world] DiT learns from")
     parser.add_argument("--world_prompts", type=int, default=24, help="probe prompts sampled after [world] training")
     parser.add_argument("--compile_cache", default=None, help="JAX's persistent compilation cache (reruns compile less)")
     args = parser.parse_args()
@@ -329,7 +330,7 @@ def main() -> None:
             return True
         with tempfile.TemporaryDirectory(prefix="sorajax_world_") as workdir:
             return world_section(share, args.dry, workdir, args.world_vae, args.world_preset, args.world_rows,
-                                 prompts=args.world_prompts)
+                                 args.world_clips, args.world_prompts)
 
     bodies = {"tests": lambda: not deadline.allows("tests", 5.0 if args.dry else 30.0) or attention_agrees(args.dry),
               "mfu": mfu, "torch": torch, "wan": wan, "world": world}

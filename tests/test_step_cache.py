@@ -135,7 +135,7 @@ def test_relative_change_ignores_padding_and_is_per_row():
 
 
 def test_bad_settings_are_refused_in_one_line():
-    with pytest.raises(ValueError, match="step_cache must be in \\[0, 10\\].*0.05-0.2 is typical"):
+    with pytest.raises(ValueError, match="step_cache must be in \\[0, 10\\].*0.1-0.3 is typical"):
         _request(step_cache=-0.1).check()
     with pytest.raises(ValueError, match="sample.step_cache must be in"):
         SampleConfig(step_cache=float("nan"))

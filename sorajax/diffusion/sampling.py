@@ -122,7 +122,7 @@ class SampleRequest:
 
 def check_step_cache(threshold: float, name: str) -> None:
     if not (np.isfinite(threshold) and 0.0 <= threshold <= 10.0):
-        raise ValueError(f"{name} must be in [0, 10], got {threshold}; 0 = off, 0.05-0.2 is typical")
+        raise ValueError(f"{name} must be in [0, 10], got {threshold}; 0 = off, 0.1-0.3 is typical")
 
 
 def start_level(prediction: str, strength: float = 1.0) -> float:

@@ -62,6 +62,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         save_every=400,
         keep_checkpoints=3,
         async_checkpoints=True,
+        max_seconds=0.0,  # > 0: also stop after this much wall time (the GPU check's budgeted runs)
     ))
 
     c.eval = ml_collections.ConfigDict(dict(

@@ -25,6 +25,10 @@ the width and height come from the input):
 
 Large sizes: --tile 32 [--tile_overlap 8] encodes and decodes in blended spatial tiles of 32 latent pixels
 (bounded memory); a request whose estimated memory exceeds the device is refused before anything is allocated.
+
+Faster sampling: --step_cache 0.2 skips the DiT's blocks after the first at network calls where the residual
+its first block adds changed less than 20% (relative L1) since the last full call (0 = off, the default; see
+sorajax.models.dit_step_cache; benchmarks/sampling_cache.py measures speed and quality).
 """
 
 from __future__ import annotations
@@ -61,6 +65,8 @@ _SEED = flags.DEFINE_integer("seed", 0, "noise seed")
 _STEPS = flags.DEFINE_integer("steps", None, "sampler steps (default: the run's config)")
 _SAMPLER = flags.DEFINE_enum("sampler", None, list(SAMPLER_METHODS), "ODE solver")
 _GUIDANCE = flags.DEFINE_float("guidance", None, "classifier-free guidance scale (1 = none)")
+_STEP_CACHE = flags.DEFINE_float("step_cache", None, "DiT step cache threshold (0 = off; 0.1-0.3 skips blocks "
+                                 "at steps that change little; default: the run's sample.step_cache)")
 _FPS = flags.DEFINE_float("fps", 8.0, "frames per second of the written mp4")
 _OUT = flags.DEFINE_string("out", "outputs", "output folder")
 _EXPAND = flags.DEFINE_bool(
@@ -221,7 +227,7 @@ def main(argv: list[str]) -> None:
         ceiling.limit("--long", _LONG.value, "max_long_frames", "make a shorter video")
     overrides = {k: v for k, v in dict(
         width=_WIDTH.value, height=_HEIGHT.value, frames=_FRAMES.value, seed=_SEED.value, steps=_STEPS.value,
-        method=_SAMPLER.value, guidance=_GUIDANCE.value, shift=_SHIFT.value,
+        method=_SAMPLER.value, guidance=_GUIDANCE.value, shift=_SHIFT.value, step_cache=_STEP_CACHE.value,
     ).items() if v is not None}
     dataclasses.replace(SampleRequest(frames=1, height=1, width=1), **overrides).check()  # before any weights load
     pipeline = Pipeline.from_run(_RUN.value, use_ema=False if _NO_EMA.value else None,

@@ -9,7 +9,8 @@ Any width x height x frames the autoencoder and patch size allow (landscape, por
 single frame for an image) comes from the same weights. The step count, sampler and guidance are
 per call (defaults: the run's `sample` config); the noise-level shift follows the sample's token
 count exactly as in training, and the network's output is read as the kind it was trained to
-predict (`config.prediction`).
+predict (`config.prediction`). `step_cache` > 0 (per call, or the run's `sample.step_cache`) turns
+on the DiT's step cache (`sorajax.models.dit_step_cache`); `last_step_cache` then says what it skipped.
 
 `Pipeline.from_run` loads only what sampling needs: the DiT's EMA (or raw) weights and the
 autoencoder's weights and latent statistics (`sorajax.runs.loaders`), never an optimizer state.
@@ -36,12 +37,14 @@ import numpy as np
 
 from sorajax.conditioning import Conditioning
 from sorajax.diffusion.samplers import sdedit_start
-from sorajax.diffusion.sampling import SCHEDULES, SampleRequest, packed_denoiser, sample_packed, start_level
+from sorajax.diffusion.sampling import (SCHEDULES, SampleRequest, packed_carried_denoiser, packed_denoiser,
+                                       sample_packed_carrying, start_level, stateless)
 from sorajax.diffusion.unipc import wan_network_times, wan_sigmas
 from sorajax.diffusion.timesteps import TrainingTimeConfig, sampling_timesteps, shift_for_num_tokens
 from sorajax.memory_estimate import SizeCeiling, check_sampling_request
 from sorajax.models.build import build_text_encoder
 from sorajax.models.dit import DiT, abstract_params
+from sorajax.models.dit_step_cache import STEP_CACHE, StepCacheStats, init_step_cache, per_block_params
 from sorajax.models.text_encoder import TextEmbeddingCache, caption_arrays
 from sorajax.models.vae_chunked import ChunkedCodec
 from sorajax.patches import PackedBatch, PackLayout, Sample, pack, patch_grid, unpack
@@ -92,8 +95,10 @@ class Pipeline:
         self.run = self.autoencoder_run = None  # where from_run found the weights
         self.denoise = packed_denoiser(dit)
         self._decode = jax.jit(functools.partial(vae.apply, method="decode_normalized"))
-        self._sample = jax.jit(functools.partial(sample_packed, self.denoise),
+        self._sample = jax.jit(functools.partial(sample_packed_carrying, stateless(self.denoise)),
                                static_argnames=("method", "prediction"))
+        self._cached_sampler: tuple[Any, Any, Any] | None = None  # (DiT, params, jitted sampler), built on first use
+        self.last_step_cache: StepCacheStats | None = None  # what the step cache skipped in the last sampling run
         # Chunked codec: memory bounded by the chunk, not the clip (long videos, conditioning inputs).
         self.codec = ChunkedCodec(vae, vae_variables, chunk_latents=2)
         # Spatial tiling (latent pixels, None: whole frames) for every encode / decode unless a call says otherwise.
@@ -244,10 +249,29 @@ class Pipeline:
         self.check_memory(latent_shape, len(prompts), request.guidance != 1.0, tile)
         inputs = self.sampling_inputs(prompts, latent_shape, request, negative, conditions, edit, strength, noise)
         guidance = None if request.guidance == 1.0 else jnp.float32(request.guidance)
-        tokens = self._sample(self.dit_params, inputs.batch, inputs.x_init, inputs.timesteps, method=request.method,
-                              prediction=self.prediction, guidance=guidance, uncond=inputs.uncond,
-                              network_times=inputs.network_times)
+        sampler, params, carry = self._sample, self.dit_params, ()
+        if request.step_cache > 0:
+            dit, params, sampler = self._step_cached_sampler()
+            rows, length = inputs.x_init.shape[:2]
+            carry = init_step_cache(rows * (1 if guidance is None else 2), length, dit.config.width,
+                                    dit.config.compute_dtype, request.step_cache)
+        tokens, carry = sampler(params, inputs.batch, inputs.x_init, inputs.timesteps, carry, method=request.method,
+                                prediction=self.prediction, guidance=guidance, uncond=inputs.uncond,
+                                network_times=inputs.network_times)
+        self.last_step_cache = StepCacheStats.of(carry, self.dit.config.depth) if carry else None
         return unpack(np.asarray(tokens), inputs.layout)
+
+    def _step_cached_sampler(self) -> tuple[Any, Any, Any]:
+        """(DiT, params, jitted sampler) carrying the DiT's step cache; a scanned DiT is unrolled for it once."""
+        if self._cached_sampler is None:
+            dit, params = self.dit, self.dit_params
+            if dit.config.scan_layers:
+                dit = DiT(dataclasses.replace(dit.config, scan_layers=False))
+                params = per_block_params(params, dit.config.depth)
+            sampler = jax.jit(functools.partial(sample_packed_carrying, packed_carried_denoiser(dit, STEP_CACHE)),
+                              static_argnames=("method", "prediction"))
+            self._cached_sampler = (dit, params, sampler)
+        return self._cached_sampler
 
     def sampling_inputs(self, prompts: Sequence[str], latent_shape: Sequence[int], request: SampleRequest,
                         negative: Sequence[str] | None = None, conditions: Sequence[Conditioning | None] | None = None,

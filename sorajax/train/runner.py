@@ -11,6 +11,7 @@ keep-N, with the data position), warm start, resume (refusing a different model;
 checkpoint is moved aside and the newest intact one used), the config record, metrics (TensorBoard +
 JSONL; steps a killed run logged after its last checkpoint are dropped, as they are logged again), the
 non-finite loss guard, and preemption: SIGTERM/SIGINT finish the current step, save a checkpoint, and stop.
+A run with `train.max_seconds` stops the same way once that much wall time has passed in the loop.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 import signal
 import sys
+import time
 from typing import Any, Callable, Iterator
 
 import jax
@@ -154,6 +156,7 @@ def _loop(ctx: MeshContext, trainer: Trainer, settings: TrainConfig, state: Any,
     # when the guard checks it and the progress bar counts it (at most one step runs ahead of the host).
     pending: list[tuple[int, Any, int]] = []
     rate = StepRate()
+    started = time.monotonic()
 
     with StopRequest() as stop, ProgressBar(total=last, initial=start, desc=trainer.name, dynamic_ncols=True,
                                             rate=rate) as bar:
@@ -176,19 +179,23 @@ def _loop(ctx: MeshContext, trainer: Trainer, settings: TrainConfig, state: Any,
                 logged = writer.write_scalars(step, {**metrics, "nonfinite_steps": guard.total, **trainer.data_metrics(),
                                                      **{k: v for k, v in speed.items() if v is not None}})
                 bar.set_postfix({k: f"{logged[k]:.4g}" for k in ("loss",) if k in logged})
-            final = step == last or stop.requested
+            out_of_time = 0 < settings.max_seconds <= time.monotonic() - started
+            stopping = stop.requested or out_of_time
+            final = step == last or stopping
             if trainer.evaluate is not None and (step % trainer.eval_every == 0 or final):
                 settle()
                 with rate.paused():  # evaluation time is not training time: left out of the rate and the ETA
                     state, eval_metrics = trainer.evaluate(state)
                     state = jax.device_put(state, shardings)  # an evaluation may replace a leaf (latent statistics)
                 writer.write_scalars(step, {f"eval/{k}": v for k, v in eval_metrics.items()})
-            if ckpt.should_save(step, last) or stop.requested:
+            if ckpt.should_save(step, last) or stopping:
                 settle()  # never save past a run of NaN steps unannounced
                 with rate.paused():
                     ckpt.save(step, state, data_iterator=trainer.batches,
                               meta={**meta, "step": step, "eval": eval_metrics})
-            if stop.requested:
+            if stopping:
+                if out_of_time and step < last:
+                    print(f"\n{trainer.name}: train.max_seconds={settings.max_seconds:g} reached after step {step}")
                 break
         settle()
     ckpt.wait()

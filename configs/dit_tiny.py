@@ -71,6 +71,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         save_every=500,
         keep_checkpoints=3,
         async_checkpoints=True,
+        max_seconds=0.0,  # > 0: also stop after this much wall time (the GPU check's budgeted runs)
         init_from="",  # fine-tune: another DiT run's weights ('dir' or 'dir:step'), same model config
         # LoRA (sorajax.models.lora.LoraConfig): rank > 0 trains low-rank adapters of init_from's kernels only.
         lora=ml_collections.ConfigDict(dict(
@@ -81,8 +82,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.eval = ml_collections.ConfigDict(dict(every=500, num_clips=64))
 
     # Sampling defaults (sorajax.diffusion.sampling.SampleConfig); every call and command can override them.
+    # step_cache > 0 skips most DiT blocks at steps that change little (sorajax.models.dit_step_cache); 0 = off.
     c.sample = ml_collections.ConfigDict(dict(method="dpmpp_2m", steps=10, guidance=4.0, use_ema=True,
-                                              frames=9, height=64, width=64))
+                                              frames=9, height=64, width=64, step_cache=0.0))
 
     # Prompting with images and videos (sorajax.conditioning.MaskRates): the share of training samples
     # given clean frames or regions, per mode (at most one per sample; ~35% in total). Images (one

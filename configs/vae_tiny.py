@@ -5,6 +5,8 @@ Variants (`--config=configs/vae_tiny.py:VARIANT`):
   mesh    the default, over a device mesh (all devices data-parallel; override e.g.
           --config.mesh.fsdp=4 --config.mesh.data=-1): sharded state, per-host batches.
   smoke   a few steps on 16x16 clips, for tests.
+  drill   the smallest model that trains and checkpoints (one level, 4 channels, 3x8x8 clips): the kill
+          drill (experiments/kill_drill.py) and the failure tests start it many times.
 """
 
 import ml_collections
@@ -60,6 +62,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         save_every=400,
         keep_checkpoints=3,
         async_checkpoints=True,
+        max_seconds=0.0,  # > 0: also stop after this much wall time (the GPU check's budgeted runs)
     ))
 
     c.eval = ml_collections.ConfigDict(dict(
@@ -85,9 +88,17 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         c.eval.sizes = ((5, 16, 16),)
         c.eval.batch_size = 2
         c.eval.num_batches = 1
+    elif arg == "drill":
+        c.vae.update(dict(base_channels=4, channel_multipliers=(1,), num_res_blocks=0, spatial_downsample=(True,),
+                          temporal_downsample=(False,), temporal_kernels=(1,), latent_channels=4, norm_groups=-1))
+        c.data.sizes = ((3, 8, 8),)
+        c.data.crop = None
+        c.data.batch_size = 2
+        c.train.update(dict(steps=30, warmup_steps=3, noise_ramp_steps=10, log_every=1, save_every=3))
+        c.eval.update(dict(every=1000, sizes=((3, 8, 8),), batch_size=1, num_batches=1))
     elif arg == "mesh":  # sorajax.parallel.mesh.MeshConfig fields; -1 fills with the devices left
         c.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1, sequence=1, tensor=1))
         c.parallel = ml_collections.ConfigDict(dict(rules=None))  # None: the default logical axis rules
     elif arg not in (None, ""):
-        raise ValueError(f"unknown variant {arg!r} for configs/vae_tiny.py; use '', 'mesh' or 'smoke'")
+        raise ValueError(f"unknown variant {arg!r} for configs/vae_tiny.py; use '', 'mesh', 'smoke' or 'drill'")
     return c

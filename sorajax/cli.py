@@ -18,6 +18,8 @@ from typing import Any, Callable, NoReturn
 from absl import app, flags
 from ml_collections import config_flags
 
+from sorajax.config_loading import check_key, load_config
+
 _PACKAGE = os.path.dirname(os.path.abspath(__file__))
 _DEBUG = flags.DEFINE_bool("debug", False, "on an error, show the Python traceback instead of one line")
 
@@ -50,16 +52,42 @@ def describe(error: BaseException) -> str:
     return f"error: {type(error).__name__}: {message} (unexpected: run again with --debug for the traceback)"
 
 
+_CONFIG_FLAGS: dict[str, str] = {}  # each config flag's name and default file, for naming a bad override
+
+
 def define_config(name: str, default: str, help_text: str) -> Any:
     """`ml_collections` config flag, whose `--name.key=value` overrides are read as the flag is defined
     (when the command's module is imported): a bad override is one usage line, not three tracebacks."""
+    _CONFIG_FLAGS[name] = default
     try:
         return config_flags.DEFINE_config_file(name, default, help_text)
     except Exception as error:  # noqa: BLE001 - before absl runs, so before any other boundary
         if "--debug" in sys.argv:
             raise
-        unknown = "unknown key " if isinstance(error, (KeyError, AttributeError)) else ""
-        fail(f"usage error: --{name} override: {unknown}{_message(error)} (see --helpshort)", USAGE_EXIT)
+        unknown = _unknown_override(name, default, sys.argv[1:])
+        fail(f"usage error: --{name} override: {unknown or _message(error)} (see --helpshort)", USAGE_EXIT)
+
+
+def _unknown_override(name: str, default: str, argv: list[str]) -> str | None:
+    """The message for an unknown key among the `--name.key=value` overrides in `argv` (None: none is unknown),
+    from the same check as `config_loading.apply_override`: its section, the known keys, the nearest one."""
+    spec, keys = default, []
+    for i, arg in enumerate(argv):
+        if arg.startswith(f"--{name}="):
+            spec = arg.split("=", 1)[1]
+        elif arg == f"--{name}" and i + 1 < len(argv):
+            spec = argv[i + 1]
+        elif arg.startswith(f"--{name}."):
+            keys.append(arg[len(name) + 3:].split("=", 1)[0])
+    try:
+        config = load_config(spec)
+        for key in keys:
+            check_key(config, key)
+    except KeyError as unknown:
+        return _message(unknown)
+    except Exception:  # noqa: BLE001 - the file itself fails to load: the flag's own error says why
+        pass
+    return None
 
 
 def config_value(flag: Any) -> Any:
@@ -107,9 +135,13 @@ def _parse_flags(argv: list[str]) -> list[str]:
         return flags.FLAGS(argv)
     except flags.Error as error:
         fail(f"usage error: {one_line(_without_traceback(str(error)))} (see --helpshort)", USAGE_EXIT)
-    except Exception as error:  # a config file that fails to load while flags are parsed
+    except Exception as error:  # a config file that fails to load, or an override it lacks, while flags are parsed
         if "--debug" in argv:
             raise
+        for name, default in _CONFIG_FLAGS.items():
+            unknown = _unknown_override(name, default, argv[1:])
+            if unknown:
+                fail(f"usage error: --{name} override: {unknown} (see --helpshort)", USAGE_EXIT)
         fail(describe(error), ERROR_EXIT)
 
 

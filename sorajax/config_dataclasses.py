@@ -12,6 +12,7 @@ then checks the values' ranges.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import types
 import typing
 from typing import Any, Mapping, TypeVar
@@ -19,6 +20,16 @@ from typing import Any, Mapping, TypeVar
 T = TypeVar("T")
 
 _SIMPLE = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}
+
+
+def unknown_key(key: str, section: str, known: Any) -> str:
+    """The one message every config path gives for a key the config does not have (files, overrides, sections):
+    the key, where, the keys that exist, and the nearest one."""
+    known = sorted(str(k) for k in known)
+    where = f"config '{section}'" if section else "the config"
+    near = difflib.get_close_matches(key, known, n=1)
+    hint = f"; did you mean '{near[0]}'?" if near else ""
+    return f"unknown key '{key}' in {where}; known keys: {', '.join(known)}{hint}"
 
 
 def _as_tuples(value: Any) -> Any:
@@ -58,7 +69,7 @@ def from_mapping(cls: type[T], values: Mapping[str, Any] | Any, what: str) -> T:
     fields = {field.name: field for field in dataclasses.fields(cls)}
     unknown = sorted(set(values) - set(fields))
     if unknown:
-        raise ValueError(f"unknown {what} config keys {unknown}; valid keys are {sorted(fields)}")
+        raise ValueError(unknown_key(unknown[0], what, fields))
     hints = typing.get_type_hints(cls)
     checked = {k: _check_kind(what, k, hints.get(k), _as_tuples(v)) for k, v in values.items()}
     return cls(**checked)
@@ -69,4 +80,4 @@ def check_sections(config: Mapping[str, Any] | Any, known: Any, what: str) -> No
     keys = set(config.keys())
     unknown = sorted(keys - set(known))
     if unknown:
-        raise ValueError(f"unknown {what} config keys {unknown}; valid keys are {sorted(known)}")
+        raise ValueError(unknown_key(unknown[0], what, known))

@@ -15,6 +15,8 @@ from typing import Any, Mapping
 
 import ml_collections
 
+from sorajax.config_dataclasses import unknown_key
+
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIGS = os.path.join(REPO_ROOT, "configs")
 
@@ -49,17 +51,28 @@ def load_config(spec: str, overrides: Mapping[str, Any] | None = None) -> ml_col
     return config
 
 
-def apply_override(config: ml_collections.ConfigDict, dotted_key: str, value: Any) -> None:
-    """Sets `a.b.c = value`, refusing keys the config does not define."""
+def check_key(config: ml_collections.ConfigDict, dotted_key: str) -> ml_collections.ConfigDict:
+    """The section holding `a.b.c`'s last part; a KeyError naming the unknown part, its section and the known keys.
+
+    The one check for overrides from Python and from the command line (`sorajax.cli.define_config`).
+    """
     node = config
     parts = dotted_key.split(".")
     for i, part in enumerate(parts):
-        if not isinstance(node, ml_collections.ConfigDict) or part not in node:
-            where = ".".join(parts[:i]) or "<root>"
-            known = sorted(node.keys()) if isinstance(node, ml_collections.ConfigDict) else []
-            raise KeyError(f"unknown config key {dotted_key!r}: {where} has no field {part!r}; known fields: {known}")
+        section = ".".join(parts[:i])
+        if not isinstance(node, ml_collections.ConfigDict):
+            raise KeyError(f"config '{section}' is a value ({node!r}), not a section: it has no key '{part}'")
+        if part not in node:
+            raise KeyError(unknown_key(part, section, node.keys()))
         if i < len(parts) - 1:
             node = node[part]
+    return node
+
+
+def apply_override(config: ml_collections.ConfigDict, dotted_key: str, value: Any) -> None:
+    """Sets `a.b.c = value`, refusing keys the config does not define."""
+    node = check_key(config, dotted_key)
+    parts = dotted_key.split(".")
     if isinstance(value, str):
         try:
             value = ast.literal_eval(value)

@@ -4,7 +4,8 @@ with images and videos.
     python -m sorajax.generate --run=runs/main/dit --prompt="A red ball moves to the left" \
         --width=80 --height=48 --frames=9 --seed=0 --steps=10 --sampler=dpmpp_2m --guidance=4 --out=outputs/
 
-Repeat --prompt (or use --prompts_file, one prompt per line) for several prompts. One frame
+Repeat --prompt (or use --prompts_file, one prompt per line) for several prompts. An empty prompt
+is refused; --unconditional samples with the empty caption instead (no prompt needed). One frame
 (--frames=1) makes an image. A contact sheet of everything generated is written to <out>/contact_sheet.png.
 
 Prompting with images and videos (at most one mode; --frames is the window the model generates,
@@ -24,10 +25,15 @@ the width and height come from the input):
 
 Large sizes: --tile 32 [--tile_overlap 8] encodes and decodes in blended spatial tiles of 32 latent pixels
 (bounded memory); a request whose estimated memory exceeds the device is refused before anything is allocated.
+
+Faster sampling: --step_cache 0.2 skips the DiT's blocks after the first at network calls where the residual
+its first block adds changed less than 20% (relative L1) since the last full call (0 = off, the default; see
+sorajax.models.dit_step_cache; benchmarks/sampling_cache.py measures speed and quality).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from typing import Any
 
@@ -41,7 +47,7 @@ from sorajax.logging_setup import quiet_library_logs
 from sorajax.long_video import generate_long_video
 from sorajax.memory_estimate import SizeCeiling
 from sorajax.models.vae_chunked import checked_tile
-from sorajax.pipeline import Pipeline
+from sorajax.pipeline import Pipeline, SampleRequest
 from sorajax.prompt_expansion import build_prompt_expander
 from sorajax.runs.paths import run_path
 from sorajax.video_io import read_image, read_video, write_image, write_video
@@ -49,6 +55,8 @@ from sorajax.video_io import read_image, read_video, write_image, write_video
 _RUN = flags.DEFINE_string("run", "runs/main/dit", "DiT run directory (sorajax.train_dit --workdir)")
 _PROMPT = flags.DEFINE_multi_string("prompt", [], "a prompt; repeat the flag for several")
 _PROMPTS_FILE = flags.DEFINE_string("prompts_file", None, "text file with one prompt per line")
+_UNCONDITIONAL = flags.DEFINE_bool("unconditional", False,
+                                  "sample with the empty caption (no --prompt; empty prompts are refused otherwise)")
 _NEGATIVE = flags.DEFINE_string("negative_prompt", None, "what to steer away from (replaces the empty caption)")
 _WIDTH = flags.DEFINE_integer("width", None, "pixels (default: the run's first training size)")
 _HEIGHT = flags.DEFINE_integer("height", None, "pixels")
@@ -57,6 +65,8 @@ _SEED = flags.DEFINE_integer("seed", 0, "noise seed")
 _STEPS = flags.DEFINE_integer("steps", None, "sampler steps (default: the run's config)")
 _SAMPLER = flags.DEFINE_enum("sampler", None, list(SAMPLER_METHODS), "ODE solver")
 _GUIDANCE = flags.DEFINE_float("guidance", None, "classifier-free guidance scale (1 = none)")
+_STEP_CACHE = flags.DEFINE_float("step_cache", None, "DiT step cache threshold (0 = off; 0.1-0.3 skips blocks "
+                                 "at steps that change little; default: the run's sample.step_cache)")
 _FPS = flags.DEFINE_float("fps", 8.0, "frames per second of the written mp4")
 _OUT = flags.DEFINE_string("out", "outputs", "output folder")
 _EXPAND = flags.DEFINE_bool(
@@ -87,12 +97,25 @@ _TILE_OVERLAP = flags.DEFINE_integer("tile_overlap", None, "latent pixels neighb
 
 
 def _prompts() -> list[str]:
+    """The prompts to sample; an empty one is refused unless --unconditional asks for the empty caption."""
     prompts = list(_PROMPT.value)
     if _PROMPTS_FILE.value:
-        lines = run_path(_PROMPTS_FILE.value).read_text().splitlines()  # local or gs://
+        path = run_path(_PROMPTS_FILE.value)  # local or gs://
+        if not path.is_file():
+            raise ValueError(f"--prompts_file {path} does not exist: pass a text file with one prompt per line")
+        lines = path.read_text().splitlines()
         prompts += [line.strip() for line in lines if line.strip()]
+    if _UNCONDITIONAL.value:
+        if any(p.strip() for p in prompts):
+            raise app.UsageError("--unconditional samples with the empty caption: drop --prompt / --prompts_file, "
+                                 "or drop --unconditional")
+        return [""]
     if not prompts:
-        raise app.UsageError("give at least one --prompt or a --prompts_file")
+        raise app.UsageError("give at least one --prompt or a --prompts_file (--unconditional: no prompt)")
+    empty = [i for i, p in enumerate(prompts) if not p.strip()]
+    if empty:
+        raise app.UsageError(f"--prompt number {empty[0] + 1} is empty: write a prompt, or pass --unconditional to "
+                             "sample with the empty caption")
     return prompts
 
 
@@ -197,15 +220,21 @@ def main(argv: list[str]) -> None:
         if caption != prompt:
             print(f"expanded {prompt!r} -> {caption!r}")
     tile, tile_overlap = checked_tile(_TILE.value, _TILE_OVERLAP.value)  # refused before any weights load
-    SizeCeiling().check(_FRAMES.value or 1, _HEIGHT.value or 1, _WIDTH.value or 1)
-    pipeline = Pipeline.from_run(_RUN.value, use_ema=False if _NO_EMA.value else None,
-                                 weights_dtype="bfloat16" if _BF16.value else None)
-    if tile is not None:
-        pipeline.tile, pipeline.tile_overlap = tile, tile_overlap
+    ceiling = SizeCeiling.current()
+    ceiling.check(_FRAMES.value or 1, _HEIGHT.value or 1, _WIDTH.value or 1)
+    ceiling.limit("videos", len(prompts), "max_count", "give fewer prompts per command")
+    if _LONG.value is not None:
+        ceiling.limit("--long", _LONG.value, "max_long_frames", "make a shorter video")
     overrides = {k: v for k, v in dict(
         width=_WIDTH.value, height=_HEIGHT.value, frames=_FRAMES.value, seed=_SEED.value, steps=_STEPS.value,
-        method=_SAMPLER.value, guidance=_GUIDANCE.value, shift=_SHIFT.value,
+        method=_SAMPLER.value, guidance=_GUIDANCE.value, shift=_SHIFT.value, step_cache=_STEP_CACHE.value,
     ).items() if v is not None}
+    dataclasses.replace(SampleRequest(frames=1, height=1, width=1), **overrides).check()  # before any weights load
+    pipeline = Pipeline.from_run(_RUN.value, use_ema=False if _NO_EMA.value else None,
+                                 weights_dtype="bfloat16" if _BF16.value else None)
+    pipeline.allow_empty_prompts = _UNCONDITIONAL.value
+    if tile is not None:
+        pipeline.tile, pipeline.tile_overlap = tile, tile_overlap
     if mode is None:
         videos = pipeline.generate(captions, negative_prompt=_NEGATIVE.value, **overrides)
     else:
@@ -223,7 +252,7 @@ def main(argv: list[str]) -> None:
     out = run_path(_OUT.value)
     tag = "" if mode is None else f"{mode}_"
     for i, (prompt, video) in enumerate(zip(prompts, videos)):
-        stem = out / f"{i:02d}_{tag}{_slug(prompt)}"
+        stem = out / f"{i:02d}_{tag}{_slug(prompt) if prompt else 'unconditional'}"
         path = write_image(f"{stem}.png", video[0]) if video.shape[0] == 1 else write_video(f"{stem}.mp4", video, _FPS.value)
         print(f"{path}  <- {prompt!r}")
     print(write_image(out / "contact_sheet.png", contact_sheet(videos)))

@@ -32,8 +32,9 @@ def window_plan(total_frames: int, window_frames: int, context: int, temporal_fa
     if not 1 <= context < latents:
         raise ValueError(f"context must be between 1 and {latents - 1} latent frames for a {window_frames}-frame "
                          f"window (something must be left to generate), got {context}")
-    if total_frames < 1:
-        raise ValueError(f"total_frames must be >= 1, got {total_frames}")
+    if total_frames < window_frames:
+        raise ValueError(f"a long video of {total_frames} frames is shorter than one {window_frames}-frame window: "
+                         f"ask for at least {window_frames} frames, or make one window with --frames")
     step = window_frames - pixel_frames_for_latents(context, temporal_factor)
     counts = [min(total_frames, window_frames)]
     while sum(counts) < total_frames:

@@ -12,6 +12,7 @@ Every stage resumes from its checkpoints when re-run.
 """
 
 import dataclasses
+from typing import Any
 
 import jax
 from absl import app, flags
@@ -28,6 +29,7 @@ from sorajax.logging_setup import quiet_library_logs
 from sorajax.pipeline import Pipeline
 from sorajax.runs.loaders import load_autoencoder
 from sorajax.runs.paths import PathLike, run_path
+from sorajax.runs.writer_lock import hold_run
 from sorajax.train.dit_trainer import DiTRunConfig, train_dit
 from sorajax.train.vae_trainer import VAERunConfig, train_vae
 from sorajax.video_io import write_image, write_video
@@ -64,12 +66,16 @@ def main(argv: list[str]) -> None:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     quiet_library_logs()
     workdir = run_path(_WORKDIR.value)
-    vae_dir, dit_dir, samples_dir = (workdir / d for d in ("vae", "dit", "samples"))
     vae_config, dit_config = cli.config_value(_VAE_CONFIG), cli.config_value(_DIT_CONFIG)
-    dit_config.vae_workdir = str(vae_dir)
+    dit_config.vae_workdir = str(workdir / "vae")
     vae_run = VAERunConfig.from_config(vae_config)  # both configs checked before any training
     DiTRunConfig.from_config(dit_config)
+    with hold_run(workdir):  # one main job per workdir (each trainer also holds its own run)
+        _train_and_sample(vae_config, dit_config, vae_run, workdir)
 
+
+def _train_and_sample(vae_config: Any, dit_config: Any, vae_run: VAERunConfig, workdir: Any) -> None:
+    vae_dir, dit_dir, samples_dir = (workdir / d for d in ("vae", "dit", "samples"))
     print(f"[1/3] training the video autoencoder in {vae_dir}")
     vae_metrics = train_vae(vae_config, vae_dir)
     trained = load_autoencoder(vae_dir)

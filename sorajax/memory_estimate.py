@@ -40,19 +40,50 @@ CAUSAL_PAD_FRAMES = 2
 SAMPLER_COPIES = 6
 
 
+CEILING_ENV = "SORAJAX_CEILING"
+
+
 @dataclasses.dataclass(frozen=True)
 class SizeCeiling:
-    """Requests past these are refused before any estimate work: typos (width 100000), not real sizes."""
+    """Requests past these are refused before any estimate work: typos (width 100000), not real sizes.
 
-    max_side: int = 8192
-    max_frames: int = 2049
+    Configurable for every command and Python call through one environment variable, read by
+    :meth:`current`: ``SORAJAX_CEILING="max_side=16384,max_frames=4097"`` (any of the fields below).
+    """
+
+    max_side: int = 8192  # pixels of a sampled frame or a training clip
+    max_frames: int = 2049  # frames of one sampled window or one training clip
+    max_long_frames: int = 100_000  # total frames of a --long video (held whole in host memory)
+    max_count: int = 1024  # videos of one sampling call, rows of a DiT step, clips of a VAE batch
+    max_tokens: int = 1 << 20  # tokens of a packed row (data.seq_len)
+    max_steps: int = 100_000_000  # training steps
+
+    @classmethod
+    def current(cls) -> "SizeCeiling":
+        """The ceiling with ``$SORAJAX_CEILING``'s overrides (see the class docstring)."""
+        text = os.environ.get(CEILING_ENV, "").strip()
+        values: dict[str, int] = {}
+        fields = [field.name for field in dataclasses.fields(cls)]
+        for item in filter(None, (part.strip() for part in text.split(","))):
+            name, _, value = item.partition("=")
+            if name.strip() not in fields or not value.strip().isdigit():
+                raise ValueError(f"{CEILING_ENV}={text!r}: {item!r} is not name=positive integer with a name of "
+                                 f"{fields}; e.g. {CEILING_ENV}=max_side=16384,max_frames=4097")
+            values[name.strip()] = int(value)
+        return cls(**values)
+
+    def limit(self, what: str, value: int, field: str, fix: str) -> None:
+        """Refuse ``value`` (named ``what``) past this ceiling's ``field``; ``fix`` says what to do instead."""
+        ceiling = getattr(self, field)
+        if value > ceiling:
+            raise ValueError(f"{what} {value} is past the ceiling of {ceiling}: {fix} (or raise it: "
+                             f"{CEILING_ENV}={field}=N)")
 
     def check(self, frames: int, height: int, width: int) -> None:
-        for name, value, limit in (("width", width, self.max_side), ("height", height, self.max_side),
-                                   ("frames", frames, self.max_frames)):
-            if value > limit:
-                raise ValueError(f"{name} {value} is past the ceiling of {limit}: ask for at most {limit} "
-                                 f"(--long makes longer videos; raise SizeCeiling for bigger ones)")
+        """A sampled window's or a training clip's size."""
+        for name, value in (("width", width), ("height", height)):
+            self.limit(name, value, "max_side", f"ask for at most {self.max_side}")
+        self.limit("frames", frames, "max_frames", f"ask for at most {self.max_frames} (--long makes longer videos)")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -141,11 +172,18 @@ def host_available_bytes() -> int:
     return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES")
 
 
-def check_fits(estimate: MemoryEstimate, limit: int | None = None) -> None:
+def check_fits(estimate: "MemoryEstimate | TrainingEstimate", limit: int | None = None) -> None:
     """Raise a one-line ValueError when ``estimate`` exceeds ``limit`` bytes (default: this device's)."""
     limit = device_limit_bytes() if limit is None else limit
     if estimate.total > limit:
         raise ValueError(estimate.refusal(limit))
+
+
+def check_host_fits(size: int, what: str, fixes: str, limit: int | None = None) -> None:
+    """Refuse (one-line ValueError) holding ``size`` bytes of ``what`` in host memory when more than is available."""
+    limit = host_available_bytes() if limit is None else limit
+    if size > limit:
+        raise ValueError(f"{what} needs ~{_gib(size)} GiB of host memory but {_gib(limit)} GiB are available: {fixes}")
 
 
 def estimate_sampling(dit_config: Any, dit_params: Any, text_params: Any, vae_config: Any, vae_params: Any,
@@ -179,3 +217,78 @@ def check_sampling_request(pipeline: Any, latent_shape: Sequence[int], count: in
                                  pipeline.vae.config, pipeline.vae_variables, latent_shape, tokens, count, guided,
                                  text_tokens, tile, None if tile is None else 2)
     check_fits(estimate, limit)
+
+
+# ---- training ---------------------------------------------------------------------------------------------
+# Copies of the weights a training state holds: the weights, Adam's two moments and the gradients (+ the EMA).
+ADAM_COPIES = 4
+# Tensors a VAE convolution keeps for the backward pass: its input, the group-norm output and the activation.
+CONV_KEPT = 3
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainingEstimate:
+    """Bytes one training step needs on each device at its peak, by part (a floor: XLA's temporaries come on top)."""
+
+    state: int  # weights, their optimizer moments, gradients (and EMA), split over the mesh's fsdp x tensor axes
+    activations: int  # what the forward keeps for the backward pass, split over every device
+    request: str  # what was asked, e.g. "data.rows=4 x data.seq_len=384"
+    fixes: str
+
+    @property
+    def total(self) -> int:
+        return self.state + self.activations
+
+    def refusal(self, limit: int) -> str:
+        return (f"training with {self.request} needs ~{_gib(self.total)} GiB per device (state {_gib(self.state)}, "
+                f"activations {_gib(self.activations)}) but the device has {_gib(limit)} GiB: {self.fixes}")
+
+
+def mesh_splits(mesh: Any) -> tuple[int, int]:
+    """(shards of the training state: fsdp x tensor, shards of the activations: every device) of ``mesh``."""
+    shape = dict(mesh.shape)
+    return shape.get("fsdp", 1) * shape.get("tensor", 1), int(np.prod(list(shape.values())))
+
+
+def estimate_dit_training(config: Any, params: Any, rows: int, seq_len: int, text_len: int, trained: bool = True,
+                          mesh: Any = None) -> TrainingEstimate:
+    """One DiT step over ``rows`` packed rows of ``seq_len`` tokens (``params`` abstract: nothing is allocated).
+
+    ``trained`` False: the weights are a frozen base (LoRA), held once. A block without remat keeps its q, k, v,
+    attention output, projections and MLP hidden layer (and, with XLA's attention, the L x L scores and their
+    softmax); with remat it keeps its input, and one block is recomputed at a time.
+    """
+    state_shards, devices = mesh_splits(mesh) if mesh is not None else (1, 1)
+    weights = tree_bytes(params)
+    act = np.dtype(config.dtype).itemsize
+    hidden = config.mlp_hidden_dim or int(config.width * config.mlp_ratio)
+    scores = config.num_heads * seq_len * (text_len + (0 if linear_attention(config.attention_impl) else seq_len))
+    block = rows * seq_len * act * (6 * config.width + 2 * hidden) + 2 * rows * scores * FLOAT32
+    kept = config.depth * block if config.remat_policy == "none" else \
+        config.depth * rows * seq_len * config.width * act + block
+    return TrainingEstimate(
+        state=weights * ((ADAM_COPIES + 1) if trained else 1) // state_shards, activations=kept // devices,
+        request=f"data.rows={rows} x data.seq_len={seq_len}",
+        fixes="use fewer data.rows or a shorter data.seq_len, model.remat_policy='full', a smaller model, "
+              "or more devices (mesh.fsdp shards the state)")
+
+
+def estimate_vae_training(config: Any, params: Any, batch: int, frames: int, height: int, width: int,
+                          mesh: Any = None) -> TrainingEstimate:
+    """One autoencoder step on ``batch`` clips of ``frames x height x width`` (its largest size or crop).
+
+    Each level's convolutions keep ``CONV_KEPT`` tensors at that level's channels and resolution, in the
+    encoder and again in the decoder.
+    """
+    state_shards, devices = mesh_splits(mesh) if mesh is not None else (1, 1)
+    act = np.dtype(config.dtype).itemsize
+    convs = 2 * config.num_res_blocks + 1
+    kept, pixels, length = 0, height * width, frames
+    for multiplier, spatial, temporal in zip(config.channel_multipliers, config.spatial_downsample,
+                                             config.temporal_downsample):
+        kept += 2 * CONV_KEPT * convs * config.base_channels * multiplier * pixels * length
+        pixels, length = (pixels // 4 if spatial else pixels), (1 + (length - 1) // 2 if temporal else length)
+    return TrainingEstimate(
+        state=tree_bytes(params) * ADAM_COPIES // state_shards, activations=batch * kept * act // devices,
+        request=f"data.batch_size={batch} x {frames}x{height}x{width} clips",
+        fixes="use a smaller data.batch_size, smaller data.sizes or a data.crop, a smaller model, or more devices")

@@ -9,7 +9,8 @@ Any width x height x frames the autoencoder and patch size allow (landscape, por
 single frame for an image) comes from the same weights. The step count, sampler and guidance are
 per call (defaults: the run's `sample` config); the noise-level shift follows the sample's token
 count exactly as in training, and the network's output is read as the kind it was trained to
-predict (`config.prediction`).
+predict (`config.prediction`). `step_cache` > 0 (per call, or the run's `sample.step_cache`) turns
+on the DiT's step cache (`sorajax.models.dit_step_cache`); `last_step_cache` then says what it skipped.
 
 `Pipeline.from_run` loads only what sampling needs: the DiT's EMA (or raw) weights and the
 autoencoder's weights and latent statistics (`sorajax.runs.loaders`), never an optimizer state.
@@ -36,18 +37,20 @@ import numpy as np
 
 from sorajax.conditioning import Conditioning
 from sorajax.diffusion.samplers import sdedit_start
-from sorajax.diffusion.sampling import SCHEDULES, SampleRequest, packed_denoiser, sample_packed, start_level
+from sorajax.diffusion.sampling import (SCHEDULES, SampleRequest, packed_carried_denoiser, packed_denoiser,
+                                       sample_packed_carrying, start_level, stateless)
 from sorajax.diffusion.unipc import wan_network_times, wan_sigmas
 from sorajax.diffusion.timesteps import TrainingTimeConfig, sampling_timesteps, shift_for_num_tokens
 from sorajax.memory_estimate import SizeCeiling, check_sampling_request
 from sorajax.models.build import build_text_encoder
 from sorajax.models.dit import DiT, abstract_params
+from sorajax.models.dit_step_cache import STEP_CACHE, StepCacheStats, init_step_cache, per_block_params
 from sorajax.models.text_encoder import TextEmbeddingCache, caption_arrays
 from sorajax.models.vae_chunked import ChunkedCodec
 from sorajax.patches import PackedBatch, PackLayout, Sample, pack, patch_grid, unpack
 from sorajax.runs.dit_spec import DiTSpec
 from sorajax.runs.checkpoints import read_run_meta
-from sorajax.runs.loaders import TRAIN_DIT, find_linked_run, load_autoencoder, load_weights
+from sorajax.runs.loaders import TRAIN_DIT, check_run_kind, find_linked_run, load_autoencoder, load_weights
 from sorajax.runs.paths import PathLike, RunLink, run_path
 from sorajax.video_io import to_float, to_uint8
 
@@ -92,13 +95,17 @@ class Pipeline:
         self.run = self.autoencoder_run = None  # where from_run found the weights
         self.denoise = packed_denoiser(dit)
         self._decode = jax.jit(functools.partial(vae.apply, method="decode_normalized"))
-        self._sample = jax.jit(functools.partial(sample_packed, self.denoise),
+        self._sample = jax.jit(functools.partial(sample_packed_carrying, stateless(self.denoise)),
                                static_argnames=("method", "prediction"))
+        self._cached_sampler: tuple[Any, Any, Any] | None = None  # (DiT, params, jitted sampler), built on first use
+        self.last_step_cache: StepCacheStats | None = None  # what the step cache skipped in the last sampling run
         # Chunked codec: memory bounded by the chunk, not the clip (long videos, conditioning inputs).
         self.codec = ChunkedCodec(vae, vae_variables, chunk_latents=2)
         # Spatial tiling (latent pixels, None: whole frames) for every encode / decode unless a call says otherwise.
         self.tile: int | None = None
         self.tile_overlap: int | None = None
+        # An empty or blank prompt is refused (a typo, not a request) unless the caller asks for the empty caption.
+        self.allow_empty_prompts = False
 
     @classmethod
     def from_run(cls, run: PathLike, step: int | None = None, use_ema: bool | None = None,
@@ -110,6 +117,7 @@ class Pipeline:
         """
         run = run_path(run)
         meta = read_run_meta(run, step, TRAIN_DIT)
+        check_run_kind(meta, "DiT", run)
         spec = DiTSpec.from_config(meta["config"]).located(run)
         link = RunLink.from_json(meta.get("autoencoder", meta["config"]["vae_workdir"]))
         vae_run = run_path(autoencoder_run) if autoencoder_run is not None else find_linked_run(link, run, "autoencoder")
@@ -117,7 +125,7 @@ class Pipeline:
         text_encoder = build_text_encoder(spec.text_encoder)
         dit = DiT(spec.dit_config(autoencoder.vae.config.latent_channels, text_encoder.dim))
         weights = "ema_params" if (spec.sample.use_ema if use_ema is None else use_ema) else "params"
-        params = load_weights(run, int(meta["step"]), nn.meta.unbox(abstract_params(dit.config)), weights)
+        params = load_weights(run, step, nn.meta.unbox(abstract_params(dit.config)), weights)  # older if damaged
         pipeline = cls(autoencoder.vae, autoencoder.variables, dit, params, text_encoder, spec.patch, spec.time,
                        SampleRequest.defaults(spec.sample), spec.prediction, spec.sample.schedule,
                        spec.sample.negative_prompt, weights_dtype)
@@ -141,9 +149,17 @@ class Pipeline:
         patch_grid(shape, self.patch)
         return shape
 
-    def check_request(self, prompts: Sequence[str], request: SampleRequest, negative: Sequence[str] | None) -> None:
+    def check_prompts(self, prompts: Sequence[str]) -> None:
+        """A non-empty list of prompts, none blank unless `allow_empty_prompts` (sampling the empty caption)."""
         if isinstance(prompts, str) or not prompts or not all(isinstance(p, str) for p in prompts):
             raise ValueError("prompts must be a non-empty list of strings, e.g. ['a red ball moves to the left']")
+        blank = [i for i, p in enumerate(prompts) if not p.strip()]
+        if blank and not self.allow_empty_prompts:
+            raise ValueError(f"prompt {blank[0]} is empty: write a prompt, or set pipeline.allow_empty_prompts = True "
+                             "(generate --unconditional) to sample with the empty caption")
+
+    def check_request(self, prompts: Sequence[str], request: SampleRequest, negative: Sequence[str] | None) -> None:
+        self.check_prompts(prompts)
         if negative is not None and len(negative) != len(prompts):
             raise ValueError(f"got {len(negative)} negative prompts for {len(prompts)} prompts: give one per prompt "
                              "(or a single string for all)")
@@ -212,7 +228,9 @@ class Pipeline:
         negative = [negative_prompt] * len(prompts) if isinstance(negative_prompt, str) else negative_prompt
         self.check_request(prompts, request, negative)
         tile = self._tile(tile)
-        SizeCeiling().check(request.frames, request.height, request.width)  # typos, before any estimate
+        ceiling = SizeCeiling.current()  # typos, before any estimate
+        ceiling.check(request.frames, request.height, request.width)
+        ceiling.limit("videos per call", len(prompts), "max_count", "generate fewer prompts per call")
         latent_shape = self.latent_shape(request.frames, request.height, request.width)
         latents = self.sample_latents(prompts, latent_shape, request, negative, conditions, edit, strength, noise,
                                       tile=tile)
@@ -227,13 +245,33 @@ class Pipeline:
         Every sampling path (generate, the prompting modes, each window of a long video) comes through here, so
         a request that cannot fit this device (its decode at `tile` included) is refused here, before any allocation.
         """
+        self.check_prompts(prompts)
         self.check_memory(latent_shape, len(prompts), request.guidance != 1.0, tile)
         inputs = self.sampling_inputs(prompts, latent_shape, request, negative, conditions, edit, strength, noise)
         guidance = None if request.guidance == 1.0 else jnp.float32(request.guidance)
-        tokens = self._sample(self.dit_params, inputs.batch, inputs.x_init, inputs.timesteps, method=request.method,
-                              prediction=self.prediction, guidance=guidance, uncond=inputs.uncond,
-                              network_times=inputs.network_times)
+        sampler, params, carry = self._sample, self.dit_params, ()
+        if request.step_cache > 0:
+            dit, params, sampler = self._step_cached_sampler()
+            rows, length = inputs.x_init.shape[:2]
+            carry = init_step_cache(rows * (1 if guidance is None else 2), length, dit.config.width,
+                                    dit.config.compute_dtype, request.step_cache)
+        tokens, carry = sampler(params, inputs.batch, inputs.x_init, inputs.timesteps, carry, method=request.method,
+                                prediction=self.prediction, guidance=guidance, uncond=inputs.uncond,
+                                network_times=inputs.network_times)
+        self.last_step_cache = StepCacheStats.of(carry, self.dit.config.depth) if carry else None
         return unpack(np.asarray(tokens), inputs.layout)
+
+    def _step_cached_sampler(self) -> tuple[Any, Any, Any]:
+        """(DiT, params, jitted sampler) carrying the DiT's step cache; a scanned DiT is unrolled for it once."""
+        if self._cached_sampler is None:
+            dit, params = self.dit, self.dit_params
+            if dit.config.scan_layers:
+                dit = DiT(dataclasses.replace(dit.config, scan_layers=False))
+                params = per_block_params(params, dit.config.depth)
+            sampler = jax.jit(functools.partial(sample_packed_carrying, packed_carried_denoiser(dit, STEP_CACHE)),
+                              static_argnames=("method", "prediction"))
+            self._cached_sampler = (dit, params, sampler)
+        return self._cached_sampler
 
     def sampling_inputs(self, prompts: Sequence[str], latent_shape: Sequence[int], request: SampleRequest,
                         negative: Sequence[str] | None = None, conditions: Sequence[Conditioning | None] | None = None,

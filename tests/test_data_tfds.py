@@ -9,6 +9,7 @@ hosts read disjoint shards; the native/square framing switch; clear errors.
 import dataclasses
 import json
 import logging
+import shutil
 import subprocess
 import sys
 
@@ -287,23 +288,57 @@ def test_dit_clips_of_a_tfds_dataset_cached_and_streamed(built, text_encoder, tm
     assert streamed.tokens.shape == (2, 48, 16) and streamed.text.shape == (2, 96, text_encoder.dim)
 
 
+def _damaged_copy(built, tmp_path, shard=0):
+    """A copy of the built dataset whose first record of `shard` has 64 garbled bytes (its chunk's checksum fails)."""
+    copy = tmp_path / "damaged"
+    shutil.copytree(built[0], copy)
+    path = sorted((copy / built[1].relative_to(built[0])).glob("*.array_record-*"))[shard]
+    data = bytearray(path.read_bytes())
+    data[200:264] = bytes(b ^ 0xFF for b in data[200:264])
+    path.write_bytes(bytes(data))
+    return copy, path.name
+
+
+def test_a_damaged_record_is_skipped_logged_once_with_its_shard_and_counted(built, text_encoder, tmp_path, caplog):
+    damaged, shard = _damaged_copy(built, tmp_path)
+    source = TfdsClipSource(damaged)
+    with pytest.raises(RuntimeError, match="Corrupted Riegeli"):  # the reader's own error, for record 0 only
+        source.frames(0, [0])
+    maker = _maker(source, text_encoder, records=np.arange(len(source)))
+    with caplog.at_level(logging.WARNING):
+        batches = [maker(i) for i in range(4)]
+    assert all(0 not in b.record_indices and len(b.videos) == len(b.record_indices) > 0 for b in batches)
+    assert any(b.skipped_records == (0,) for b in batches) and maker.planner.skipped == {0}
+    warnings = [r.getMessage() for r in caplog.records if "skipping record" in r.getMessage()]
+    assert len(warnings) == 1 and warnings[0].startswith("skipping record 0 (") and shard in warnings[0]
+    clean = _maker(TfdsClipSource(built[0]), text_encoder)
+    for batch in batches:  # the other records decode exactly as from the intact dataset
+        for video, record in zip(batch.videos, batch.record_indices):
+            np.testing.assert_array_equal(video, clean.planner.load(int(record)))
+    with pytest.raises(ValueError, match="record 0 .* no longer decodes; rebuild the dataset"):
+        maker.planner.load(0)  # a caller that needs this very clip is told
+
+
 @pytest.mark.parametrize("cache_latents", [True, False])
 def test_train_dit_command_trains_on_a_tfds_dataset(built, tmp_path, cache_latents):
     """`python -m sorajax.train_dit --config=configs/dit_tfds.py` path: data.source='tfds' end to end,
-    with the train set's latents cached once or each batch decoded and encoded in the loop."""
+    with the train set's latents cached once or each batch decoded and encoded in the loop. The cached
+    run's dataset has a damaged record: it is left out, counted in the metrics, and the run goes on."""
     from sorajax.train.dit_trainer import train_dit
     from sorajax.train.vae_trainer import train_vae
 
     vae_dir, dit_dir = str(tmp_path / "vae"), str(tmp_path / "dit")
+    data_dir = _damaged_copy(built, tmp_path)[0] if cache_latents else built[0]
     train_vae(load_config("configs/vae_tiny.py:smoke", {"train.steps": 1}), vae_dir)
-    config = load_config("configs/dit_tfds.py:smoke", {"data.tfds_dir": str(built[0]), "vae_workdir": vae_dir,
+    config = load_config("configs/dit_tfds.py:smoke", {"data.tfds_dir": str(data_dir), "vae_workdir": vae_dir,
                                                        "train.steps": 2, "data.cache_latents": cache_latents})
     metrics = train_dit(config, dit_dir)
     assert np.isfinite(metrics["val_loss"])
     cached = ["latents_eval.npz"] + (["latents_train.npz"] if cache_latents else [])
     assert sorted(p.name for p in (tmp_path / "dit").glob("latents_*.npz")) == cached
-    steps = [json.loads(line)["step"] for line in open(tmp_path / "dit" / "metrics.jsonl") if '"loss"' in line]
-    assert steps[-1] == 2
+    logged = [json.loads(line) for line in open(tmp_path / "dit" / "metrics.jsonl") if '"loss"' in line]
+    assert logged[-1]["step"] == 2
+    assert [m["data_skipped_records"] for m in logged] == [1 if cache_latents else 0] * len(logged)
     if cache_latents:  # a run trained on your own videos samples, through the API and the command line
         from sorajax.pipeline import Pipeline
 

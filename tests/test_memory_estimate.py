@@ -6,6 +6,7 @@ and at most 3x above it, at every size tried here (benchmarks/memory_estimate.py
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -20,6 +21,8 @@ from sorajax.memory_estimate import (
     SizeCeiling,
     check_fits,
     dit_activation_bytes,
+    estimate_dit_training,
+    estimate_vae_training,
     tree_bytes,
     vae_decode_bytes,
 )
@@ -101,3 +104,40 @@ def test_absurd_sizes_are_refused_before_any_estimate():
     with pytest.raises(ValueError, match=r"^frames 10001 is past the ceiling of 2049"):
         SizeCeiling().check(frames=10001, height=480, width=832)
     SizeCeiling().check(frames=81, height=720, width=1280)
+
+
+def test_the_ceiling_is_read_from_one_environment_variable(monkeypatch):
+    monkeypatch.setenv("SORAJAX_CEILING", "max_side=16384, max_frames=4097")
+    ceiling = SizeCeiling.current()
+    assert (ceiling.max_side, ceiling.max_frames, ceiling.max_count) == (16384, 4097, SizeCeiling().max_count)
+    ceiling.check(frames=4097, height=480, width=16384)
+    with pytest.raises(ValueError, match=r"^data.rows 2000 is past the ceiling of 1024: pack fewer rows per step "
+                                         r"\(or raise it: SORAJAX_CEILING=max_count=N\)$"):
+        ceiling.limit("data.rows", 2000, "max_count", "pack fewer rows per step")
+    monkeypatch.setenv("SORAJAX_CEILING", "max_sides=3")
+    with pytest.raises(ValueError, match=r"^SORAJAX_CEILING='max_sides=3': 'max_sides=3' is not name=positive "
+                                         r"integer with a name of \['max_side', "):
+        SizeCeiling.current()
+
+
+def test_the_training_estimates_count_state_and_kept_activations():
+    config = DiTConfig(width=32, depth=2, num_heads=2, mlp_ratio=4.0, patch_dim=16, text_dim=32,
+                       attention_impl="xla")
+    params = nn.meta.unbox(abstract_params(config))
+    estimate = estimate_dit_training(config, params, rows=2, seq_len=64, text_len=8)
+    block = 2 * 64 * 4 * (6 * 32 + 2 * 128) + 2 * 2 * 2 * 64 * (8 + 64) * 4
+    assert estimate.state == 5 * tree_bytes(params) and estimate.activations == 2 * block
+    assert estimate_dit_training(config, params, 2, 64, 8, trained=False).state == tree_bytes(params)  # LoRA base
+    remat = estimate_dit_training(dataclasses.replace(config, remat_policy="full"), params, 2, 64, 8)
+    assert remat.activations == 2 * 2 * 64 * 32 * 4 + block
+    with pytest.raises(ValueError, match=r"^training with data.rows=2 x data.seq_len=64 needs ~0.0 GiB per device "
+                                         r"\(state 0.0, activations 0.0\) but the device has 0.0 GiB: use fewer "
+                                         r"data.rows"):
+        check_fits(estimate, limit=1000)
+    vae = VAEConfig(base_channels=8, channel_multipliers=(1, 2), num_res_blocks=1, spatial_downsample=(True, False),
+                    temporal_downsample=(True, False), latent_channels=4, norm_groups=4, mid_attention=False)
+    vae_estimate = estimate_vae_training(vae, abstract_variables(vae)["params"], batch=2, frames=9, height=16,
+                                         width=16)
+    kept = 2 * 3 * 3 * (8 * 256 * 9 + 16 * 64 * 5)  # encoder + decoder, 3 convs a level, 3 tensors each
+    assert vae_estimate.activations == 2 * kept * 4 and vae_estimate.state == 4 * tree_bytes(
+        abstract_variables(vae)["params"])

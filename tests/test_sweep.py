@@ -210,7 +210,7 @@ MEMBERS = grid({{"data.framing": ["native", "square"]}})
 
 
 @pytest.mark.parametrize("members, message", [
-    ('[{"seed": 1}, {"train.stepz": 3}]', "sweep member stepz=3: train.stepz=3 is refused: unknown config key"),
+    ('[{"seed": 1}, {"train.stepz": 3}]', "sweep member stepz=3: train.stepz=3 is refused: unknown key 'stepz' in config 'train'"),
     ('[{"seed": 1}, {"data.batch_size": 0}]', "sweep member batch_size=0: data.batch_size must be >= 1, got 0"),
     ('[{"seed": 1}, {"train.steps": 2.5}]', "sweep member steps=2.5: train.steps=2.5 is refused: Could not override"),
 ])

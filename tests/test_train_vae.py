@@ -56,6 +56,13 @@ def test_resuming_with_a_different_model_is_refused(tmp_path):
         assert json.load(f)["vae"]["latent_channels"] == 4  # the run's record was not overwritten
 
 
+def test_a_wall_budget_stops_training_evaluated_and_saved(tmp_path):
+    workdir = str(tmp_path / "run")
+    metrics = train_vae(_config(50, **{"train.max_seconds": 1e-9}), workdir)  # over budget after the first step
+    assert np.isfinite(metrics["psnr"])  # the stop evaluates (and stores the latent statistics) like a last step
+    assert load_autoencoder(workdir).step == 1
+
+
 def test_loading_a_missing_autoencoder_names_the_training_command(tmp_path):
     with pytest.raises(CheckpointNotFoundError, match="python -m sorajax.train_vae"):
         load_autoencoder(str(tmp_path / "nothing"))

@@ -235,7 +235,7 @@ def test_config_from_dict():
     d.channel_multipliers = [1, 2]  # lists (e.g. from the command line) become tuples
     assert VAEConfig.from_dict(d) == SMALL
     hash(VAEConfig.from_dict(d))
-    with pytest.raises(ValueError, match=r"unknown VAE config keys \['latent_dim'\]"):
+    with pytest.raises(ValueError, match=r"unknown key 'latent_dim' in config 'vae'; known keys: base_channels, "):
         VAEConfig.from_dict({"latent_dim": 4})
     with pytest.raises(ValueError, match="give one bool per level"):
         VAEConfig(channel_multipliers=(1, 2))

@@ -170,7 +170,7 @@ def test_world_options_from_config_and_bad_keys():
     options = WorldOptions(**cfg)
     assert options.colours == ("red", "blue", "green") and options.max_objects == 3
     assert WorldOptions(**options.to_dict()) == options
-    with pytest.raises(ValueError, match="Unknown WorldOptions keys.*max_object"):
+    with pytest.raises(ValueError, match="unknown key 'max_object' in config 'world'; known keys: .*did you mean 'max_objects'"):
         WorldOptions(max_object=2)
     with pytest.raises(ValueError, match="probability"):
         WorldOptions(pan_prob=1.5)

@@ -16,6 +16,7 @@ with the model makes a resumed run see exactly the batches it would have seen.
 from __future__ import annotations
 
 import dataclasses
+import logging
 from typing import Callable, Sequence
 
 import numpy as np
@@ -26,6 +27,8 @@ from sorajax.data.clip_source import ClipSource
 from sorajax.data.latent_cache import LatentClipSet
 from sorajax.models.text_encoder import TextEmbeddingCache, TextEncoder, caption_arrays
 from sorajax.patches import PackedBatch, Sample, check_patch, pack, plan_rows
+
+log = logging.getLogger(__name__)
 
 
 
@@ -56,6 +59,7 @@ class PixelBatch:
     videos: list[np.ndarray]  # uint8 [T, H, W, 3] each
     captions: list[str]
     record_indices: np.ndarray  # int64 [n]
+    skipped_records: tuple[int, ...] = ()  # records chosen for this batch that no longer decode (left out)
 
 
 def host_shard(num_records: int, process_index: int | None = None, process_count: int | None = None,
@@ -102,6 +106,7 @@ class ClipPlanner:
                 f"(autoencoder factor {packing.spatial_factor} x patch {packing.patch[1:]})"
             )
         self.plans = [self._plan(int(r)) for r in self.records]
+        self.skipped: set[int] = set()  # records met that no longer decode (see `load_or_skip`)
         self.token_counts = np.array([latent_token_count(p, packing.spatial_factor, packing.temporal_factor,
                                                          packing.patch) for p in self.plans])
 
@@ -132,17 +137,32 @@ class ClipPlanner:
                 "data.seq_len / data.text_len, or use smaller clips (data.sizes, or pixel_budget / max_frames)"
             )
 
-    def load(self, position: int) -> np.ndarray:
-        """The training clip of `self.records[position]`: its planned frames, cropped and resized."""
+    def load_or_skip(self, position: int) -> np.ndarray | None:
+        """The training clip of `self.records[position]` (its planned frames, cropped and resized), or None for a
+        record whose bytes no longer decode (rotted or damaged after the build): it is left out and the run goes
+        on; each such record is logged once, with its shard, and kept in `self.skipped`."""
         plan = self.plans[position]
         try:
             frames = self.source.frames(plan.index, plan.frame_indices)
-        except Exception as error:  # a file that changed or rotted after the build
-            raise ValueError(
-                f"record {plan.index} ({self.source.info(plan.index).key}) no longer decodes ({error}); "
-                "rebuild the dataset with `python -m sorajax.build_dataset`"
-            ) from error
+        except Exception as error:  # noqa: BLE001 - any decode failure of one record: a checksum, a codec
+            if plan.index not in self.skipped:
+                self.skipped.add(plan.index)
+                shard = getattr(self.source, "shard_name", lambda index: "its source")(plan.index)
+                log.warning("skipping record %d (%s) in %s: it no longer decodes (%s: %s); rebuild the dataset with "
+                            "`python -m sorajax.build_dataset` to get it back", plan.index,
+                            self.source.info(plan.index).key, shard, type(error).__name__,
+                            " ".join(str(error).split())[:200])
+            return None
         return apply_plan(frames, plan)
+
+    def load(self, position: int) -> np.ndarray:
+        """`load_or_skip`, for callers that need this very clip: a record that no longer decodes is an error."""
+        clip = self.load_or_skip(position)
+        if clip is None:
+            index = self.plans[position].index
+            raise ValueError(f"record {index} ({self.source.info(index).key}) no longer decodes; rebuild the "
+                             "dataset with `python -m sorajax.build_dataset`")
+        return clip
 
     def caption(self, position: int) -> str:
         return self.source.caption(int(self.records[position]))
@@ -171,10 +191,15 @@ class PixelBatchMaker:
         return [int(pool[i]) for row in plan[: self.packing.rows] for i in row]
 
     def __call__(self, batch_index: int) -> PixelBatch:
-        chosen = self.select(batch_index)
-        return PixelBatch(videos=[self.planner.load(i) for i in chosen],
-                          captions=[self.planner.caption(i) for i in chosen],
-                          record_indices=self.planner.records[chosen])
+        clips = {i: self.planner.load_or_skip(i) for i in self.select(batch_index)}
+        kept = [i for i, clip in clips.items() if clip is not None]
+        if not kept:
+            raise ValueError(f"no clip of batch {batch_index} decodes (records "
+                             f"{sorted(self.planner.records[list(clips)].tolist())}): the dataset is damaged; rebuild "
+                             "it with `python -m sorajax.build_dataset`")
+        return PixelBatch(videos=[clips[i] for i in kept], captions=[self.planner.caption(i) for i in kept],
+                          record_indices=self.planner.records[kept],
+                          skipped_records=tuple(int(self.planner.records[i]) for i, c in clips.items() if c is None))
 
 
 
@@ -229,15 +254,21 @@ def encode_clip_set(planner: ClipPlanner, encode_video: Callable[[np.ndarray], n
     with tqdm(total=count, desc="encoding clips", dynamic_ncols=True) as bar:
         for _, positions in sorted(by_size.items()):
             for start in range(0, len(positions), batch_size):
-                chunk = positions[start : start + batch_size]
-                videos = [planner.load(i) for i in chunk]
-                encoded = np.asarray(encode_video(np.stack(videos)), np.float32)
-                for i, latent in zip(chunk, encoded):
-                    latents[i], captions[i] = latent, planner.caption(i)
-                bar.update(len(chunk))
-    texts = _caption_embeddings(TextEmbeddingCache(text_encoder), captions)
-    keys = [planner.source.info(int(r)).key for r in planner.records]
-    return LatentClipSet(latents=latents, texts=texts, captions=captions, keys=keys, key=key)
+                loaded = {i: planner.load_or_skip(i) for i in positions[start : start + batch_size]}
+                chunk = [i for i, video in loaded.items() if video is not None]  # damaged records left out
+                if chunk:
+                    encoded = np.asarray(encode_video(np.stack([loaded[i] for i in chunk])), np.float32)
+                    for i, latent in zip(chunk, encoded):
+                        latents[i], captions[i] = latent, planner.caption(i)
+                bar.update(len(loaded))
+    kept = [i for i in range(count) if latents[i] is not None]
+    if not kept:
+        raise ValueError(f"no record of {planner.source.fingerprint} decodes: rebuild the dataset with "
+                         "`python -m sorajax.build_dataset`")
+    texts = _caption_embeddings(TextEmbeddingCache(text_encoder), [captions[i] for i in kept])
+    keys = [planner.source.info(int(planner.records[i])).key for i in kept]
+    return LatentClipSet(latents=[latents[i] for i in kept], texts=texts, captions=[captions[i] for i in kept],
+                         keys=keys, key=key, skipped=sorted(planner.skipped))
 
 
 def packing_efficiency_of(maker: PixelBatchMaker, num_batches: int) -> float:

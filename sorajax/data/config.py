@@ -14,6 +14,7 @@ from sorajax.config_dataclasses import from_mapping
 from sorajax.data.clip_sizing import FRAMINGS, SizingConfig
 from sorajax.data.world.scene import check_clip_size
 from sorajax.data.world.source import CAPTION_STYLES
+from sorajax.memory_estimate import SizeCeiling
 
 Size = tuple[int, int, int]
 SOURCES = ("world", "tfds")
@@ -26,7 +27,12 @@ def check_sizes(sizes: Any, what: str) -> tuple[Size, ...]:
     for size in sizes:
         if not isinstance(size, tuple) or len(size) != 3:
             raise ValueError(f"{what} entries are (frames, height, width); got {size!r}")
-        out.append(check_clip_size(*size))
+        frames, height, width = check_clip_size(*size)
+        try:
+            SizeCeiling.current().check(frames, height, width)
+        except ValueError as error:
+            raise ValueError(f"{what} {size}: {error}") from None
+        out.append((frames, height, width))
     return tuple(out)
 
 
@@ -69,6 +75,10 @@ class DiTDataConfig:
         if self.source not in SOURCES:
             raise ValueError(f"data.source {self.source!r} is unknown: use one of {SOURCES}")
         _check_positive("data", rows=self.rows, seq_len=self.seq_len, text_len=self.text_len)
+        ceiling = SizeCeiling.current()
+        ceiling.limit("data.rows", self.rows, "max_count", "pack fewer rows per step")
+        ceiling.limit("data.seq_len", self.seq_len, "max_tokens", "use shorter rows")
+        ceiling.limit("data.max_frames", self.max_frames, "max_frames", "train on shorter clips")
         if self.framing not in FRAMINGS:
             raise ValueError(f"data.framing {self.framing!r} is unknown: use one of {FRAMINGS}")
         if self.caption_style not in CAPTION_STYLES:
@@ -116,6 +126,7 @@ class VideoDataConfig:
     def __post_init__(self) -> None:
         object.__setattr__(self, "sizes", check_sizes(self.sizes, "data.sizes"))
         _check_positive("data", batch_size=self.batch_size)
+        SizeCeiling.current().limit("data.batch_size", self.batch_size, "max_count", "use a smaller batch")
         if self.worker_count < 0:
             raise ValueError(f"data.worker_count must be >= 0, got {self.worker_count}")
         if self.crop is not None:

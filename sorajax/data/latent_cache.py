@@ -32,6 +32,7 @@ class LatentClipSet:
     captions: list[str]
     keys: list[str]
     key: str  # what the set was made from (see `cache_key`)
+    skipped: list[int] = dataclasses.field(default_factory=list)  # records left out: they no longer decoded
 
     def __len__(self) -> int:
         return len(self.latents)
@@ -39,7 +40,7 @@ class LatentClipSet:
     def save(self, path: PathLike) -> None:
         arrays = {f"latent_{i}": a for i, a in enumerate(self.latents)}
         arrays.update({f"text_{i}": a for i, a in enumerate(self.texts)})
-        meta = json.dumps({"key": self.key, "captions": self.captions, "keys": self.keys})
+        meta = json.dumps({"key": self.key, "captions": self.captions, "keys": self.keys, "skipped": self.skipped})
         buffer = io.BytesIO()
         np.savez(buffer, meta=np.array(meta), **arrays)
         write_bytes_atomic(run_path(path), buffer.getvalue())
@@ -50,7 +51,8 @@ class LatentClipSet:
             meta = json.loads(str(data["meta"]))
             n = len(meta["captions"])
             return cls(latents=[data[f"latent_{i}"] for i in range(n)], texts=[data[f"text_{i}"] for i in range(n)],
-                       captions=meta["captions"], keys=meta.get("keys", [""] * n), key=meta["key"])
+                       captions=meta["captions"], keys=meta.get("keys", [""] * n), key=meta["key"],
+                       skipped=meta.get("skipped", []))
 
 
 def cache_key(**parts: Any) -> str:

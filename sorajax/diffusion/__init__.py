@@ -17,16 +17,20 @@ from sorajax.diffusion.flow import (
 from sorajax.diffusion.guidance import (
     combine_guidance,
     drop_captions,
+    guided_carried_velocity_fn,
     guided_velocity_fn,
     null_caption_like,
 )
-from sorajax.diffusion.samplers import SAMPLER_METHODS, num_function_evals, sample, sdedit_start
+from sorajax.diffusion.samplers import SAMPLER_METHODS, num_function_evals, sample, sample_carrying, sdedit_start
 from sorajax.diffusion.sampling import (
     SampleConfig,
     SampleRequest,
+    packed_carried_denoiser,
+    packed_carried_velocity,
     packed_denoiser,
     packed_velocity,
     sample_packed,
+    sample_packed_carrying,
     start_level,
 )
 from sorajax.diffusion.timesteps import (

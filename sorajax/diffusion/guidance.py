@@ -13,6 +13,9 @@ so cross-attention never sees an empty key set (no all-masked softmax rows, no N
 text is identical for dropped and kept captions. With all-zero inputs every null token produces the same
 key and value, so as long as the denoiser adds no position information to text tokens, its output does
 not depend on how many null tokens there are: any length >= 1 is the same "empty caption".
+
+Both branches always run as ONE network call on 2B rows (conditional rows first): one pass per step
+and one code path; a run short of memory samples fewer prompts per call instead.
 """
 
 from __future__ import annotations
@@ -22,11 +25,13 @@ from typing import Any, Callable
 import jax
 import jax.numpy as jnp
 
-from sorajax.diffusion.samplers import VelocityFn
+from sorajax.diffusion.samplers import CarriedVelocityFn, VelocityFn
 
 # denoise_fn(x_t [N, L, P], t_tokens [N, L], inputs) -> velocity [N, L, P]; `inputs` is any pytree of
 # arrays with leading dim N (text embeddings, text segment ids, positions, segment ids, ...).
 DenoiseFn = Callable[[jax.Array, jax.Array, Any], jax.Array]
+# The same with state carried from call to call: (x_t, t_tokens, inputs, carry) -> (velocity, carry).
+CarriedDenoiseFn = Callable[[jax.Array, jax.Array, Any, Any], tuple[jax.Array, Any]]
 
 
 def _scale_for(scale: jax.Array | float, v: jax.Array) -> jax.Array:
@@ -60,34 +65,33 @@ def _concat_rows(first: Any, second: Any) -> Any:
     return jax.tree.map(concat, first, second)
 
 
-def guided_velocity_fn(
-    denoise_fn: DenoiseFn,
-    cond_inputs: Any,
-    uncond_inputs: Any,
-    scale: jax.Array | float,
-    *,
-    batch_branches: bool = True,
-) -> VelocityFn:
+def guided_velocity_fn(denoise_fn: DenoiseFn, cond_inputs: Any, uncond_inputs: Any,
+                       scale: jax.Array | float) -> VelocityFn:
     """A sampler velocity_fn(x_t, t_tokens) applying CFG around `denoise_fn`.
 
     `cond_inputs` / `uncond_inputs` are pytrees of the same structure and shapes: the caption (and any other
-    per-row input) for each branch; for a negative prompt, put its text in `uncond_inputs`. With
-    `batch_branches` both branches run as ONE call on 2B rows (one network pass per step, better device
-    use); set it False to run two calls of B rows when memory is tight.
+    per-row input) for each branch; for a negative prompt, put its text in `uncond_inputs`. Both branches
+    run as ONE call on 2B rows (rows [:B] conditional, [B:] unconditional): one network pass per step.
     """
+    carried = guided_carried_velocity_fn(lambda x, t, inputs, carry: (denoise_fn(x, t, inputs), carry),
+                                         cond_inputs, uncond_inputs, scale)
+    return lambda x_t, t_tokens: carried(x_t, t_tokens, ())[0]
 
-    def velocity_fn(x_t: jax.Array, t_tokens: jax.Array) -> jax.Array:
-        if batch_branches:
-            both = denoise_fn(
-                jnp.concatenate([x_t, x_t], axis=0),
-                jnp.concatenate([t_tokens, t_tokens], axis=0),
-                _concat_rows(cond_inputs, uncond_inputs),
-            )
-            v_cond, v_uncond = jnp.split(both, 2, axis=0)
-        else:
-            v_cond = denoise_fn(x_t, t_tokens, cond_inputs)
-            v_uncond = denoise_fn(x_t, t_tokens, uncond_inputs)
-        return combine_guidance(v_cond, v_uncond, scale)
+
+def guided_carried_velocity_fn(denoise_fn: CarriedDenoiseFn, cond_inputs: Any, uncond_inputs: Any,
+                               scale: jax.Array | float) -> CarriedVelocityFn:
+    """`guided_velocity_fn` for a denoiser that carries state from call to call (the DiT's step cache): the
+    state covers the 2B rows of the one batched call, so each branch's rows keep their own."""
+
+    def velocity_fn(x_t: jax.Array, t_tokens: jax.Array, carry: Any) -> tuple[jax.Array, Any]:
+        both, carry = denoise_fn(
+            jnp.concatenate([x_t, x_t], axis=0),
+            jnp.concatenate([t_tokens, t_tokens], axis=0),
+            _concat_rows(cond_inputs, uncond_inputs),
+            carry,
+        )
+        v_cond, v_uncond = jnp.split(both, 2, axis=0)
+        return combine_guidance(v_cond, v_uncond, scale), carry
 
     return velocity_fn
 

@@ -22,11 +22,16 @@ limit of the formula); the step into t = 0 (lambda = +inf) is first order, x' = 
 Conditioning: tokens with `cond_mask` [B, L] true are held at `x_cond` and shown to the network with
 t = 0 at EVERY evaluation, including Heun's predictor; only the other tokens are integrated. Padding of a
 packed batch can be passed the same way (as conditioning tokens with x_cond = 0).
+
+State carried between evaluations: every solver loops over a `CarriedVelocityFn`, ``(x, t, carry) ->
+(v, carry)``, and threads `carry` (any pytree, e.g. the DiT's step cache) through its loop in the order
+the network is called, so a denoiser that remembers its last evaluation works with every solver alike.
+`sample` is the stateless form (``carry = ()``: the same program as a loop without it).
 """
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
@@ -36,6 +41,8 @@ from sorajax.diffusion.unipc import unipc
 
 # velocity_fn(x_t [B, L, P], t_tokens [B, L]) -> velocity [B, L, P]
 VelocityFn = Callable[[jax.Array, jax.Array], jax.Array]
+# carried_velocity_fn(x_t, t_tokens, carry) -> (velocity, carry); carry is any pytree, () for none.
+CarriedVelocityFn = Callable[[jax.Array, jax.Array, Any], tuple[jax.Array, Any]]
 SAMPLER_METHODS: tuple[str, ...] = ("euler", "heun", "dpmpp_2m", "unipc")
 
 
@@ -91,31 +98,36 @@ def _step_or_stay(t: jax.Array, t_next: jax.Array, x: jax.Array, x_new: jax.Arra
     return jnp.where(t_next == t, x, x_new)
 
 
-def _euler(velocity_fn: VelocityFn, x: jax.Array, timesteps: jax.Array, cond: _Conditioner) -> jax.Array:
-    def body(i, x):
+def _euler(velocity_fn: CarriedVelocityFn, x: jax.Array, timesteps: jax.Array, cond: _Conditioner,
+           carry: Any) -> tuple[jax.Array, Any]:
+    def body(i, state):
+        x, carry = state
         t, t_next = timesteps[i], timesteps[i + 1]
-        v = velocity_fn(x, cond.token_t(t))
+        v, carry = velocity_fn(x, cond.token_t(t), carry)
         x_new = cond.hold(x + (t_next - t).astype(x.dtype) * v)
-        return _step_or_stay(t, t_next, x, x_new)
+        return _step_or_stay(t, t_next, x, x_new), carry
 
-    return jax.lax.fori_loop(0, timesteps.shape[0] - 1, body, x)
+    return jax.lax.fori_loop(0, timesteps.shape[0] - 1, body, (x, carry))
 
 
-def _heun(velocity_fn: VelocityFn, x: jax.Array, timesteps: jax.Array, cond: _Conditioner) -> jax.Array:
-    def body(i, x):
+def _heun(velocity_fn: CarriedVelocityFn, x: jax.Array, timesteps: jax.Array, cond: _Conditioner,
+          carry: Any) -> tuple[jax.Array, Any]:
+    def body(i, state):
+        x, carry = state
         t, t_next = timesteps[i], timesteps[i + 1]
         dt = (t_next - t).astype(x.dtype)
-        v = velocity_fn(x, cond.token_t(t))
+        v, carry = velocity_fn(x, cond.token_t(t), carry)
         x_euler = cond.hold(x + dt * v)
 
-        def corrector(x_pred):
-            v_next = velocity_fn(x_pred, cond.token_t(t_next))
-            return cond.hold(x + dt * 0.5 * (v + v_next))
+        def corrector(predicted):
+            x_pred, carry = predicted
+            v_next, carry = velocity_fn(x_pred, cond.token_t(t_next), carry)
+            return cond.hold(x + dt * 0.5 * (v + v_next)), carry
 
-        x_new = jax.lax.cond(t_next > 0, corrector, lambda x_pred: x_pred, x_euler)
-        return _step_or_stay(t, t_next, x, x_new)
+        x_new, carry = jax.lax.cond(t_next > 0, corrector, lambda predicted: predicted, (x_euler, carry))
+        return _step_or_stay(t, t_next, x, x_new), carry
 
-    return jax.lax.fori_loop(0, timesteps.shape[0] - 1, body, x)
+    return jax.lax.fori_loop(0, timesteps.shape[0] - 1, body, (x, carry))
 
 
 def _log_snr_ratio(t: jax.Array) -> jax.Array:
@@ -123,14 +135,15 @@ def _log_snr_ratio(t: jax.Array) -> jax.Array:
     return jnp.log1p(-t) - jnp.log(t)
 
 
-def _dpmpp_2m(velocity_fn: VelocityFn, x: jax.Array, timesteps: jax.Array, cond: _Conditioner) -> jax.Array:
+def _dpmpp_2m(velocity_fn: CarriedVelocityFn, x: jax.Array, timesteps: jax.Array, cond: _Conditioner,
+              carry: Any) -> tuple[jax.Array, Any]:
     timesteps = timesteps.astype(jnp.float32)
 
-    def body(i, carry):
-        x, data_prev = carry
+    def body(i, state):
+        x, data_prev, carry = state
         t, t_next = timesteps[i], timesteps[i + 1]
         t_prev = timesteps[jnp.maximum(i - 1, 0)]
-        v = velocity_fn(x, cond.token_t(t))
+        v, carry = velocity_fn(x, cond.token_t(t), carry)
         data = x - t.astype(x.dtype) * v  # D = x0 estimate
 
         # r = h_prev / h; the correction D + (D - D_prev) / (2 r) is second order. It is switched off
@@ -145,10 +158,10 @@ def _dpmpp_2m(velocity_fn: VelocityFn, x: jax.Array, timesteps: jax.Array, cond:
         # x' = (t'/t) x + ((t - t')/t) D; at t' = 0 this is exactly D.
         ratio = (t_next / jnp.maximum(t, 1e-12)).astype(x.dtype)
         x_new = cond.hold(ratio * x + (1.0 - ratio) * data_eff)
-        return _step_or_stay(t, t_next, x, x_new), data
+        return _step_or_stay(t, t_next, x, x_new), data, carry
 
-    x, _ = jax.lax.fori_loop(0, timesteps.shape[0] - 1, body, (x, jnp.zeros_like(x)))
-    return x
+    x, _, carry = jax.lax.fori_loop(0, timesteps.shape[0] - 1, body, (x, jnp.zeros_like(x), carry))
+    return x, carry
 
 
 _SOLVERS = {"euler": _euler, "heun": _heun, "dpmpp_2m": _dpmpp_2m, "unipc": unipc}
@@ -169,6 +182,22 @@ def sample(
     conditioning tokens (`cond_mask` [B, L] with clean values `x_cond` [B, L, P], held at every step).
     Wrap the call in `jax.jit` (with velocity_fn closed over or static) to compile the whole loop.
     """
+    x, _ = sample_carrying(lambda x, t, carry: (velocity_fn(x, t), carry), x_init, timesteps, (), method=method,
+                           cond_mask=cond_mask, x_cond=x_cond)
+    return x
+
+
+def sample_carrying(
+    velocity_fn: CarriedVelocityFn,
+    x_init: jax.Array,
+    timesteps: jax.Array,
+    carry: Any,
+    *,
+    method: str = "euler",
+    cond_mask: jax.Array | None = None,
+    x_cond: jax.Array | None = None,
+) -> tuple[jax.Array, Any]:
+    """`sample` with `carry` threaded through every network evaluation, in call order; returns (x_0, carry)."""
     if method not in _SOLVERS:
         raise ValueError(f"unknown sampler method {method!r}; use one of {SAMPLER_METHODS}.")
     timesteps = jnp.asarray(timesteps, jnp.float32)
@@ -178,4 +207,4 @@ def sample(
             "build it with sampling_timesteps(num_steps, shift, start)."
         )
     cond = _Conditioner(x_init, cond_mask, x_cond)
-    return _SOLVERS[method](velocity_fn, cond.hold(x_init), timesteps, cond)
+    return _SOLVERS[method](velocity_fn, cond.hold(x_init), timesteps, cond, carry)

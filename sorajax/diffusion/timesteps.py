@@ -61,7 +61,7 @@ class TrainingTimeConfig:
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any]) -> "TrainingTimeConfig":
         """Build from a dict or ml_collections ConfigDict, naming any unknown key."""
-        return from_mapping(cls, values, "training-time")
+        return from_mapping(cls, values, "time")
 
 
 def sample_logit_normal(

@@ -70,18 +70,20 @@ def _update(x: jax.Array, t_from: jax.Array, t_to: jax.Array, b_h: jax.Array, d0
     return (t_to / t_from) * x - (1.0 - t_to) * b_h * (d0 + residual)
 
 
-def unipc(velocity_fn: Callable[[jax.Array, jax.Array], jax.Array], x: jax.Array, timesteps: jax.Array,
-          cond: Any) -> jax.Array:
-    """UniPC-2 over ``timesteps`` (decreasing, ending at 0); ``cond`` holds given tokens (``samplers``)."""
+def unipc(velocity_fn: Callable[[jax.Array, jax.Array, Any], tuple[jax.Array, Any]], x: jax.Array,
+          timesteps: jax.Array, cond: Any, carry: Any) -> tuple[jax.Array, Any]:
+    """UniPC-2 over ``timesteps`` (decreasing, ending at 0); ``cond`` holds given tokens and ``carry`` is
+    threaded through the network calls (``samplers``: ``velocity_fn(x, t, carry) -> (v, carry)``)."""
     n = timesteps.shape[0] - 1
 
     def t_at(i):
         return timesteps[jnp.clip(i, 0, n)]
 
-    def body(i, carry):
-        x, last_x, d_prev, d_prev2 = carry
+    def body(i, state):
+        x, last_x, d_prev, d_prev2, carry = state
         t = t_at(i)
-        d = x - t * velocity_fn(x, cond.token_t(t))
+        v, carry = velocity_fn(x, cond.token_t(t), carry)
+        d = x - t * v
         # UniC: correct the sample reached by the last step (from t_at(i - 1)) with the new prediction.
         b_h, b1, b2, r = _coefficients(t_at(i - 1), t, t_at(i - 2))
         first = _update(last_x, t_at(i - 1), t, b_h, d_prev, 0.5 * (d - d_prev))
@@ -97,8 +99,8 @@ def unipc(velocity_fn: Callable[[jax.Array, jax.Array], jax.Array], x: jax.Array
         second_order = (i > 0) & (i < n - 1)
         x_next = cond.hold(_update(x, t, t_at(i + 1), b_h, d, jnp.where(second_order, 0.5 * d1, 0.0)))
         x_next = jnp.where(t_at(i + 1) == t, x, x_next)  # a zero-length step leaves x exactly as it is
-        return x_next, x, d, d_prev
+        return x_next, x, d, d_prev, carry
 
     zeros = jnp.zeros_like(x)
-    x, *_ = jax.lax.fori_loop(0, n, body, (x, x, zeros, zeros))
-    return x
+    x, *_, carry = jax.lax.fori_loop(0, n, body, (x, x, zeros, zeros, carry))
+    return x, carry

@@ -14,6 +14,9 @@ Input is the fields of a ``PackedBatch`` as arrays (this module does not import
 - returns ``[B, L, P]`` float32 predicted velocity; exactly 0 at initialisation
   (adaLN-Zero) and always 0 on padding tokens.
 
+Sampling may pass a step cache (the ``step_cache`` collection, mutable; see ``dit_step_cache``) that
+skips blocks 1..N-1 when block 0's residual barely changed since the last call.
+
 Samples packed in one row never interact: self-attention is restricted to the
 segment, cross-attention to the segment's own caption, the pooled caption is
 pooled per segment, and everything else is per token.
@@ -56,6 +59,7 @@ from sorajax.models.dit_layers import (
 )
 from sorajax.models.frame_position import FramePositionEmbedder, frame_position_features
 from sorajax.models.dit_presets import DIT_PRESETS
+from sorajax.models.dit_step_cache import blocks_with_step_cache, has_step_cache
 from sorajax.models.rope import rope_axis_dims
 from sorajax.models.condition_slots import Conditioning, expand_rows, per_condition, unique_per_row
 
@@ -227,7 +231,7 @@ class DiTConfig:
     @classmethod
     def from_dict(cls, d: Mapping[str, Any] | Any) -> DiTConfig:
         """Build from a dict or ml_collections ConfigDict; unknown keys are an error."""
-        return from_mapping(cls, d, "DiT")
+        return from_mapping(cls, d, "model")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -284,15 +288,28 @@ class DiT(nn.Module):
         )
         inputs = (block_cond, positions, segment_ids, context, text_segment_ids)
         place = place.astype(dtype) if cfg.frame_position_every_block else None
+        cached = has_step_cache(self)
         if cfg.scan_layers:
+            if cached:
+                raise ValueError("the step cache runs blocks one by one: sample with scan_layers=False "
+                                 "(per_block_params converts the scanned parameters)")
             scan_inputs = inputs if place is None else (*inputs, place)
             x, _ = _scanned_blocks(cfg)(block_args, deterministic, name="blocks")(x, *scan_inputs)
         else:
             block = _block_class(cfg.remat_policy)
-            for i in range(cfg.depth):
-                if place is not None:
-                    x = x + _place_projection(cfg.width, dtype, f"place_{i}")(place)
-                x = block(**block_args, name=f"block_{i}")(x, *inputs, deterministic)
+
+            def run_blocks(x: Array, start: int, stop: int) -> Array:
+                for i in range(start, stop):
+                    if place is not None:
+                        x = x + _place_projection(cfg.width, dtype, f"place_{i}")(place)
+                    x = block(**block_args, name=f"block_{i}")(x, *inputs, deterministic)
+                return x
+
+            if cached:
+                x = blocks_with_step_cache(self, x, lambda h: run_blocks(h, 0, 1),
+                                           lambda h: run_blocks(h, 1, cfg.depth), segment_ids)
+            else:
+                x = run_blocks(x, 0, cfg.depth)
 
         out = FinalLayer(cfg.patch_dim, dtype, cfg.final_layer, name="final")(x, cond).astype(jnp.float32)
         # Padding tokens predict nothing: downstream losses and unpacking never see their values.

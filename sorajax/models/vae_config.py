@@ -154,7 +154,7 @@ class VAEConfig(ClipGeometry):
     @classmethod
     def from_dict(cls, d: Mapping[str, Any] | Any) -> VAEConfig:
         """Build from a dict or ml_collections ConfigDict; unknown keys are an error."""
-        return from_mapping(cls, d, "VAE")
+        return from_mapping(cls, d, "vae")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -40,15 +40,34 @@ class TrainedAutoencoder:
     run: epath.Path
 
 
+RUN_KINDS = {"autoencoder": ("vae", TRAIN_VAE), "DiT": ("model", TRAIN_DIT)}  # the config section each kind has
+
+
+def check_run_kind(meta: dict, kind: str, run: PathLike) -> None:
+    """Refuse a run of the other kind (a DiT run where an autoencoder is expected, or back) in one line."""
+    section, command = RUN_KINDS[kind]
+    config = meta.get("config", {})
+    if section not in config:
+        other = next((name for name, (key, _) in RUN_KINDS.items() if key in config), None)
+        found = f"{_a(other)} run" if other else "not a run made by sorajax's trainers"
+        raise ValueError(f"{run} is {found}, but {_a(kind)} run is needed here (its config has no '{section}' "
+                         f"section): pass a run made by `{command}`")
+
+
+def _a(noun: str) -> str:
+    return f"{'an' if noun[0] in 'aeiou' else 'a'} {noun}"
+
+
 def load_autoencoder(run: PathLike, step: int | None = None) -> TrainedAutoencoder:
     """The autoencoder of `run` (newest checkpoint unless `step`): weights and latent statistics only."""
     run = run_path(run)
     meta = read_run_meta(run, step, TRAIN_VAE)
+    check_run_kind(meta, "autoencoder", run)
     config = ml_collections.ConfigDict(meta["config"])
     vae, shapes = _autoencoder_model(config.vae.to_dict())
     target = {"params": shapes["params"], "latent_stats": shapes["latent_stats"]}
-    variables, _ = restore_run_part(run, int(meta["step"]), TRAIN_VAE, target)
-    return TrainedAutoencoder(vae, variables, config, int(meta["step"]), run)
+    variables, restored_meta = restore_run_part(run, step, TRAIN_VAE, target)  # an older step if this one is damaged
+    return TrainedAutoencoder(vae, variables, config, int(restored_meta["step"]), run)
 
 
 def _autoencoder_model(fields: dict[str, Any]) -> tuple[Any, Any]:
@@ -78,6 +97,7 @@ def load_weights(run: PathLike, step: int | None, abstract_params: Any, weights:
     if weights not in WEIGHTS:
         raise ValueError(f"weights {weights!r} are not saved by the trainer: use one of {WEIGHTS}")
     meta = read_run_meta(run, step, TRAIN_DIT)
+    check_run_kind(meta, "DiT", run)
     if LORA_KEY in meta:
         return _merged_lora_weights(run, int(meta["step"]), meta, abstract_params, weights)
     stored = saved_weights(meta, weights)

@@ -11,6 +11,7 @@ from typing import Any
 
 from sorajax.config_dataclasses import from_mapping
 from sorajax.data.config import Size, check_sizes
+from sorajax.memory_estimate import SizeCeiling
 from sorajax.models.lora import LoraConfig
 
 
@@ -33,10 +34,16 @@ class TrainConfig:
     # A step whose loss or gradient is NaN/Inf leaves the weights and optimizer untouched; this many
     # in a row stop the run (its last good checkpoint kept).
     max_nonfinite_steps: int = 10
+    # > 0: also stop (evaluate, save) after the first step that ends this many seconds into the loop, for
+    # runs with a fixed wall budget (the GPU check's world training); the schedule still spans `steps`.
+    max_seconds: float = 0.0
 
     def __post_init__(self) -> None:
+        if not self.max_seconds >= 0:
+            raise ValueError(f"train.max_seconds must be >= 0 (0: no time limit), got {self.max_seconds}")
         if self.steps < 1:
             raise ValueError(f"train.steps must be >= 1, got {self.steps}: the number of steps to train")
+        SizeCeiling.current().limit("train.steps", self.steps, "max_steps", "train fewer steps")
         if not self.learning_rate > 0:
             raise ValueError(f"train.learning_rate must be positive, got {self.learning_rate}")
         for name in ("log_every", "save_every", "keep_checkpoints", "max_nonfinite_steps"):

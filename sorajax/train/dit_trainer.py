@@ -37,6 +37,7 @@ from sorajax.data.world import WorldOptions
 from sorajax.diffusion.sampling import packed_denoiser
 from sorajax.diffusion.validation import validation_loss
 from sorajax.eval.caption_layout import LAYOUT_LEVELS, mirrored_clip_set
+from sorajax.memory_estimate import check_fits, estimate_dit_training
 from sorajax.models.build import build_text_encoder
 from sorajax.models.dit import DiT, abstract_params
 from sorajax.models.lora import init_adapters, parameter_count, target_kernels
@@ -49,6 +50,7 @@ from sorajax.patches import PackedBatch, packed_batch_axes
 from sorajax.runs.dit_spec import SECTIONS, DiTSpec
 from sorajax.runs.loaders import LORA_BASE_KEY, LORA_KEY, TrainedAutoencoder, load_autoencoder, load_lora_base
 from sorajax.runs.paths import PathLike, RunLink, run_path
+from sorajax.runs.writer_lock import hold_run
 from sorajax.train.config import DiTEvalConfig, DiTTrainConfig
 from sorajax.train.dit_step import init_state, make_train_step, own_weights
 from sorajax.train.lora_run import lora_fingerprint, merged_weights, resolve_base
@@ -112,8 +114,11 @@ class _ClipData:
             return cached_clip_set(planner, self.encode, text_encoder, identity, run / name)
 
         self.prepare = lambda batch: batch  # noqa: E731
+        self.skipped: set[int] = set()  # training records that no longer decode: left out, counted in the metrics
         if cfg.data.cache_latents:
-            maker = PackedBatchMaker(clips("train"), self.packing.rows, cfg.data.seq_len, cfg.data.text_len,
+            train_clips = clips("train")
+            self.skipped.update(train_clips.skipped)
+            maker = PackedBatchMaker(train_clips, self.packing.rows, cfg.data.seq_len, cfg.data.text_len,
                                      cfg.spec.patch, cfg.seed, cfg.conditioning, stream=stream)
             self.batches = batch_iterator(batch_dataset(maker), cfg.data.worker_count)
         else:  # streaming: decode in workers, encode every step (conditioning masks come with the cached path)
@@ -121,7 +126,13 @@ class _ClipData:
             counts = caption_token_counts(text_encoder, [planner.caption(i) for i in range(planner.records.size)])
             maker = PixelBatchMaker(planner, counts, cfg.seed, stream=stream)
             self.batches = batch_iterator(batch_dataset(maker), cfg.data.worker_count)
-            self.prepare = BatchEncoder(self.encode, text_encoder, self.packing)
+            encode_batch = BatchEncoder(self.encode, text_encoder, self.packing)
+
+            def prepare(batch: PixelBatch) -> PackedBatch:  # runs in this process: the workers' skips counted here
+                self.skipped.update(batch.skipped_records)
+                return encode_batch(batch)
+
+            self.prepare = prepare
         held_out = clips("eval")
         self.eval_batches = self._fixed_batches(held_out, cfg, stream)
         # The same batches with place/direction words mirrored: their loss gap says whether layout words are read.
@@ -140,12 +151,19 @@ def train_dit(config: ml_collections.ConfigDict, workdir: PathLike) -> dict[str,
     """Trains (or resumes) the DiT in `workdir`; returns the final eval metrics."""
     cfg = DiTRunConfig.from_config(config)  # every section checked before any work
     run = run_path(workdir)
+    with hold_run(run):  # before the clips are encoded into the run's latent caches
+        return _train_dit(cfg, config, run)
+
+
+def _train_dit(cfg: DiTRunConfig, config: ml_collections.ConfigDict, run: Any) -> dict[str, float]:
     ctx = MeshContext.create(cfg.mesh, cfg.rules)
     autoencoder = load_autoencoder(cfg.vae_workdir)
     text_encoder = build_text_encoder(cfg.spec.text_encoder)
     model = DiT(cfg.spec.dit_config(autoencoder.vae.config.latent_channels, text_encoder.dim))
     denoise = packed_denoiser(model)
-    data = _ClipData(cfg, autoencoder, text_encoder, run)
+    check_fits(estimate_dit_training(model.config, nn.meta.unbox(abstract_params(model.config)), cfg.data.rows,
+                                     cfg.data.seq_len, cfg.data.text_len, not cfg.train.lora.enabled, ctx.mesh))
+    data = _ClipData(cfg, autoencoder, text_encoder, run)  # refused above rather than after encoding every clip
     optimizer = make_optimizer(cfg.train)
     lora = cfg.train.lora
     fingerprint, meta, frozen, weights = cfg.spec.fingerprint, {}, None, own_weights
@@ -187,6 +205,7 @@ def train_dit(config: ml_collections.ConfigDict, workdir: PathLike) -> dict[str,
               "text_encoder": text_encoder.fingerprint, **meta},
         evaluate=evaluate, eval_every=cfg.eval.every, count_items=_count_items, prepare_batch=data.prepare,
         warm_start_checks={"vae_step": autoencoder.step}, frozen=() if frozen is None else (frozen,),
+        data_metrics=lambda: {"data_skipped_records": len(data.skipped)},
     )
     # LoRA reads its base above; a full fine-tune copies init_from's weights into the state.
     metrics = run_training(ctx, trainer, cfg.train, run, config, init_from="" if lora.enabled else cfg.train.init_from)

@@ -6,15 +6,20 @@
 
 A trainer (`dit_trainer`, `vae_trainer`) supplies only its parts (`Trainer`): how to make the fresh
 state, the pure train step, this host's batches and an optional evaluation. The runner owns the
-rest: shardings, checkpoints (async, atomic, keep-N, with the data position), warm start, resume
-(refusing a different model), the config record, metrics (TensorBoard + JSONL), the non-finite loss
-guard, and preemption: SIGTERM/SIGINT finish the current step, save a checkpoint, and stop.
+rest: one writer per run (an OS lock, `sorajax.runs.writer_lock`), shardings, checkpoints (async, atomic,
+keep-N, with the data position), warm start, resume (refusing a different model; a damaged newest
+checkpoint is moved aside and the newest intact one used), the config record, metrics (TensorBoard +
+JSONL; steps a killed run logged after its last checkpoint are dropped, as they are logged again), the
+non-finite loss guard, and preemption: SIGTERM/SIGINT finish the current step, save a checkpoint, and stop.
+A run with `train.max_seconds` stops the same way once that much wall time has passed in the loop.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import signal
+import sys
+import time
 from typing import Any, Callable, Iterator
 
 import jax
@@ -23,9 +28,11 @@ from sorajax.parallel.context import MeshContext
 from sorajax.parallel.sharding import NamesFor
 from sorajax.parallel.steps import state_step
 from sorajax.runs.checkpoints import CHECKPOINTS, Checkpointer
+from sorajax.runs.damage import NoIntactCheckpointError, damaged_names, none_intact_message
 from sorajax.runs.metrics import MetricsWriter
 from sorajax.runs.paths import PathLike, run_path
 from sorajax.runs.records import as_json_tree, fingerprint_differences, record_run_config
+from sorajax.runs.writer_lock import hold_run
 from sorajax.train.config import TrainConfig
 from sorajax.train.nonfinite import NonFiniteGuard, skip_nonfinite
 from sorajax.train.progress import ProgressBar, StepRate
@@ -51,6 +58,7 @@ class Trainer:
     state_axes: NamesFor | None = None  # names of state leaves not in logical boxes
     warm_start_checks: dict = dataclasses.field(default_factory=dict)  # metadata an init_from source must match
     frozen: tuple = ()  # arrays the step reads but never updates (LoRA's base weights): its extra arguments
+    data_metrics: Callable[[], dict] = dict  # logged with every step's metrics (e.g. damaged records skipped)
 
 
 class StopRequest:
@@ -81,21 +89,26 @@ class StopRequest:
 
 
 def resume(ckpt: Checkpointer, state: Any, batches: Any, trainer: Trainer, run: Any) -> Any:
-    """The newest checkpoint restored into `state`'s layout (and the data position), or `state` itself.
+    """The newest intact checkpoint restored into `state`'s layout (and the data position), or `state` itself.
 
     Refuses a checkpoint whose model fingerprint differs: silently continuing a different
-    architecture would either crash deep in Orbax or corrupt the run.
+    architecture would either crash deep in Orbax or corrupt the run. Damaged steps are moved aside
+    (:meth:`Checkpointer.newest_intact`); a run whose every step was damaged is refused, not restarted.
     """
     if ckpt.latest_step() is None:
+        if damaged_names(ckpt.directory):  # all moved aside earlier: starting over here would be silent
+            raise NoIntactCheckpointError(none_intact_message(ckpt.directory, {}))
         return state
-    saved = ckpt.read_meta().get("model_fingerprint")
+    _, meta = ckpt.newest_intact(ckpt.read_meta)
+    saved = meta.get("model_fingerprint")
     differences = fingerprint_differences(saved, trainer.fingerprint) if saved is not None else []
     if differences:
         raise ValueError(
             f"the checkpoint in {run} was trained with a different {trainer.name} config ({'; '.join(differences)}); "
             "resume with the same config, or pass a new --workdir to start a fresh run"
         )
-    state, _ = ckpt.restore(state, data_iterator=batches)
+    fresh = state
+    _, (state, _) = ckpt.newest_intact(lambda step: ckpt.restore(fresh, step=step, data_iterator=batches))
     print(f"resumed {trainer.name} from step {int(state.step)} in {run}")
     return state
 
@@ -104,24 +117,25 @@ def run_training(ctx: MeshContext, trainer: Trainer, settings: TrainConfig, run:
                  init_from: str = "") -> dict[str, float]:
     """Trains (or resumes) `trainer` in `run` up to `settings.steps`; returns the last evaluation's metrics."""
     run = run_path(run)
-    run.mkdir(parents=True, exist_ok=True)
-    print(f"mesh: {ctx.describe()}")
-    state, shardings = ctx.init(trainer.init_state, trainer.state_axes)
-    ckpt = Checkpointer(run / CHECKPOINTS, max_to_keep=settings.keep_checkpoints, save_every=settings.save_every,
-                        async_save=settings.async_checkpoints)
-    writer = None
-    try:
-        if init_from and ckpt.latest_step() is None:  # fine-tuning; a restart resumes the run's own checkpoints
-            state = warm_start(state, init_from, trainer.fingerprint, trainer.train_command, trainer.warm_start_checks)
-        state = resume(ckpt, state, trainer.batches, trainer, run)
-        record_run_config(run, config_record, int(state.step) if ckpt.latest_step() is not None else None)
-        meta = {**trainer.meta, "model_fingerprint": trainer.fingerprint, "config": as_json_tree(config_record)}
-        writer = MetricsWriter(run)
-        return _loop(ctx, trainer, settings, state, shardings, ckpt, writer, meta)
-    finally:  # close files and finish pending async saves even when a step fails.
-        ckpt.close()
-        if writer is not None:
-            writer.close()
+    with hold_run(run):  # refused here, before any work, when a live trainer writes this run
+        print(f"mesh: {ctx.describe()}")
+        state, shardings = ctx.init(trainer.init_state, trainer.state_axes)
+        ckpt = Checkpointer(run / CHECKPOINTS, max_to_keep=settings.keep_checkpoints, save_every=settings.save_every,
+                            async_save=settings.async_checkpoints, writer=True)
+        writer = None
+        try:
+            if init_from and ckpt.latest_step() is None:  # fine-tuning; a restart resumes the run's own checkpoints
+                state = warm_start(state, init_from, trainer.fingerprint, trainer.train_command,
+                                   trainer.warm_start_checks)
+            state = resume(ckpt, state, trainer.batches, trainer, run)
+            record_run_config(run, config_record, int(state.step) if ckpt.latest_step() is not None else None)
+            meta = {**trainer.meta, "model_fingerprint": trainer.fingerprint, "config": as_json_tree(config_record)}
+            writer = MetricsWriter(run, resume_step=int(state.step))
+            return _loop(ctx, trainer, settings, state, shardings, ckpt, writer, meta)
+        finally:  # close files and finish pending async saves even when a step fails.
+            ckpt.close()
+            if writer is not None:
+                writer.close(failing=sys.exc_info()[0] is not None)
 
 
 def guarded_step(ctx: MeshContext, train_step: Callable, shardings: Any, donate: bool = True) -> Any:
@@ -142,6 +156,7 @@ def _loop(ctx: MeshContext, trainer: Trainer, settings: TrainConfig, state: Any,
     # when the guard checks it and the progress bar counts it (at most one step runs ahead of the host).
     pending: list[tuple[int, Any, int]] = []
     rate = StepRate()
+    started = time.monotonic()
 
     with StopRequest() as stop, ProgressBar(total=last, initial=start, desc=trainer.name, dynamic_ncols=True,
                                             rate=rate) as bar:
@@ -161,22 +176,26 @@ def _loop(ctx: MeshContext, trainer: Trainer, settings: TrainConfig, state: Any,
             if step % settings.log_every == 0 or step == last:  # logging reads this step's numbers anyway
                 settle()
                 speed = {"items_per_s": rate.items_per_s(), "steps_per_s": rate.steps_per_s()}
-                logged = writer.write_scalars(step, {**metrics, "nonfinite_steps": guard.total,
+                logged = writer.write_scalars(step, {**metrics, "nonfinite_steps": guard.total, **trainer.data_metrics(),
                                                      **{k: v for k, v in speed.items() if v is not None}})
                 bar.set_postfix({k: f"{logged[k]:.4g}" for k in ("loss",) if k in logged})
-            final = step == last or stop.requested
+            out_of_time = 0 < settings.max_seconds <= time.monotonic() - started
+            stopping = stop.requested or out_of_time
+            final = step == last or stopping
             if trainer.evaluate is not None and (step % trainer.eval_every == 0 or final):
                 settle()
                 with rate.paused():  # evaluation time is not training time: left out of the rate and the ETA
                     state, eval_metrics = trainer.evaluate(state)
                     state = jax.device_put(state, shardings)  # an evaluation may replace a leaf (latent statistics)
                 writer.write_scalars(step, {f"eval/{k}": v for k, v in eval_metrics.items()})
-            if ckpt.should_save(step, last) or stop.requested:
+            if ckpt.should_save(step, last) or stopping:
                 settle()  # never save past a run of NaN steps unannounced
                 with rate.paused():
                     ckpt.save(step, state, data_iterator=trainer.batches,
                               meta={**meta, "step": step, "eval": eval_metrics})
-            if stop.requested:
+            if stopping:
+                if out_of_time and step < last:
+                    print(f"\n{trainer.name}: train.max_seconds={settings.max_seconds:g} reached after step {step}")
                 break
         settle()
     ckpt.wait()

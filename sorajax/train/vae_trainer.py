@@ -20,7 +20,8 @@ from sorajax.data.iterators import batch_dataset, batch_iterator
 from sorajax.data.video_batches import VideoBatchMaker
 from sorajax.data.world import WorldOptions, WorldSource
 from sorajax.eval.vae_eval import collect_latents, evaluate_reconstruction, make_encode, make_scores
-from sorajax.models.vae import CausalVAE, compute_latent_stats
+from sorajax.memory_estimate import check_fits, check_host_fits, estimate_vae_training
+from sorajax.models.vae import CausalVAE, abstract_variables, compute_latent_stats
 from sorajax.models.vae_config import PARAM_AXES_BY_RANK, VIDEO_AXES, VAEConfig
 from sorajax.parallel.context import MeshContext
 from sorajax.parallel.mesh import MeshConfig
@@ -83,12 +84,25 @@ def held_out_batches(cfg: VAERunConfig, count: int, split: str = "eval") -> list
     return batches
 
 
+def _check_batch_fits(cfg: VAERunConfig, ctx: MeshContext) -> None:
+    """Refuse a batch that cannot fit, before any clip is rendered: its clips on the host (rendered at their size,
+    then cropped), and one training step on the device."""
+    largest = max(cfg.data.sizes, key=lambda size: size[0] * size[1] * size[2])
+    check_host_fits(cfg.data.batch_size * int(np.prod(largest)) * 3 * 4,
+                    f"rendering data.batch_size={cfg.data.batch_size} clips of {'x'.join(map(str, largest))}",
+                    "use a smaller data.batch_size or smaller data.sizes")
+    frames, height, width = largest if cfg.data.crop is None else (min(largest[0], cfg.data.crop[0]), *cfg.data.crop[1:])
+    check_fits(estimate_vae_training(cfg.vae, abstract_variables(cfg.vae)["params"], cfg.data.batch_size, frames,
+                                     height, width, ctx.mesh))
+
+
 def train_vae(config: ml_collections.ConfigDict, workdir: PathLike) -> dict[str, float]:
     """Trains (or resumes) the autoencoder in `workdir`; returns the final eval metrics."""
     cfg = VAERunConfig.from_config(config)  # every section checked before any work
     ctx = MeshContext.create(cfg.mesh, cfg.rules)
     vae = CausalVAE(cfg.vae)
     optimizer = make_optimizer(cfg.train)
+    _check_batch_fits(cfg, ctx)
     source = WorldSource(cfg.data.sizes, cfg.seed, cfg.world)
     maker = VideoBatchMaker(source, cfg.data.batch_size, cfg.data.crop, jax.process_index(), jax.process_count())
     batches = batch_iterator(batch_dataset(maker), cfg.data.worker_count, prefetch_threads=0)

@@ -55,9 +55,9 @@ def warm_start(state: Any, spec: str, fingerprint: str, train_command: str, must
     names = [name for name in entries if hasattr(state, name)]
     stored = {name: saved_weights(meta, name) for name in names}  # a converted run has params only
     # Restored into this state's structure and shardings (a mesh run gets sharded weights).
-    restored, _ = restore_run_part(source, meta.get("step", step), train_command,
-                                  {stored[name]: abstract_like(getattr(state, name)) for name in names})
-    print(f"initialised from {source} step {meta.get('step')} ({', '.join(names)}; optimizer and step start fresh)")
+    restored, restored_meta = restore_run_part(source, step, train_command,  # an older step if this one is damaged
+                                               {stored[name]: abstract_like(getattr(state, name)) for name in names})
+    print(f"initialised from {source} step {restored_meta.get('step')} ({', '.join(names)}; optimizer and step start fresh)")
     values, used = {}, set()
     for name in names:  # one saved tree for two state entries: the second gets its own copy (donation)
         values[name] = restored[stored[name]] if stored[name] not in used else jax.tree.map(jnp.copy, restored[stored[name]])

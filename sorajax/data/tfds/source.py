@@ -48,6 +48,14 @@ class TfdsClipSource:
             self._records = tfds.builder_from_directory(str(self.dataset_dir)).as_data_source(SPLIT)
         return self._records[int(index)]
 
+    def shard_name(self, index: int) -> str:
+        """The array_record file holding record `index` (named when a record is damaged)."""
+        import tensorflow_datasets as tfds
+
+        split = tfds.builder_from_directory(str(self.dataset_dir)).info.splits[SPLIT]
+        shard = int(np.searchsorted(np.cumsum(split.shard_lengths), int(index), side="right"))
+        return str(self.dataset_dir / split.filenames[min(shard, len(split.filenames) - 1)])
+
     def frames(self, index: int, frame_indices: Sequence[int]) -> np.ndarray:
         record = self.record(index)
         return decode_frames(record["frames"], record["frame_offsets"], frame_indices)

@@ -14,6 +14,8 @@ import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
+from sorajax.config_dataclasses import unknown_key
+
 # Saturated object colours (RGB, uint8). Names are the words captions use.
 OBJECT_COLOURS: dict[str, tuple[int, int, int]] = {
     "red": (230, 30, 30),
@@ -178,7 +180,7 @@ def _init_naming_unknown_keys(dataclass_init):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         unknown = sorted(set(kwargs) - known)
         if unknown:
-            raise ValueError(f"Unknown WorldOptions keys {unknown}; valid keys are {sorted(known)}.")
+            raise ValueError(unknown_key(unknown[0], "world", known))
         dataclass_init(self, *args, **kwargs)
 
     __init__.__wrapped__ = dataclass_init  # keeps inspect.signature informative

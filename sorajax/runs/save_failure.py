@@ -1,0 +1,105 @@
+"""A checkpoint save the disk refuses (full, read-only, over quota): one line, and the run is kept.
+
+Orbax writes a step into a temporary folder and renames it only once complete, so a save that
+fails leaves the previous steps as they were (and the temporary folder, which the next writer
+removes). What it does not do is say so: TensorStore's status (`RESOURCE_EXHAUSTED: ... No space
+left on device [os_error_code='28']`) comes back as a `ValueError`, after Orbax's background threads
+have logged it with their tracebacks, and the writes it abandoned finish later into its closed event
+loop ("Event loop is closed", "coroutine ... was never awaited", dozens of tracebacks). Here such
+failures are recognised by their OS error code, re-raised as one `CheckpointSaveError` that names
+the directory, the cause, the intact step and the fix, and that echo of it is dropped.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import re
+import sys
+import warnings
+from typing import Any
+
+# The OS refusing a write: disk full, quota, read-only, permission, file size limit, device error.
+WRITE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EFBIG, errno.EIO}
+_TENSORSTORE_CODE = re.compile(r"os_error_code='(\d+)'")
+
+
+class RunWriteError(OSError):
+    """The OS refused a write into a run directory (disk full, read-only, ...): one line with the fix."""
+
+
+class CheckpointSaveError(RunWriteError):
+    """A checkpoint could not be written; the steps saved before it are intact."""
+
+
+def write_errno(error: BaseException) -> int | None:
+    """The OS error code of a refused write in `error` or its causes (an OSError, or TensorStore's status text)."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        if isinstance(error, OSError) and error.errno in WRITE_ERRNOS:
+            return error.errno
+        match = _TENSORSTORE_CODE.search(str(error))
+        if match and int(match.group(1)) in WRITE_ERRNOS:
+            return int(match.group(1))
+        error = error.__cause__ or error.__context__
+    return None
+
+
+def refused(what: str, code: int, fix: str) -> RunWriteError:
+    """`RunWriteError` for writing `what` refused with OS error `code`, and what to do."""
+    return RunWriteError(f"could not write {what}: {os.strerror(code)} (errno {code}); {fix}")
+
+
+def save_failure_message(directory: object, step: int | None, code: int, intact: list[int]) -> str:
+    what = f"checkpoint step {step}" if step is not None else "a checkpoint"
+    kept = f"it resumes from step {max(intact)}, which is intact" if intact else "no step was saved before it"
+    return (f"could not save {what} in {directory}: {os.strerror(code)} (errno {code}); free space there or make it "
+            f"writable (or move the run to a disk with room), then rerun the same command: {kept}")
+
+
+class RefusedWriteEchoes(logging.Filter):
+    """Drops the ERROR logs that echo a refused write: Orbax's save threads' tracebacks, and asyncio's "exception
+    was never retrieved" for the writes Orbax abandoned. The caller gets the same failure as one
+    `CheckpointSaveError`."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno < logging.ERROR:
+            return True
+        error = record.exc_info[1] if record.exc_info else None
+        codes = {int(code) for code in _TENSORSTORE_CODE.findall(record.getMessage())}
+        return write_errno(error) is None and not codes & WRITE_ERRNOS
+
+
+def _drop_closed_loop_echo(previous: Any) -> Any:
+    """An unraisable hook that drops the echoes of I/O Orbax abandoned: "Event loop is closed" from TensorStore
+    completions arriving after it gave up a save (and closed its loop), and the errors of its array-reading
+    coroutines left unawaited when one read of a damaged step failed (reported as the damage). Everything else
+    goes to `previous`."""
+
+    def hook(unraisable: Any) -> None:
+        if unraisable.exc_type is RuntimeError and str(unraisable.exc_value) == "Event loop is closed":
+            return
+        code = getattr(unraisable.object, "cr_code", None)
+        if code is not None and f"{os.sep}orbax{os.sep}" in code.co_filename:
+            return
+        previous(unraisable)
+
+    hook.drops_closed_loop_echo = True
+    return hook
+
+
+_FILTER = RefusedWriteEchoes()
+
+
+def quiet_orbax_write_errors() -> None:
+    """Installs the filters (once): on absl's logger (the one Orbax logs through) and asyncio's, the unraisable
+    hook, and the warning for the writes Orbax abandoned unawaited."""
+    for name in ("absl", "asyncio"):
+        logger = logging.getLogger(name)
+        if _FILTER not in logger.filters:
+            logger.addFilter(_FILTER)
+    if not getattr(sys.unraisablehook, "drops_closed_loop_echo", False):
+        sys.unraisablehook = _drop_closed_loop_echo(sys.unraisablehook)
+    warnings.filterwarnings("ignore", message=r"coroutine '.*write_fragment' was never awaited", category=RuntimeWarning)

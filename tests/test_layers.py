@@ -15,7 +15,8 @@ PACKAGE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 
 # Lowest first; a module may import its own layer and the layers before it.
 LAYERS = [
-    ("leaves", ["patches", "conditioning", "video_io", "config_loading", "config_dataclasses", "logging_setup", "cli"]),
+    ("leaves", ["patches", "conditioning", "video_io", "config_loading", "config_dataclasses", "logging_setup", "cli",
+                "size_ceiling"]),
     ("parallel", ["parallel"]),
     ("models", ["models"]),
     ("diffusion", ["diffusion"]),

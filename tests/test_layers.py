@@ -15,7 +15,8 @@ PACKAGE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 
 # Lowest first; a module may import its own layer and the layers before it.
 LAYERS = [
-    ("leaves", ["patches", "conditioning", "video_io", "config_loading", "config_dataclasses", "logging_setup", "cli"]),
+    ("leaves", ["patches", "conditioning", "video_io", "config_loading", "config_dataclasses", "logging_setup", "cli",
+                "size_ceiling", "memory_estimate"]),
     ("parallel", ["parallel"]),
     ("models", ["models"]),
     ("diffusion", ["diffusion"]),
@@ -23,7 +24,7 @@ LAYERS = [
     ("data", ["data"]),
     ("eval", ["eval"]),
     ("train", ["train"]),
-    ("pipeline", ["pipeline", "prompting", "long_video", "prompt_expansion", "memory_estimate", "wan"]),
+    ("pipeline", ["pipeline", "prompting", "long_video", "prompt_expansion", "wan"]),
     ("sweeps", ["sweeps"]),
     ("entry points", ["main", "generate", "train_dit", "train_vae", "eval_vae", "probe", "aot_compile",
                       "build_dataset", "recaption", "convert", "merge_lora", "sweep", "compare", "notebook"]),

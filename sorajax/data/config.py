@@ -14,7 +14,7 @@ from sorajax.config_dataclasses import from_mapping
 from sorajax.data.clip_sizing import FRAMINGS, SizingConfig
 from sorajax.data.world.scene import check_clip_size
 from sorajax.data.world.source import CAPTION_STYLES
-from sorajax.memory_estimate import SizeCeiling
+from sorajax.size_ceiling import SizeCeiling
 
 Size = tuple[int, int, int]
 SOURCES = ("world", "tfds")

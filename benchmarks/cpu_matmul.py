@@ -1,6 +1,7 @@
 """Matmul rates of JAX under several XLA_FLAGS settings and of PyTorch, on the same cores, interleaved.
 
-    python benchmarks/cpu_matmul.py [--flags= --flags=--xla_cpu_experimental_onednn_fusion_type=dot ...]
+    python benchmarks/cpu_matmul.py [--flags= --flags="--xla_cpu_experimental_ynn_fusion_type= --xla_cpu_use_onednn=true
+        --xla_cpu_experimental_onednn_fusion_type=dot" ...]
         [--rounds 5] [--torch_python /work/refenv/bin/python] [--dtype float32]
 
 Why: XLA:CPU runs dots through its own kernels unless flags route them to a library, and the flags must be
@@ -35,7 +36,11 @@ SHAPES = {
     "values 12x1950x1950x128": ((12, 1950, 1950), (12, 1950, 128)),
 }
 CALLS_PER_ROUND = 3
-DEFAULT_FLAGS = "--xla_cpu_experimental_onednn_fusion_type=dot"
+# jaxlib 0.12 runs dots as YNNPACK fusions; emptying that list gives XLA's own (Eigen) dots, and these route
+# them to oneDNN instead (graph fusions; the older matmul custom calls).
+NO_YNN = "--xla_cpu_experimental_ynn_fusion_type="
+DEFAULT_FLAGS = ["", NO_YNN, f"{NO_YNN} --xla_cpu_use_onednn=true --xla_cpu_experimental_onednn_fusion_type=dot",
+                 f"{NO_YNN} --xla_cpu_use_onednn=true --xla_cpu_experimental_onednn_custom_call=true"]
 
 
 def flops(lhs: tuple[int, ...], rhs: tuple[int, ...]) -> float:
@@ -101,7 +106,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--flags", action="append", default=None,
                         help="XLA_FLAGS of one JAX worker, repeatable, written --flags=VALUE ('--flags=': XLA:CPU's "
-                             "own kernels); default: none and sorajax's defaults")
+                             "own kernels); default: the default, Eigen and the two oneDNN routes")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
     parser.add_argument("--torch_python", default="/work/refenv/bin/python", help="'' to leave PyTorch out")
@@ -111,7 +116,7 @@ def main() -> None:
         worker(args.worker, args.dtype)
         return
     workers = {f"jax {flags or '(no flags)'}": start_worker(sys.executable, "jax", args.dtype, flags)
-               for flags in args.flags or ["", DEFAULT_FLAGS]}
+               for flags in args.flags or DEFAULT_FLAGS}
     if args.torch_python and shutil.which(args.torch_python):
         workers["torch"] = start_worker(args.torch_python, "torch", args.dtype, None)
     for name, proc in workers.items():

@@ -103,11 +103,11 @@ def torch_worker(args: argparse.Namespace) -> None:
             velocity = uncond.float() + GUIDANCE * (cond.float() - uncond.float())
         return x_t + (NEXT_SIGMA - SIGMA) * velocity
 
-    def timed(fn) -> float:
-        start = time.perf_counter()
+    def timed(fn) -> tuple[float, float]:
+        start, cpu = time.perf_counter(), time.process_time()
         fn()
         sync()
-        return time.perf_counter() - start
+        return time.perf_counter() - start, time.process_time() - cpu
 
     print(json.dumps({"ready": torch.__version__, "threads": torch.get_num_threads()}), flush=True)
     for line in sys.stdin:
@@ -119,7 +119,7 @@ def torch_worker(args: argparse.Namespace) -> None:
             reply = {"flops": matmul_peak("torch", "bfloat16" if device == "cuda" else "float32",
                                           command["size"], device=device)}
         else:
-            reply = {"seconds": timed({"train": train, "guided": guided}[command["do"]])}
+            reply = dict(zip(("seconds", "cpu_seconds"), timed({"train": train, "guided": guided}[command["do"]])))
         print(json.dumps(reply), flush=True)
 
 
@@ -230,14 +230,15 @@ class SorajaxSide:
     def guided(self) -> np.ndarray:
         return np.asarray(self.guided_step(self.state[0]))
 
-    def timed(self, which: str) -> float:
-        start = time.perf_counter()
+    def timed(self, which: str) -> tuple[float, float]:
+        """(wall seconds, CPU seconds of every thread of this process) of one step."""
+        start, cpu = time.perf_counter(), time.process_time()
         if which == "train":
             self.state, loss = self.train_step(self.state)
             self.jax.block_until_ready(loss)
         else:
             self.jax.block_until_ready(self.guided_step(self.state[0]))
-        return time.perf_counter() - start
+        return time.perf_counter() - start, time.process_time() - cpu
 
 
 # ------------------------------------------------------------------------------------------------ the run
@@ -285,28 +286,39 @@ def run(args: argparse.Namespace) -> dict:
           + ", ".join(f"{side} {r / 1e9:,.1f} GFLOP/s" for side, r in rates.items()))
     peak = published_peak()
     flops = dict(zip(("train", "guided"), jax_side.flops()))
-    sides = [("sorajax", jax_side.timed)] + ([("diffusers", lambda w: torch_side.ask(w)["seconds"])] if torch_side else [])
+    def ask_torch(which: str) -> tuple[float, float]:
+        reply = torch_side.ask(which)
+        return reply["seconds"], reply["cpu_seconds"]
+
+    sides = [("sorajax", jax_side.timed)] + ([("diffusers", ask_torch)] if torch_side else [])
     print(f"{'step':7s} {'side':10s} {'median s':>9s} {'min s':>8s} {'tokens/s':>9s} {'GFLOP/s':>9s} "
-          f"{'MFU pub':>8s} {'ratio':>6s}")
+          f"{'MFU pub':>8s} {'ratio':>6s} {'CPU s':>7s} {'CPU ratio':>9s}")
     for which in ("train", "guided"):
         for _, fn in sides:
             fn(which)  # one warm-up each (torch allocator, first AdamW state)
         seconds: dict[str, list[float]] = {side: [] for side, _ in sides}
+        cpu_seconds: dict[str, list[float]] = {side: [] for side, _ in sides}
         for _ in range(args.repeats):
             for side, fn in sides:
-                seconds[side].append(fn(which))
+                wall, cpu = fn(which)
+                seconds[side].append(wall)
+                cpu_seconds[side].append(cpu)
         medians = {side: statistics.median(s) for side, s in seconds.items()}
+        cpu_medians = {side: statistics.median(s) for side, s in cpu_seconds.items()}
         for side, s in seconds.items():
             rate = flops[which] / medians[side]
             ratio = medians.get("diffusers", float("nan")) / medians[side]
+            cpu_ratio = cpu_medians.get("diffusers", float("nan")) / cpu_medians[side]
             mfu = f"{rate / peak:8.1%}" if peak else f"{'-':>8s}"
             print(f"{which:7s} {side:10s} {medians[side]:9.3f} {min(s):8.3f} {jax_side.tokens / medians[side]:9,.0f} "
-                  f"{rate / 1e9:9,.1f} {mfu} {ratio:5.2f}x", flush=True)
-        result[which] = dict(seconds=seconds, median=medians, flops=flops[which],
+                  f"{rate / 1e9:9,.1f} {mfu} {ratio:5.2f}x {cpu_medians[side]:7.2f} {cpu_ratio:8.2f}x", flush=True)
+        result[which] = dict(seconds=seconds, median=medians, flops=flops[which], cpu_seconds=cpu_seconds,
+                             cpu_median=cpu_medians,
                              ratio=medians["diffusers"] / medians["sorajax"] if torch_side else None,
                              mfu={side: flops[which] / m / peak for side, m in medians.items()} if peak else None)
     print("ratio: diffusers median seconds over sorajax median seconds (above 1: sorajax faster); "
-          "GFLOP/s of both sides at sorajax's XLA-counted FLOPs")
+          "GFLOP/s of both sides at sorajax's XLA-counted FLOPs; CPU s: CPU seconds of all the side's threads, "
+          "the fairer ratio when other jobs share the machine")
     if torch_side:
         torch_side.close()
     return result

@@ -118,3 +118,29 @@ def test_shape_mismatch_errors():
         dot_product_attention(q, k, v, SELF_SEGMENTS[:, :6], SELF_SEGMENTS)
     with pytest.raises(ValueError, match="attention wants"):
         dot_product_attention(q, k[:, :, :1], v, SELF_SEGMENTS, SELF_SEGMENTS)
+
+
+@pytest.mark.parametrize("dtype, atol", [(jnp.float32, 2e-5), (jnp.bfloat16, 6e-2)])
+def test_xla_gradient_equals_autodiff_of_jax_attention(dtype, atol):
+    """The 'xla' path's hand-written backward equals autodiff of jax.nn.dot_product_attention (packed
+    self-attention with padding, and cross-attention where one sample has no caption tokens)."""
+    text_segments = jnp.asarray([[1, 1, 1, 0, 0], [1, 1, 1, 1, 0]], jnp.int32)
+    for lkv, kv_segments in ((7, SELF_SEGMENTS), (5, text_segments)):
+        q, k, v = (a.astype(dtype) for a in _qkv(5, 7, lkv))
+        weights = jax.random.normal(jax.random.key(6), q.shape, jnp.float32)
+        mask = segment_mask(SELF_SEGMENTS, kv_segments)
+        live = jnp.any(mask, axis=-1, keepdims=True)
+
+        def reference(q, k, v):
+            out = jax.nn.dot_product_attention(q, k, v, mask=mask | ~live, implementation="xla")
+            return jnp.where(jnp.transpose(live, (0, 2, 1, 3)), out, 0)
+
+        def ours(q, k, v):
+            return dot_product_attention(q, k, v, SELF_SEGMENTS, kv_segments, "xla")
+
+        grads = [jax.grad(lambda *a: jnp.sum(f(*a).astype(jnp.float32) * weights), argnums=(0, 1, 2))(q, k, v)
+                 for f in (ours, reference)]
+        for mine, expected in zip(*grads):
+            assert mine.dtype == dtype
+            np.testing.assert_allclose(np.asarray(mine, np.float32), np.asarray(expected, np.float32), atol=atol)
+            assert float(jnp.max(jnp.abs(expected.astype(jnp.float32)))) > 0.1

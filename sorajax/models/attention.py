@@ -144,11 +144,57 @@ def heads_major_attention(q: Array, k: Array, v: Array, mask: Array) -> Array:
     q, k and v are first laid out heads-major ``[B, N, L, H]`` so that both batched matmuls run on
     contiguous per-head matrices. Why: on CPU the token-major einsums transpose the [B, N, Lq, Lk]
     logits' operands inside the dot, and this layout makes the attention ~20-25% cheaper (forward
-    and backward) at Wan's 12 heads of 128 (benchmarks/wan_speed.py).
+    and backward) at Wan's 12 heads of 128 (benchmarks/wan_speed.py). Its gradient is
+    :func:`_heads_major_backward`'s.
     """
-    precision = jax.lax.DotAlgorithmPreset.BF16_BF16_F32 if q.dtype == jnp.bfloat16 else None
-    qh, kh, vh = (rearrange(x, "b l n h -> b n l h") for x in (q * jnp.asarray(q.shape[-1] ** -0.5, q.dtype), k, v))
-    logits = jnp.einsum("bnqh,bnkh->bnqk", qh, kh, precision=precision, preferred_element_type=jnp.float32)
+    qh, kh, vh = (rearrange(x, "b l n h -> b n l h") for x in (q, k, v))
+    return rearrange(_heads_major(qh, kh, vh, mask), "b n l h -> b l n h")
+
+
+def _precision(dtype: Any) -> Any:
+    return jax.lax.DotAlgorithmPreset.BF16_BF16_F32 if dtype == jnp.bfloat16 else None
+
+
+def _heads_major_forward(qh: Array, kh: Array, vh: Array, mask: Array) -> tuple[Array, Array]:
+    """(output ``[B, N, Lq, H]``, probabilities ``[B, N, Lq, Lk]`` in v's dtype)."""
+    precision = _precision(qh.dtype)
+    scaled = qh * jnp.asarray(qh.shape[-1] ** -0.5, qh.dtype)
+    logits = jnp.einsum("bnqh,bnkh->bnqk", scaled, kh, precision=precision, preferred_element_type=jnp.float32)
     logits = jnp.where(mask, logits, jnp.float32(-0.7 * jnp.finfo(jnp.float32).max))
-    probs = jax.nn.softmax(logits, axis=-1).astype(v.dtype)
-    return rearrange(jnp.einsum("bnqk,bnkh->bnqh", probs, vh), "b n l h -> b l n h")
+    probs = jax.nn.softmax(logits, axis=-1).astype(vh.dtype)
+    return jnp.einsum("bnqk,bnkh->bnqh", probs, vh, precision=precision), probs
+
+
+@jax.custom_vjp
+def _heads_major(qh: Array, kh: Array, vh: Array, mask: Array) -> Array:
+    return _heads_major_forward(qh, kh, vh, mask)[0]
+
+
+def _heads_major_fwd(qh: Array, kh: Array, vh: Array, mask: Array) -> tuple[Array, tuple]:
+    out, probs = _heads_major_forward(qh, kh, vh, mask)
+    return out, (qh, kh, vh, probs, out)
+
+
+def _heads_major_backward(residuals: tuple, d_out: Array) -> tuple[Array, Array, Array, None]:
+    """Softmax attention's gradient with the softmax's row sums taken over the head dim, not the keys.
+
+    Autodiff of the softmax forms ``sum_k P * dP`` over every query-key pair; that sum equals
+    ``sum_h dO * O`` (``dP = dO V^T`` and ``O = P V``), which reads [Lq, H] instead of [Lq, Lk] (the
+    identity flash attention's backward uses). On CPU the key-length reduction was a tenth of a Wan
+    train step. The probabilities are the forward's, saved, as autodiff saves them.
+    """
+    qh, kh, vh, probs, out = residuals
+    precision = _precision(qh.dtype)
+    scale = qh.shape[-1] ** -0.5
+    d_out = d_out.astype(vh.dtype)
+    d_v = jnp.einsum("bnqk,bnqh->bnkh", probs, d_out, precision=precision)
+    d_probs = jnp.einsum("bnqh,bnkh->bnqk", d_out, vh, precision=precision, preferred_element_type=jnp.float32)
+    row = jnp.sum(d_out.astype(jnp.float32) * out.astype(jnp.float32), axis=-1, keepdims=True)
+    d_logits = (probs.astype(jnp.float32) * (d_probs - row)).astype(qh.dtype)
+    d_q = jnp.einsum("bnqk,bnkh->bnqh", d_logits, kh, precision=precision) * jnp.asarray(scale, qh.dtype)
+    scaled = qh * jnp.asarray(scale, qh.dtype)
+    d_k = jnp.einsum("bnqk,bnqh->bnkh", d_logits, scaled, precision=precision)
+    return d_q, d_k, d_v, None
+
+
+_heads_major.defvjp(_heads_major_fwd, _heads_major_backward)

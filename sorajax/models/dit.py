@@ -61,6 +61,7 @@ from sorajax.models.frame_position import FramePositionEmbedder, frame_position_
 from sorajax.models.dit_presets import DIT_PRESETS
 from sorajax.models.dit_step_cache import blocks_with_step_cache, has_step_cache
 from sorajax.models.rope import rope_axis_dims
+from sorajax.models.condition_slots import Conditioning, expand_rows, per_condition, unique_per_row
 
 Array = jax.Array
 
@@ -122,6 +123,10 @@ class DiTConfig:
     final_layer: 'adaln' (shift/scale projected from the conditioning) or 'table' (Wan's head: a learned
       [2, width] table plus the conditioning, no projection).
     mlp_hidden_dim: the MLP's hidden width; 0 takes ``width * mlp_ratio`` (Wan's sizes are explicit).
+    condition_slots: how many distinct conditionings (noise level, and sample when a caption pool is on)
+      per row the timestep MLP, the caption pool's output and every adaLN projection run on, instead of on
+      every token; a row with more runs per token. Same results, far fewer FLOPs
+      (``sorajax.models.condition_slots``); 0 runs per token always.
     scan_layers: run the blocks with ``nn.scan`` (one compiled block instead of
       ``depth``: much faster compiles). Parameters are then stacked under
       ``blocks/block`` with a leading ``layers`` axis instead of ``block_0..``.
@@ -151,6 +156,7 @@ class DiTConfig:
     text_norm: bool = True
     final_layer: str = "adaln"
     mlp_hidden_dim: int = 0
+    condition_slots: int = 32
 
     def __post_init__(self) -> None:
         for name in ("patch_dim", "text_dim", "width", "depth", "num_heads"):
@@ -189,6 +195,8 @@ class DiTConfig:
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name} {getattr(self, name)!r} is unknown: use one of {allowed}")
+        if self.condition_slots < 0:
+            raise ValueError(f"condition_slots must be >= 0 (0: per token), got {self.condition_slots}")
         if self.mlp_hidden_dim < 0:
             raise ValueError(f"mlp_hidden_dim must be >= 0 (0: width * mlp_ratio), got {self.mlp_hidden_dim}")
         if self.frame_position_every_block and not self.frame_position:
@@ -259,16 +267,11 @@ class DiT(nn.Module):
         if cfg.text_norm:
             text_normed = layer_norm(dtype, "text_norm", affine=True, axis_name="text_embed")(text_normed)
         context = TextProjection(cfg.width, dtype, name="text_proj")(text_normed)
-        cond = TimestepEmbedder(cfg.width, dtype, name="t_embed")(t)
-        if cfg.caption_pool == "attention":
-            pooler = CaptionAttentionPooler(cfg.width, cfg.caption_pool_heads, dtype, name="caption_attention_pool")
-            cond = cond + pooler(text_normed, text_segment_ids, segment_ids)
-        elif cfg.caption_pool == "mean":
-            cond = cond + CaptionPooler(cfg.width, dtype, name="caption_pool")(text_normed, text_segment_ids,
-                                                                               segment_ids)
-        cond = constrain(cond, ("batch", "length", "embed"))
-        # What the blocks are conditioned on: cond itself, or the one projection they share.
-        block_cond = SharedModulation(cfg.width, dtype, name="modulation")(cond) if cfg.modulation == "shared" else cond
+        cond = _conditioning(self, cfg, t, segment_ids, text_normed, text_segment_ids)
+        block_cond = cond
+        if cfg.modulation == "shared":  # the one projection every block shares, then each adds its table
+            shared = per_condition(self, cond, lambda m, c: SharedModulation(cfg.width, dtype, name="modulation")(c))
+            block_cond = Conditioning(tokens=constrain(shared, ("batch", "length", "modulation", "embed")))
 
         block_args = dict(
             num_heads=cfg.num_heads,
@@ -311,6 +314,44 @@ class DiT(nn.Module):
         out = FinalLayer(cfg.patch_dim, dtype, cfg.final_layer, name="final")(x, cond).astype(jnp.float32)
         # Padding tokens predict nothing: downstream losses and unpacking never see their values.
         return jnp.where((segment_ids > 0)[..., None], out, 0.0)
+
+
+def _conditioning(dit: nn.Module, cfg: DiTConfig, t: Array, segment_ids: Array, text: Array,
+                  text_segment_ids: Array) -> Conditioning:
+    """Each token's conditioning vector (its t's embedding, plus its caption's pooled vector), and the
+    same per distinct conditioning of each row when ``cfg.condition_slots`` allows.
+
+    Rows with at most ``condition_slots`` distinct ``(segment, t)`` (nearly always) compute on those and
+    gather onto the tokens; otherwise, decided at run time by ``nn.cond``, on every token.
+    """
+    dtype = cfg.compute_dtype
+
+    def of(module: nn.Module, t: Array, segments: Array) -> Array:
+        cond = TimestepEmbedder(cfg.width, dtype, name="t_embed")(t)
+        if cfg.caption_pool == "attention":
+            pool = CaptionAttentionPooler(cfg.width, cfg.caption_pool_heads, dtype, name="caption_attention_pool")
+            cond = cond + pool(text, text_segment_ids, segments)
+        elif cfg.caption_pool == "mean":
+            cond = cond + CaptionPooler(cfg.width, dtype, name="caption_pool")(text, text_segment_ids, segments)
+        return cond
+
+    if not cfg.condition_slots or t.shape[1] <= cfg.condition_slots:
+        return Conditioning(tokens=constrain(of(dit, t, segment_ids), ("batch", "length", "embed")))
+    pooled = cfg.caption_pool != "none"
+    values, index, fits = unique_per_row((segment_ids, t) if pooled else (t,), cfg.condition_slots)
+    slot_t = values[-1]
+    slot_segments = values[0] if pooled else jnp.zeros_like(slot_t, jnp.int32)
+
+    def per_slot(module: nn.Module) -> tuple[Array, Array]:
+        slots = of(module, slot_t, slot_segments)
+        return expand_rows(slots, index), slots
+
+    def per_token(module: nn.Module) -> tuple[Array, Array]:  # the slots too, from the same layers in one call
+        both = of(module, jnp.concatenate([t, slot_t], axis=1), jnp.concatenate([segment_ids, slot_segments], axis=1))
+        return both[:, : t.shape[1]], both[:, t.shape[1]:]
+
+    tokens, slots = nn.cond(fits, per_slot, per_token, dit)
+    return Conditioning(constrain(tokens, ("batch", "length", "embed")), slots, index, fits)
 
 
 def _block_class(remat_policy: str) -> type[nn.Module]:

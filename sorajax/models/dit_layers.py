@@ -21,6 +21,7 @@ import jax
 import jax.numpy as jnp
 
 from sorajax.models.attention import dot_product_attention
+from sorajax.models.condition_slots import Conditioning, per_condition
 from sorajax.models.rope import apply_rope
 
 Array = jax.Array
@@ -162,7 +163,7 @@ class SharedModulation(nn.Module):
     def __call__(self, cond: Array) -> Array:
         mods = dense((ADALN_CHUNKS, self.width), ("embed", "modulation", "mlp"), self.dtype, "proj",
                      zero_init=True)(nn.silu(cond))
-        return constrain(mods.astype(jnp.float32), ("batch", "length", "modulation", "embed"))
+        return mods.astype(jnp.float32)
 
 
 class TextProjection(nn.Module):
@@ -268,10 +269,10 @@ class DiTBlock(nn.Module):
     norm -> cross-attention to the token's own caption -> residual (zero-init output);
     modulated norm -> MLP -> gated residual. Gates start at 0, so the block starts as identity.
 
-    ``modulation='per_block'``: ``cond [B, L, width]`` goes through this block's own
-    ``width -> 6 width`` projection. ``'shared'`` (adaLN-single): ``cond`` is already the one
-    projection every block shares, ``[B, L, 6, width]``, and the block adds its learned
-    ``[6, width]`` table: a sixth of the matmul work of per-block modulation is gone.
+    ``modulation='per_block'``: ``cond`` (``[B, L, width]`` per token, and per distinct conditioning:
+    :mod:`sorajax.models.condition_slots`) goes through this block's own ``width -> 6 width``
+    projection. ``'shared'`` (adaLN-single): ``cond.tokens`` is already the one projection every block
+    shares, ``[B, L, 6, width]``, and the block adds its learned ``[6, width]`` table.
     """
 
     num_heads: int
@@ -290,7 +291,7 @@ class DiTBlock(nn.Module):
     def __call__(
         self,
         x: Array,
-        cond: Array,
+        cond: Conditioning,
         positions: Array,
         segment_ids: Array,
         text: Array,
@@ -302,11 +303,11 @@ class DiTBlock(nn.Module):
         if self.modulation == "shared":
             table = self.param("modulation_table", logical(nn.initializers.zeros_init(), ("modulation", "embed")),
                                (ADALN_CHUNKS, width), jnp.float32)
-            mods = (cond.astype(jnp.float32) + table).astype(self.dtype)
+            mods = (cond.tokens.astype(jnp.float32) + table).astype(self.dtype)
         else:
-            mods = dense(
+            mods = per_condition(self, cond, lambda module, c: dense(
                 (ADALN_CHUNKS, width), ("embed", "modulation", "mlp"), self.dtype, "adaln", zero_init=True
-            )(nn.silu(cond))
+            )(nn.silu(c)))
         shift_attn, scale_attn, gate_attn, shift_mlp, scale_mlp, gate_mlp = (
             mods[:, :, i] for i in range(ADALN_CHUNKS)
         )
@@ -349,14 +350,14 @@ class FinalLayer(nn.Module):
     kind: str = "adaln"
 
     @nn.compact
-    def __call__(self, x: Array, cond: Array) -> Array:
+    def __call__(self, x: Array, cond: Conditioning) -> Array:
         width = x.shape[-1]
         if self.kind == "table":
             table = self.param("modulation_table", logical(nn.initializers.zeros_init(), ("modulation", "embed")),
                                (2, width), jnp.float32)
-            mods = (cond.astype(jnp.float32)[:, :, None, :] + table).astype(self.dtype)
+            mods = (cond.tokens.astype(jnp.float32)[:, :, None, :] + table).astype(self.dtype)
         else:
-            mods = dense((2, width), ("embed", "modulation", "mlp"), self.dtype, "adaln",
-                         zero_init=True)(nn.silu(cond))
+            mods = per_condition(self, cond, lambda module, c: dense(
+                (2, width), ("embed", "modulation", "mlp"), self.dtype, "adaln", zero_init=True)(nn.silu(c)))
         h = modulate(layer_norm(self.dtype, "norm", affine=False)(x), mods[:, :, 0], mods[:, :, 1])
         return dense(self.patch_dim, ("embed", "patch"), self.dtype, "linear", zero_init=True)(h)

@@ -13,6 +13,7 @@ import argparse
 import os
 import sys
 import traceback
+import warnings
 from typing import Any, Callable, NoReturn
 
 from absl import app, flags
@@ -24,6 +25,11 @@ _PACKAGE = os.path.dirname(os.path.abspath(__file__))
 _DEBUG = flags.DEFINE_bool("debug", False, "on an error, show the Python traceback instead of one line")
 
 USAGE_EXIT, ERROR_EXIT, INTERRUPTED_EXIT = 2, 1, 130
+
+# A persistent compilation cache (JAX_COMPILATION_CACHE_DIR) on a full disk cannot take a compiled program, or
+# took it truncated: JAX compiles again (a cache miss, nothing lost), so its warning is not a line for the user.
+warnings.filterwarnings("ignore", message=r"Error (writing|reading) persistent compilation cache entry",
+                        category=UserWarning)
 
 
 def one_line(text: Any) -> str:

@@ -95,8 +95,7 @@ _FILTER = RefusedWriteEchoes()
 
 def quiet_orbax_write_errors() -> None:
     """Installs the filters (once): on absl's logger (the one Orbax logs through) and asyncio's, the unraisable
-    hook, the warning for the writes Orbax abandoned unawaited, and JAX's warning for a compiled program the
-    same full disk would not take into the persistent compilation cache (a cache miss later, nothing lost)."""
+    hook, and the warning for the writes Orbax abandoned unawaited (JAX's compile-cache warnings: `sorajax.cli`)."""
     for name in ("absl", "asyncio"):
         logger = logging.getLogger(name)
         if _FILTER not in logger.filters:
@@ -104,4 +103,3 @@ def quiet_orbax_write_errors() -> None:
     if not getattr(sys.unraisablehook, "drops_closed_loop_echo", False):
         sys.unraisablehook = _drop_closed_loop_echo(sys.unraisablehook)
     warnings.filterwarnings("ignore", message=r"coroutine '.*write_fragment' was never awaited", category=RuntimeWarning)
-    warnings.filterwarnings("ignore", message=r"Error writing persistent compilation cache entry", category=UserWarning)

@@ -130,7 +130,11 @@ class TorchSide:
         if not shutil.which(args.torch_python):
             raise SystemExit(f"no PyTorch interpreter at {args.torch_python}: pass --torch_python=PATH or --sides sorajax")
         cmd = [args.torch_python, os.path.abspath(__file__), *sys.argv[1:], "--worker", f"--workdir={args.workdir}"]
-        env = dict(os.environ, PYTHONPATH=os.path.dirname(os.path.abspath(__file__)))
+        from sorajax.host_memory import wanted_tunables, with_tunables, without_tunables
+
+        # PyTorch runs as its users run it, unless --malloc_tuning=both gives it sorajax's malloc tunables too
+        env = (with_tunables if args.malloc_tuning == "both" else without_tunables)(os.environ, wanted_tunables())
+        env["PYTHONPATH"] = os.path.dirname(os.path.abspath(__file__))
         self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
         self.info = self._reply()
 
@@ -263,7 +267,8 @@ def run(args: argparse.Namespace) -> dict:
                         text_len=args.text_len, device=jax.devices()[0].device_kind, repeats=args.repeats)
     print(f"Wan transformer width {args.heads * args.head_dim}, {args.heads} heads, FFN {args.ffn}, "
           f"{args.layers} blocks; {args.samples} x {jax_side.tokens // args.samples:,} video tokens + "
-          f"{args.text_len} text positions; device {result['device']}, {'bf16 compute' if args.device == 'gpu' else 'float32'}")
+          f"{args.text_len} text positions; device {result['device']}, {'bf16 compute' if args.device == 'gpu' else 'float32'}; "
+          f"malloc tuned (sorajax.host_memory): {args.malloc_tuning}")
     guided = jax_side.guided()  # before the first train step changes the weights (the worker keeps this order)
     check = {"loss_sorajax": jax_side.train()}
     if torch_side:
@@ -346,6 +351,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--torch_python", default="/work/refenv/bin/python")
     parser.add_argument("--torch_compile", action="store_true", help="diffusers side through torch.compile")
     parser.add_argument("--json", default=None, help="also write the figures here")
+    parser.add_argument("--malloc_tuning", default="sorajax", choices=["sorajax", "both", "none"],
+                        help="who runs with sorajax.host_memory's glibc malloc tunables: sorajax, as its commands "
+                             "do (default), both sides, or neither")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--workdir", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -365,6 +373,10 @@ def main() -> None:
         return
     here = os.path.dirname(os.path.abspath(__file__))
     sys.path[:0] = [here, os.path.dirname(here)]  # this checkout's sorajax, not another installed copy
+    if args.malloc_tuning != "none":
+        from sorajax.host_memory import reexec_with_tunables
+
+        reexec_with_tunables()  # before JAX starts; a no-op once set, or off glibc
     with tempfile.TemporaryDirectory(prefix="wan_speed_") as workdir:
         args.workdir = workdir
         result = run(args)

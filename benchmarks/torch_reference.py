@@ -31,6 +31,33 @@ PATCH_DIM, TEXT_DIM, SAMPLES_PER_ROW, CAPTION = 32, 384, 4, 48
 PRESETS = {"tiny": (128, 4, 4), "S": (384, 12, 6), "B": (768, 12, 12)}
 
 
+MALLOC_TUNING = ("sorajax", "both", "none")
+
+
+def add_malloc_tuning_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--malloc_tuning", default="sorajax", choices=MALLOC_TUNING,
+                        help="who runs with sorajax.host_memory's glibc malloc tunables: sorajax, as its commands "
+                             "do (default), both sides, or neither")
+
+
+def start_with_malloc_tuning(args: argparse.Namespace) -> None:
+    """Restart this (JAX-side) process with sorajax's malloc tunables unless --malloc_tuning=none; before JAX loads."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    if os.path.dirname(here) not in sys.path:
+        sys.path.insert(0, os.path.dirname(here))  # this checkout's sorajax
+    if args.malloc_tuning != "none":
+        from sorajax.host_memory import reexec_with_tunables
+
+        reexec_with_tunables()
+
+
+def torch_environment(args: argparse.Namespace) -> dict[str, str]:
+    """The PyTorch side's environment: glibc's default malloc as its users run it, unless --malloc_tuning=both."""
+    from sorajax.host_memory import wanted_tunables, with_tunables, without_tunables
+
+    return (with_tunables if args.malloc_tuning == "both" else without_tunables)(os.environ, wanted_tunables())
+
+
 def best_time(run, repeats: int) -> float:
     """Seconds of the fastest of `repeats` calls of `run` (which must wait for its result), after one warm-up."""
     run()
@@ -161,12 +188,14 @@ def main() -> None:
     parser.add_argument("--torch_python", default="/work/refenv/bin/python")
     parser.add_argument("--torch_device", default="cpu", help="'cuda' on a GPU machine (JAX uses its default device)")
     parser.add_argument("--peak_size", type=int, default=2048, help="matmul side for each side's peak (8192 on a GPU)")
+    add_malloc_tuning_flag(parser)
     args = parser.parse_args()
     shape = (args.preset, args.rows, args.seq_len, args.dtype, args.repeats)
     if args.side == "torch":
         print(json.dumps({"torch_s": torch_side(*shape, device=args.torch_device),
                           "torch_peak": matmul_peak("torch", args.dtype, args.peak_size, device=args.torch_device)}))
         return
+    start_with_malloc_tuning(args)
     jax_s, flops = jax_side(*shape)
     jax_peak = matmul_peak("jax", args.dtype, args.peak_size)
     if args.side == "jax":
@@ -177,11 +206,12 @@ def main() -> None:
     cmd = [args.torch_python, os.path.abspath(__file__), "--side=torch", f"--preset={args.preset}",
            f"--rows={args.rows}", f"--seq_len={args.seq_len}", f"--dtype={args.dtype}", f"--repeats={args.repeats}",
            f"--torch_device={args.torch_device}", f"--peak_size={args.peak_size}"]
-    torch = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.strip().splitlines()[-1])
+    torch = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True,
+                                      env=torch_environment(args)).stdout.strip().splitlines()[-1])
     torch_s, torch_peak = torch["torch_s"], torch["torch_peak"]
     tokens, gf = args.rows * args.seq_len, 1e9
     print(f"DiT-{args.preset} {args.dtype}, {args.rows} x {args.seq_len} tokens, train step (fwd+bwd+AdamW), "
-          f"{flops / gf:.1f} GFLOP per step (XLA cost analysis)")
+          f"{flops / gf:.1f} GFLOP per step (XLA cost analysis); malloc tuned: {args.malloc_tuning}")
     print(f"sorajax (JAX): {jax_s:.3f} s/step = {tokens / jax_s:,.0f} tokens/s = {flops / jax_s / gf:.0f} GFLOP/s, "
           f"{100 * flops / jax_s / jax_peak:.0f}% of its matmul peak {jax_peak / gf:.0f} GFLOP/s")
     print(f"PyTorch reference: {torch_s:.3f} s/step = {tokens / torch_s:,.0f} tokens/s = {flops / torch_s / gf:.0f} "

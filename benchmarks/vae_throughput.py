@@ -24,6 +24,8 @@ import sys
 import time
 from collections.abc import Iterator
 
+from sorajax.host_memory import reexec_with_tunables
+
 
 def synthetic_frames(start: int, count: int, height: int, width: int) -> "np.ndarray":
     """Frames ``start .. start+count-1`` of a drifting colour pattern, ``[1, count, H, W, 3]`` in [-1, 1]."""
@@ -203,4 +205,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    reexec_with_tunables()  # time sorajax as its commands run it: malloc tuned for XLA (sorajax.host_memory)
     main()

@@ -38,6 +38,7 @@ import tempfile
 import time
 
 import numpy as np
+from torch_reference import add_malloc_tuning_flag, start_with_malloc_tuning
 
 TINY = dict(heads=2, head_dim=16, ffn=72, text_dim=24, channels=4, text_len=16, frames=2, height=4, width=6)
 SIGMA, NEXT_SIGMA, GUIDANCE, LEARNING_RATE, WEIGHT_DECAY = 0.625, 0.5, 5.0, 1e-5, 0.01
@@ -130,10 +131,9 @@ class TorchSide:
         if not shutil.which(args.torch_python):
             raise SystemExit(f"no PyTorch interpreter at {args.torch_python}: pass --torch_python=PATH or --sides sorajax")
         cmd = [args.torch_python, os.path.abspath(__file__), *sys.argv[1:], "--worker", f"--workdir={args.workdir}"]
-        from sorajax.host_memory import wanted_tunables, with_tunables, without_tunables
+        from torch_reference import torch_environment
 
-        # PyTorch runs as its users run it, unless --malloc_tuning=both gives it sorajax's malloc tunables too
-        env = (with_tunables if args.malloc_tuning == "both" else without_tunables)(os.environ, wanted_tunables())
+        env = torch_environment(args)  # PyTorch as its users run it, unless --malloc_tuning=both
         env["PYTHONPATH"] = os.path.dirname(os.path.abspath(__file__))
         self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
         self.info = self._reply()
@@ -260,11 +260,11 @@ def run(args: argparse.Namespace) -> dict:
     torch_side = TorchSide(args) if "diffusers" in args.sides else None
     jax_side = SorajaxSide(args, inputs, os.path.join(args.workdir, "transformer") if torch_side else None)
     import jax
-
     from torch_reference import matmul_peak
 
     result: dict = dict(config=transformer_config(args), samples=args.samples, tokens=jax_side.tokens,
-                        text_len=args.text_len, device=jax.devices()[0].device_kind, repeats=args.repeats)
+                        text_len=args.text_len, device=jax.devices()[0].device_kind, repeats=args.repeats,
+                        malloc_tuning=args.malloc_tuning, glibc_tunables=os.environ.get("GLIBC_TUNABLES", ""))
     print(f"Wan transformer width {args.heads * args.head_dim}, {args.heads} heads, FFN {args.ffn}, "
           f"{args.layers} blocks; {args.samples} x {jax_side.tokens // args.samples:,} video tokens + "
           f"{args.text_len} text positions; device {result['device']}, {'bf16 compute' if args.device == 'gpu' else 'float32'}; "
@@ -351,9 +351,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--torch_python", default="/work/refenv/bin/python")
     parser.add_argument("--torch_compile", action="store_true", help="diffusers side through torch.compile")
     parser.add_argument("--json", default=None, help="also write the figures here")
-    parser.add_argument("--malloc_tuning", default="sorajax", choices=["sorajax", "both", "none"],
-                        help="who runs with sorajax.host_memory's glibc malloc tunables: sorajax, as its commands "
-                             "do (default), both sides, or neither")
+    add_malloc_tuning_flag(parser)
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--workdir", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -373,10 +371,7 @@ def main() -> None:
         return
     here = os.path.dirname(os.path.abspath(__file__))
     sys.path[:0] = [here, os.path.dirname(here)]  # this checkout's sorajax, not another installed copy
-    if args.malloc_tuning != "none":
-        from sorajax.host_memory import reexec_with_tunables
-
-        reexec_with_tunables()  # before JAX starts; a no-op once set, or off glibc
+    start_with_malloc_tuning(args)  # before JAX starts; a no-op once set, or off glibc
     with tempfile.TemporaryDirectory(prefix="wan_speed_") as workdir:
         args.workdir = workdir
         result = run(args)

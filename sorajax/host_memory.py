@@ -138,7 +138,7 @@ def describe() -> str:
     current = _parse(os.environ.get("GLIBC_TUNABLES", ""))
     ours = {k: current[k] for k in wanted if k in current}
     if wanted and len(ours) == len(wanted):
-        return "malloc tuned for XLA: " + ", ".join(f"{k.split('.')[-1]}={v}" for k, v in ours.items())
+        return f"malloc tuned for XLA: GLIBC_TUNABLES={os.environ['GLIBC_TUNABLES']}"
     if opted_out(os.environ):
         return f"malloc tuned for XLA: no ({OPT_OUT}={os.environ[OPT_OUT]})"
     if not wanted:

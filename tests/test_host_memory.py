@@ -10,7 +10,14 @@ import sys
 import pytest
 
 from sorajax import host_memory
-from sorajax.host_memory import HEAP_REUSE, launched_command, needs_restart, tunables_for, with_tunables, without_tunables
+from sorajax.host_memory import (
+    HEAP_REUSE,
+    launched_command,
+    needs_restart,
+    tunables_for,
+    with_tunables,
+    without_tunables,
+)
 
 WANTED = host_memory.wanted_tunables()
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -83,11 +90,12 @@ def _memory_line(**env: str) -> str:
 
 @pytest.mark.skipif(not WANTED, reason="needs Linux with glibc")
 def test_a_command_restarts_once_with_the_tunables():
-    expected = ", ".join(f"{k.split('.')[-1]}={v}" for k, v in WANTED.items())
-    assert _memory_line() == f"malloc tuned for XLA: {expected}"
+    expected = ":".join(f"{k}={v}" for k, v in WANTED.items())
+    assert _memory_line() == f"malloc tuned for XLA: GLIBC_TUNABLES={expected}"
     # the user's own value stays
     kept = _memory_line(GLIBC_TUNABLES="glibc.malloc.arena_max=4")
-    assert "arena_max=4" in kept and "mmap_max=0" in kept
+    assert kept.startswith("malloc tuned for XLA: GLIBC_TUNABLES=glibc.malloc.arena_max=4:")
+    assert "glibc.malloc.arena_max=1" not in kept and "glibc.malloc.mmap_max=0" in kept
     # a real command's flags survive the restart: an unknown flag is still refused by name, exit 2
     refused = subprocess.run([sys.executable, "-m", "sorajax.probe", "--no_such_flag=1"], cwd=REPO, env=_clean_env(),
                              capture_output=True, text=True, timeout=120)

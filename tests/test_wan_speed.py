@@ -26,6 +26,11 @@ def test_tiny_sorajax_side_times_both_steps_and_writes_json(tmp_path):
         assert len(result[step]["seconds"]["sorajax"]) == 2 and result[step]["median"]["sorajax"] > 0
         assert result[step]["flops"] > 0 and result[step]["ratio"] is None  # no diffusers side to compare with
     assert "train   sorajax" in proc.stdout and "guided  sorajax" in proc.stdout
+    # the sorajax side restarted with the malloc tunables its commands use (sorajax.host_memory)
+    from sorajax.host_memory import wanted_tunables
+
+    assert result["malloc_tuning"] == "sorajax"
+    assert all(f"{k}={v}" in result["glibc_tunables"] for k, v in wanted_tunables().items())
 
 
 def test_gpu_mode_without_a_gpu_is_one_line():

@@ -118,12 +118,15 @@ def reexec_with_tunables(orig_argv: Sequence[str] | None = None) -> None:
     Call it first thing, before JAX is imported: everything done before is done twice.
     """
     tunables = wanted_tunables()
-    if not needs_restart(os.environ, tunables):
+    if not sys.executable or not needs_restart(os.environ, tunables):
         return
     argv = list(sys.orig_argv if orig_argv is None else orig_argv)
     sys.stdout.flush()
     sys.stderr.flush()
-    os.execve(sys.executable, [sys.executable, *argv[1:]], with_tunables(os.environ, tunables))
+    try:
+        os.execve(sys.executable, [sys.executable, *argv[1:]], with_tunables(os.environ, tunables))
+    except OSError:
+        pass  # could not start again (an odd interpreter path): run on with glibc's defaults, only slower
 
 
 def reexec_command_with_tunables() -> None:

@@ -168,6 +168,8 @@ CASES = [
      r"^error: training with data.rows=512 x data.seq_len=65536 needs ~\d+\.\d GiB per device"),
     ("train_dit", ["--config.data.sizes=((9,100000,64),)", "--workdir={root}/d"], 1,
      r"^error: data.sizes \(9, 100000, 64\): height 100000 is past the ceiling"),
+    ("train_dit", ["--config=configs/dit_tiny.py:smoke", "--config.vae_workdir={vae}", "--config.model.depth=3",
+                   "--workdir={root}/dit_copy"], 1, r"^error: the checkpoint in .* different dit config \(.*depth"),
     # train_vae
     ("train_vae", ["--config.vae.widht=3"], 2, r"^usage error: --config override: unknown key 'widht' in config 'vae'"),
     ("train_vae", ["--config.modle.width=3"], 2,
@@ -203,11 +205,17 @@ CASES = [
 def test_bad_input_is_one_line_and_a_non_zero_exit(runs, capfd, command, args, code, line):
     if "{root}/vae_copy" in " ".join(args) and not (runs["root"] / "vae_copy").exists():
         shutil.copytree(runs["vae"], runs["root"] / "vae_copy")  # resumed with a changed model: written into
+    if "{root}/dit_copy" in " ".join(args) and not (runs["root"] / "dit_copy").exists():
+        shutil.copytree(runs["dit"], runs["root"] / "dit_copy")
+        for cache in (runs["root"] / "dit_copy").glob("latents_*.npz"):
+            cache.unlink()  # refused before the clips are encoded: no latent cache is written again
     paths = {"root": runs["root"], "vae": runs["vae"], "dit": runs["dit"]}
     exit_code, lines, err = run_command(capfd, command, *[a.format(**paths) for a in args])
     assert exit_code == code, err[-2000:]
     assert len(lines) == 1 and "Traceback" not in err, err[-2000:]
     assert re.search(line, lines[0]), lines[0]
+    if "{root}/dit_copy" in " ".join(args):
+        assert not list((runs["root"] / "dit_copy").glob("latents_*.npz"))
 
 
 @pytest.mark.parametrize("setting,args,line", [

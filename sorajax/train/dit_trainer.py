@@ -55,7 +55,7 @@ from sorajax.train.config import DiTEvalConfig, DiTTrainConfig
 from sorajax.train.dit_step import init_state, make_train_step, own_weights
 from sorajax.train.lora_run import lora_fingerprint, merged_weights, resolve_base
 from sorajax.train.optim import make_optimizer
-from sorajax.train.runner import Trainer, run_training
+from sorajax.train.runner import Trainer, check_resumable, run_training
 
 TRAIN_COMMAND = "python -m sorajax.train_dit"
 EVAL_BATCHES = 2
@@ -163,17 +163,18 @@ def _train_dit(cfg: DiTRunConfig, config: ml_collections.ConfigDict, run: Any) -
     denoise = packed_denoiser(model)
     check_fits(estimate_dit_training(model.config, nn.meta.unbox(abstract_params(model.config)), cfg.data.rows,
                                      cfg.data.seq_len, cfg.data.text_len, not cfg.train.lora.enabled, ctx.mesh))
+    lora = cfg.train.lora
+    fingerprint = lora_fingerprint(cfg.spec.fingerprint, lora) if lora.enabled else cfg.spec.fingerprint
+    check_resumable(run, "dit", fingerprint)  # a changed model is refused before the clips are encoded
     data = _ClipData(cfg, autoencoder, text_encoder, run)  # refused above rather than after encoding every clip
     optimizer = make_optimizer(cfg.train)
-    lora = cfg.train.lora
-    fingerprint, meta, frozen, weights = cfg.spec.fingerprint, {}, None, own_weights
+    meta, frozen, weights = {}, None, own_weights
     if lora.enabled:  # the base is frozen (restored sharded, never saved); the state holds only adapters
         boxed = abstract_params(model.config)
         kernels = target_kernels(boxed, lora)  # targets that match nothing are refused before any weight is read
         base = resolve_base(cfg.train.init_from, run, cfg.spec.fingerprint, TRAIN_COMMAND)
         target = with_shardings(nn.meta.unbox(boxed), ctx.shardings(boxed))
         frozen, weights = load_lora_base(base, run, lora.base_weights, target, TRAIN_COMMAND), merged_weights(lora)
-        fingerprint = lora_fingerprint(cfg.spec.fingerprint, lora)
         meta = {LORA_KEY: lora.to_dict(), LORA_BASE_KEY: base}
         adapters = jax.eval_shape(lambda: init_adapters(boxed, lora, jax.random.PRNGKey(0)))
         print(f"LoRA rank {lora.rank} (scale {lora.scale:g}) on {len(kernels)} kernels: "

@@ -88,25 +88,44 @@ class StopRequest:
             signal.signal(sig, handler)
 
 
+def refuse_other_model(ckpt: Checkpointer, name: str, fingerprint: Any, run: Any) -> None:
+    """Raises when the newest intact checkpoint was trained with another model config (no-op without one).
+
+    Silently continuing a different architecture would either crash deep in Orbax or corrupt the run.
+    """
+    if ckpt.latest_step() is None:
+        return
+    _, meta = ckpt.newest_intact(ckpt.read_meta)
+    saved = meta.get("model_fingerprint")
+    differences = fingerprint_differences(saved, fingerprint) if saved is not None else []
+    if differences:
+        raise ValueError(
+            f"the checkpoint in {run} was trained with a different {name} config ({'; '.join(differences)}); "
+            "resume with the same config, or pass a new --workdir to start a fresh run"
+        )
+
+
+def check_resumable(run: PathLike, name: str, fingerprint: Any) -> None:
+    """:func:`refuse_other_model` before any expensive work (encoding clips), by the run's writer."""
+    run = run_path(run)
+    ckpt = Checkpointer(run / CHECKPOINTS, writer=True)
+    try:
+        refuse_other_model(ckpt, name, fingerprint, run)
+    finally:
+        ckpt.close()
+
+
 def resume(ckpt: Checkpointer, state: Any, batches: Any, trainer: Trainer, run: Any) -> Any:
     """The newest intact checkpoint restored into `state`'s layout (and the data position), or `state` itself.
 
-    Refuses a checkpoint whose model fingerprint differs: silently continuing a different
-    architecture would either crash deep in Orbax or corrupt the run. Damaged steps are moved aside
+    Refuses a checkpoint whose model fingerprint differs (:func:`refuse_other_model`). Damaged steps are moved aside
     (:meth:`Checkpointer.newest_intact`); a run whose every step was damaged is refused, not restarted.
     """
     if ckpt.latest_step() is None:
         if damaged_names(ckpt.directory):  # all moved aside earlier: starting over here would be silent
             raise NoIntactCheckpointError(none_intact_message(ckpt.directory, {}))
         return state
-    _, meta = ckpt.newest_intact(ckpt.read_meta)
-    saved = meta.get("model_fingerprint")
-    differences = fingerprint_differences(saved, trainer.fingerprint) if saved is not None else []
-    if differences:
-        raise ValueError(
-            f"the checkpoint in {run} was trained with a different {trainer.name} config ({'; '.join(differences)}); "
-            "resume with the same config, or pass a new --workdir to start a fresh run"
-        )
+    refuse_other_model(ckpt, trainer.name, trainer.fingerprint, run)
     fresh = state
     _, (state, _) = ckpt.newest_intact(lambda step: ckpt.restore(fresh, step=step, data_iterator=batches))
     print(f"resumed {trainer.name} from step {int(state.step)} in {run}")

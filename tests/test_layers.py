@@ -16,7 +16,7 @@ PACKAGE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 # Lowest first; a module may import its own layer and the layers before it.
 LAYERS = [
     ("leaves", ["patches", "conditioning", "video_io", "config_loading", "config_dataclasses", "logging_setup", "cli",
-                "size_ceiling", "memory_estimate"]),
+                "size_ceiling", "memory_estimate", "host_memory"]),
     ("parallel", ["parallel"]),
     ("models", ["models"]),
     ("diffusion", ["diffusion"]),
@@ -27,7 +27,8 @@ LAYERS = [
     ("pipeline", ["pipeline", "prompting", "long_video", "prompt_expansion", "wan"]),
     ("sweeps", ["sweeps"]),
     ("entry points", ["main", "generate", "train_dit", "train_vae", "eval_vae", "probe", "aot_compile",
-                      "build_dataset", "recaption", "convert", "merge_lora", "sweep", "compare", "notebook"]),
+                      "build_dataset", "recaption", "convert", "merge_lora", "sweep", "compare", "notebook",
+                      "__main__"]),
 ]
 # Inference never depends on the trainer, although it sits above it.
 NEVER = {"pipeline": {"train"}, "generate": {"train"}, "probe": {"train"}, "wan": {"train"}, "convert": {"train"},

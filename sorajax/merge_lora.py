@@ -21,12 +21,18 @@ from sorajax.runs.checkpoints import CHECKPOINTS, Checkpointer, open_run, read_r
 from sorajax.runs.loaders import LORA_BASE_KEY, LORA_KEY, TRAIN_DIT, WEIGHTS, find_linked_run, load_weights
 from sorajax.runs.paths import PathLike, RunLink, run_path
 from sorajax.runs.records import record_run_config
+from sorajax.runs.writer_lock import hold_run
 
 
 
 def merge_lora_run(run: PathLike, out: PathLike, step: int | None = None) -> epath.Path:
     """Writes `out`: `run`'s base with its adapters merged (raw and EMA), as a DiT run of the same step."""
     run, out = run_path(run), run_path(out)
+    with hold_run(out, flag="--out"):  # one writer: a second merge or a trainer on `out` is refused first
+        return _merge_into(run, out, step)
+
+
+def _merge_into(run: epath.Path, out: epath.Path, step: int | None) -> epath.Path:
     meta = read_run_meta(run, step, TRAIN_DIT)
     if LORA_KEY not in meta:
         raise ValueError(f"{run} is not a LoRA run (its checkpoint has no {LORA_KEY!r} entry): it is an ordinary "

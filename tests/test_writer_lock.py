@@ -67,3 +67,14 @@ def test_the_lock_is_per_process_reentrant_and_released_with_the_outermost_hold(
     fd = try_lock(run)
     assert fd is not None
     os.close(fd)
+
+
+def test_merge_lora_takes_the_lock_of_the_run_it_writes(holder):
+    """A LoRA merge writing into a run that a live process writes is refused first, naming its own flag."""
+    from sorajax.merge_lora import merge_lora_run
+
+    out, process = holder
+    with pytest.raises(RunLockedError) as refused:
+        merge_lora_run(out.parent / "no_such_lora_run", out)
+    assert f"by pid {process.pid}" in str(refused.value) and "or pass another --out " in str(refused.value)
+    assert not (out / "checkpoints").exists()

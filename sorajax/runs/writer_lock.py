@@ -94,8 +94,11 @@ def may_rearrange(run: PathLike) -> bool:
 
 
 @contextlib.contextmanager
-def hold_run(run: PathLike) -> Iterator[None]:
-    """Holds `run`'s writer lock for the block; refuses (RunLockedError) when another live process has it."""
+def hold_run(run: PathLike, flag: str = "--workdir") -> Iterator[None]:
+    """Holds `run`'s writer lock for the block; refuses (RunLockedError) when another live process has it.
+
+    `flag` is the command's flag that names `run`, for the refusal's advice.
+    """
     run = run_path(run)
     key = os.fspath(run)
     if jax.process_index() != 0 or not is_local(run):
@@ -114,7 +117,7 @@ def hold_run(run: PathLike) -> Iterator[None]:
             if write_errno(error) is None:
                 raise
             raise refused(f"in {run}", write_errno(error), "make it writable (or free space there), or pass a "
-                          "--workdir on a writable disk") from None
+                          f"{flag} on a writable disk") from None
         if fd is None:
             fd = os.open(path, os.O_RDONLY)
             try:
@@ -122,7 +125,7 @@ def hold_run(run: PathLike) -> Iterator[None]:
             finally:
                 os.close(fd)
             raise RunLockedError(
-                f"{run} is being written by {holder}: wait for it to finish or stop it, or pass another --workdir "
+                f"{run} is being written by {holder}: wait for it to finish or stop it, or pass another {flag} "
                 f"(the lock is {path}; it ends with its process, so never delete it by hand)")
         since = datetime.datetime.now().isoformat(timespec="seconds")
         info = {"pid": os.getpid(), "host": socket.gethostname(), "command": _command(), "since": since}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -38,3 +39,18 @@ def test_gpu_mode_without_a_gpu_is_one_line():
     assert proc.returncode != 0
     assert proc.stderr.strip().splitlines()[-1] == ("--device gpu, but JAX's backend is 'cpu': run on a GPU machine "
                                                     "or leave --device out")
+
+
+def test_the_op_profile_reads_dots_and_overlap_from_a_real_trace():
+    """benchmarks/xla_cpu_profile.py on the tiny transformer: per-op seconds from jax.profiler's trace, the dots
+    matched to their compiled HLO shapes with their FLOPs."""
+    proc = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", "xla_cpu_profile.py"), "--tiny",
+                           "--top", "3"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    lines = proc.stdout.strip().splitlines()
+    assert re.fullmatch(r"train step: [\d.]+ s wall; ops ran [\d.]+ s, their own times sum to [\d.]+ s .*", lines[0])
+    assert re.fullmatch(r"dot fusions [\d.]+ s \(\d+ GFLOP\), other ops [\d.]+ s", lines[1])
+    dots = lines[3:]
+    assert len(dots) == 3 and all(re.search(r"f32\[[\d,]+\] x f32\[[\d,]+\]", d) for d in dots), lines
+    # the tiny DiT's dots are small but real: each listed one did a positive number of FLOPs
+    assert all(float(d.split()[1]) >= 0 and float(d.split()[2]) > 0 for d in dots), dots

@@ -10,7 +10,6 @@ config with `train.lora.rank=0`, the same autoencoder link, and where it was mer
 from __future__ import annotations
 
 import copy
-
 from typing import Sequence
 
 from etils import epath
@@ -22,7 +21,6 @@ from sorajax.runs.loaders import LORA_BASE_KEY, LORA_KEY, TRAIN_DIT, WEIGHTS, fi
 from sorajax.runs.paths import PathLike, RunLink, run_path
 from sorajax.runs.records import record_run_config
 from sorajax.runs.writer_lock import hold_run
-
 
 
 def merge_lora_run(run: PathLike, out: PathLike, step: int | None = None) -> epath.Path:

@@ -47,6 +47,7 @@ from sorajax.runs.paths import RunLink
 from sorajax.runs.records import as_json_tree
 from sorajax.runs.wan_original import is_original_layout, original_source
 from sorajax.runs.wan_sources import WanSource, diffusers_source
+from sorajax.runs.writer_lock import LOCK_FILE, hold_run
 from sorajax.wan import FAMILIES, PRESETS, check_family, family_of_vae, scheduler_shift, wan_time_config
 
 DTYPES = ("float32", "bfloat16")
@@ -212,22 +213,31 @@ def convert(src: str | Path, out: str | Path, dtype: str = "float32", family: st
     if dtype not in DTYPES:
         raise ValueError(f"--dtype {dtype!r} is not supported: use one of {list(DTYPES)}")
     out = Path(out).resolve()
-    if out.exists() and any(out.iterdir()) and not overwrite:
-        raise FileExistsError(f"{out} already exists and is not empty: pass another --out, or --overwrite to replace it")
+    _refuse_existing(out, overwrite)
     source, found = inspect_source(src, family)  # every check before anything is written
-    tmp = out.parent / f".{out.name}.partial"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    try:
-        _write_models(source, found, tmp, dtype)
-        _copy_text_encoder(source, tmp, dtype)
-    except BaseException:
+    existed = out.exists()
+    # One writer: a live trainer on `out` (--overwrite would delete its run) or a second convert is refused here.
+    with hold_run(out, flag="--out"):
+        _refuse_existing(out, overwrite)  # again, now that no other writer can fill it
+        tmp = out.parent / f".{out.name}.partial"
         shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    if out.exists():
-        shutil.rmtree(out)
-    tmp.rename(out)
+        tmp.mkdir(parents=True)
+        try:
+            _write_models(source, found, tmp, dtype)
+            _copy_text_encoder(source, tmp, dtype)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            if not existed:
+                shutil.rmtree(out, ignore_errors=True)  # only the lock was there
+            raise
+        shutil.rmtree(out)  # the old run (with --overwrite) or just the lock file
+        tmp.rename(out)
     return out
+
+
+def _refuse_existing(out: Path, overwrite: bool) -> None:
+    if out.exists() and any(p.name != LOCK_FILE for p in out.iterdir()) and not overwrite:
+        raise FileExistsError(f"{out} already exists and is not empty: pass another --out, or --overwrite to replace it")
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -78,3 +78,16 @@ def test_merge_lora_takes_the_lock_of_the_run_it_writes(holder):
         merge_lora_run(out.parent / "no_such_lora_run", out)
     assert f"by pid {process.pid}" in str(refused.value) and "or pass another --out " in str(refused.value)
     assert not (out / "checkpoints").exists()
+
+
+def test_convert_never_overwrites_a_run_a_live_process_writes(holder):
+    """`convert --overwrite` onto a run that a trainer is writing is refused, and that run keeps its files."""
+    from sorajax.convert import convert
+
+    out, process = holder
+    (out / "metrics.jsonl").write_text("{}\n")  # the live run's own file
+    with pytest.raises(RunLockedError) as refused:
+        convert(os.path.join(REPO, "tests", "fixtures", "wan21_t2v_tiny"), out, overwrite=True)
+    assert f"by pid {process.pid}" in str(refused.value) and "or pass another --out " in str(refused.value)
+    assert sorted(p.name for p in out.iterdir()) == [LOCK_FILE, "metrics.jsonl"]
+    assert not (out.parent / f".{out.name}.partial").exists()

@@ -176,7 +176,7 @@ def test_a_request_of_other_shapes_is_refused_and_the_checkpoint_left_alone(tmp_
 
 
 _KILLED_DURING_SAVE = """
-import os, signal, sys
+import os, signal, sys, time
 import jax.numpy as jnp, numpy as np
 from sorajax.runs.checkpoints import Checkpointer
 ckpt = Checkpointer(sys.argv[1], async_save=True)
@@ -184,6 +184,9 @@ ckpt.save(1, {"w": jnp.ones(4)}, meta={"step": 1})
 ckpt.wait()
 big = jnp.asarray(np.random.default_rng(0).normal(size=(24_000_000,)).astype(np.float32))
 ckpt.save(2, {"w": big}, meta={"step": 2})  # returns while the arrays are written in the background
+tmp, deadline = os.path.join(sys.argv[1], "2.orbax-checkpoint-tmp"), time.monotonic() + 60
+while not os.path.exists(tmp) and time.monotonic() < deadline:  # the background thread makes it (late under load)
+    time.sleep(0.001)
 os.kill(os.getpid(), signal.SIGKILL)
 """
 

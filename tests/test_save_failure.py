@@ -59,3 +59,25 @@ def test_write_failures_are_told_by_their_os_error_code():
     assert write_errno(wrapped) == 28
     assert write_errno(OSError(30, "Read-only file system")) == 30
     assert write_errno(ValueError("NOT_FOUND: [os_error_code='2']")) is None  # a missing file is not a refused write
+
+
+def test_an_abandoned_save_thread_at_exit_is_not_a_second_line():
+    """The threading hook drops only Orbax's "cannot schedule new futures" at shutdown (a race seen under load)."""
+    import threading
+
+    from sorajax.runs.save_failure import _drop_abandoned_save_thread
+
+    passed = []
+    hook = _drop_abandoned_save_thread(lambda args: passed.append(str(args.exc_value)))
+
+    def args_for(error: BaseException, filename: str) -> threading.ExceptHookArgs:
+        try:
+            exec(compile("raise error", filename, "exec"), {"error": error})
+        except BaseException as raised:  # noqa: BLE001
+            return threading.ExceptHookArgs((type(raised), raised, raised.__traceback__, None))
+
+    shutdown = "cannot schedule new futures after interpreter shutdown"
+    hook(args_for(RuntimeError(shutdown), os.path.join(os.sep, "site-packages", "orbax", "future.py")))
+    hook(args_for(RuntimeError(shutdown), os.path.join(os.sep, "mine", "loop.py")))
+    hook(args_for(ValueError("a real bug"), os.path.join(os.sep, "site-packages", "orbax", "future.py")))
+    assert passed == [shutdown, "a real bug"]

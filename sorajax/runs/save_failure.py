@@ -17,6 +17,8 @@ import logging
 import os
 import re
 import sys
+import threading
+import traceback
 import warnings
 from typing import Any
 
@@ -90,6 +92,22 @@ def _drop_closed_loop_echo(previous: Any) -> Any:
     return hook
 
 
+def _drop_abandoned_save_thread(previous: Any) -> Any:
+    """A threading excepthook that drops the echo of an Orbax save thread still starting work while the process
+    exits after a refused save ("cannot schedule new futures after interpreter shutdown", seen under load); the
+    failure itself was already said in one line. Everything else goes to `previous`."""
+
+    def hook(args: Any) -> None:
+        frames = traceback.extract_tb(args.exc_traceback) if args.exc_traceback else []
+        if (args.exc_type is RuntimeError and "cannot schedule new futures after" in str(args.exc_value)
+                and any(f"{os.sep}orbax{os.sep}" in frame.filename for frame in frames)):
+            return
+        previous(args)
+
+    hook.drops_abandoned_save_thread = True
+    return hook
+
+
 _FILTER = RefusedWriteEchoes()
 
 
@@ -102,4 +120,6 @@ def quiet_orbax_write_errors() -> None:
             logger.addFilter(_FILTER)
     if not getattr(sys.unraisablehook, "drops_closed_loop_echo", False):
         sys.unraisablehook = _drop_closed_loop_echo(sys.unraisablehook)
+    if not getattr(threading.excepthook, "drops_abandoned_save_thread", False):
+        threading.excepthook = _drop_abandoned_save_thread(threading.excepthook)
     warnings.filterwarnings("ignore", message=r"coroutine '.*write_fragment' was never awaited", category=RuntimeWarning)

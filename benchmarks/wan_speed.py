@@ -38,7 +38,7 @@ import tempfile
 import time
 
 import numpy as np
-from torch_reference import add_malloc_tuning_flag, start_with_malloc_tuning
+from torch_reference import add_malloc_tuning_flag, start_with_malloc_tuning, torch_environment
 
 TINY = dict(heads=2, head_dim=16, ffn=72, text_dim=24, channels=4, text_len=16, frames=2, height=4, width=6)
 SIGMA, NEXT_SIGMA, GUIDANCE, LEARNING_RATE, WEIGHT_DECAY = 0.625, 0.5, 5.0, 1e-5, 0.01
@@ -131,8 +131,6 @@ class TorchSide:
         if not shutil.which(args.torch_python):
             raise SystemExit(f"no PyTorch interpreter at {args.torch_python}: pass --torch_python=PATH or --sides sorajax")
         cmd = [args.torch_python, os.path.abspath(__file__), *sys.argv[1:], "--worker", f"--workdir={args.workdir}"]
-        from torch_reference import torch_environment
-
         env = torch_environment(args)  # PyTorch as its users run it, unless --malloc_tuning=both
         env["PYTHONPATH"] = os.path.dirname(os.path.abspath(__file__))
         self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)

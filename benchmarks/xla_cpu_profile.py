@@ -25,7 +25,9 @@ import tempfile
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path[:0] = [HERE, os.path.dirname(HERE)]
-os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_cpu_enable_xprof_traceme=true").strip()
+TRACEME = "--xla_cpu_enable_xprof_traceme=true"
+if TRACEME not in os.environ.get("XLA_FLAGS", ""):  # once, though the malloc restart runs this again
+    os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {TRACEME}".strip()
 
 from sorajax.host_memory import reexec_with_tunables  # noqa: E402
 

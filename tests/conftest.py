@@ -9,7 +9,7 @@ import tempfile
 
 import jax
 
-from sorajax.host_memory import needs_restart, wanted_tunables, with_tunables
+from sorajax.host_memory import opted_out, wanted_tunables, with_tunables
 
 _CACHE_DIR = os.environ.get("SORAJAX_TEST_COMPILE_CACHE", os.path.join(tempfile.gettempdir(), "sorajax_test_jax_cache"))
 jax.config.update("jax_compilation_cache_dir", _CACHE_DIR)
@@ -18,8 +18,8 @@ jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
 
 # xdist's workers start after this file is read: they run with malloc tuned for XLA, as the commands do
 # (sorajax.host_memory: large buffers reused between steps, not faulted in anew).
-if needs_restart(os.environ, wanted_tunables()):
-    os.environ.update(with_tunables(os.environ, wanted_tunables()))
+if not opted_out(os.environ):
+    os.environ.update(with_tunables(os.environ, wanted_tunables()))  # the user's own values are kept
 
 
 def pytest_terminal_summary(terminalreporter):

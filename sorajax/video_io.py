@@ -18,9 +18,8 @@ import os
 import re
 import tempfile
 from pathlib import Path
-from typing import Iterator, Literal, NamedTuple
+from typing import Any, Iterator, Literal, NamedTuple
 
-import imageio_ffmpeg
 import numpy as np
 from etils import epath
 from einops import repeat
@@ -38,9 +37,19 @@ IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg")
 # Float frames beyond this are not [-1, 1] pixels that overshot a little (those are clipped) but
 # another convention such as [0, 255]; refusing them catches a silent, very wrong conversion.
 FLOAT_RANGE_LIMIT = 2.0
+
 # ffmpeg's stderr lines that state a cause (the banner and build flags around them do not).
 FFMPEG_CAUSE = re.compile(r"invalid|error|not found|partial file|does not contain|no such", re.IGNORECASE)
 REENCODE_HINT = "check the file, or re-encode it: ffmpeg -i INPUT -c:v libx264 -pix_fmt yuv420p OUTPUT.mp4"
+
+
+def _ffmpeg() -> Any:
+    """imageio_ffmpeg, imported when a video is read or written: pixels and images need no ffmpeg."""
+    try:
+        import imageio_ffmpeg
+    except ImportError as error:
+        raise ImportError("reading or writing video needs imageio-ffmpeg; fix: pip install imageio-ffmpeg") from error
+    return imageio_ffmpeg
 
 
 class VideoReadError(ValueError):
@@ -120,7 +129,7 @@ def _ffmpeg_cause(message: str) -> str:
 
 def _decode(path: Path, output_params: list[str]) -> tuple[dict, list[np.ndarray]]:
     """Run ffmpeg over the file; turn its failures into a VideoReadError naming the file."""
-    reader = imageio_ffmpeg.read_frames(str(path), output_params=output_params)
+    reader = _ffmpeg().read_frames(str(path), output_params=output_params)
     try:
         meta = next(reader)
         width, height = meta["size"]
@@ -150,7 +159,7 @@ def probe_video(path: str | Path) -> VideoInfo:
     path = _existing_file(path, VIDEO_READ_EXTENSIONS, "video")
     meta, _ = _decode(path, ["-frames:v", "1"])
     try:
-        num_frames, duration = imageio_ffmpeg.count_frames_and_secs(str(path))
+        num_frames, duration = _ffmpeg().count_frames_and_secs(str(path))
     except RuntimeError as error:
         raise VideoReadError(f"cannot count the frames of {path}; {REENCODE_HINT}") from error
     width, height = meta["size"]
@@ -244,7 +253,7 @@ def _encode_video(path: Path, frames: np.ndarray, fps: float, codec: str, pix_fm
                   output_params: list[str]) -> None:
     _, height, width, _ = frames.shape
     path.unlink(missing_ok=True)  # so a failed encode cannot leave an old file looking like success
-    writer = imageio_ffmpeg.write_frames(
+    writer = _ffmpeg().write_frames(
         str(path),
         (width, height),
         fps=float(fps),

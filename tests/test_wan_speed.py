@@ -54,3 +54,16 @@ def test_the_op_profile_reads_dots_and_overlap_from_a_real_trace():
     assert len(dots) == 3 and all(re.search(r"f32\[[\d,]+\] x f32\[[\d,]+\]", d) for d in dots), lines
     # seconds, GFLOP and GFLOP/s are numbers (the tiny DiT's rates round to 0 under load, so only their form)
     assert all(float(d.split()[0]) >= 0 and float(d.split()[1]) >= 0 and float(d.split()[2]) >= 0 for d in dots), dots
+
+
+def test_the_torch_worker_keeps_the_callers_python_path(monkeypatch):
+    """gpu_check.sh installs diffusers into a folder on PYTHONPATH; the worker must still import it (a GPU run
+    lost it when the worker's path replaced the caller's)."""
+    sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
+    try:
+        import wan_speed
+    finally:
+        sys.path.pop(0)
+    monkeypatch.setenv("PYTHONPATH", "/carried/site")
+    env = wan_speed.worker_environment(wan_speed.parse_args(["--tiny"]))
+    assert env["PYTHONPATH"].split(os.pathsep) == [os.path.join(ROOT, "benchmarks"), "/carried/site"]

@@ -19,7 +19,6 @@ from sorajax.data.clip_pipeline import ClipPlanner, PackingConfig, encode_clip_s
 from sorajax.data.clip_sizing import SizingConfig
 from sorajax.data.config import DiTDataConfig
 from sorajax.data.latent_cache import LatentClipSet, cache_key, load_or_build
-from sorajax.data.tfds.source import TfdsClipSource
 from sorajax.data.world import WorldOptions, WorldSource
 from sorajax.runs.paths import PathLike
 
@@ -31,6 +30,8 @@ def dit_clip_planner(data: DiTDataConfig, world: WorldOptions, packing: PackingC
         count = data.num_clips if split == "train" else eval_clips
         source = WorldSource(data.sizes, seed, world, length=count, split=split, caption_style=data.caption_style)
         return ClipPlanner(source, host_shard(count), _world_sizing(data, packing), packing, seed)
+    from sorajax.data.tfds.source import TfdsClipSource  # here: world runs need no TensorFlow (the GPU image has none)
+
     source = TfdsClipSource(data.tfds_dir)
     records = host_shard(len(source), holdout=data.eval_count, split=split)
     sizing = data.sizing(packing.size_multiple, packing.temporal_factor)

@@ -3,6 +3,10 @@
     python benchmarks/gpu_check.py            # on the GPU machine (benchmarks/gpu_check.sh wraps it)
     python benchmarks/gpu_check.py --dry      # tiny sizes on CPU: what CI runs so this script cannot rot
 
+For a machine without network, bring what its image lacks: wheels in .whl/ (grain, array_record,
+ml_collections, portpicker, tensorboardX; diffusers for [wan]) and the text encoder in .gpu_site/
+(``python tools/make_gpu_carry.py``); gpu_check.sh installs and finds both.
+
 Prints, section by section (each line ``key: value`` or a table, so a run's log is its record):
   [versions]   Python, JAX, jaxlib, Flax, Optax, the device, PyTorch;
   [tests]      cuDNN attention equals XLA attention on packed segments (values and gradients, bf16);
@@ -347,7 +351,8 @@ def main() -> None:
     def world() -> bool:
         missing = missing_packages()
         if missing:
-            print(f"skipped: needs {', '.join(missing)} (put their wheels in .whl/ for gpu_check.sh)")
+            print(f"skipped: needs {', '.join(missing)} (put their wheels in .whl/ for gpu_check.sh; the text "
+                  "encoder: python tools/make_gpu_carry.py)")
             deadline.skipped.append("world")
             return True
         share = min(args.world_seconds, deadline.left(before_world=False))

@@ -304,7 +304,8 @@ def main() -> None:
     parser.add_argument("--torch_python", default=None, help="an interpreter with PyTorch (python3 on the GPU image)")
     parser.add_argument("--torch_presets", nargs="+", default=["S", "B"], help="a subset of --presets")
     parser.add_argument("--wan_timeout", type=int, default=240, help="at most this many seconds for [wan]")
-    parser.add_argument("--world_seconds", type=float, default=240.0, help="the [world] section's share")
+    parser.add_argument("--world_seconds", type=float, default=300.0,
+                        help="the [world] section's wall share (an H100 trains the DiT ~100 s of it)")
     parser.add_argument("--world_vae", default=None, help="a trained autoencoder run for [world] (default: train one)")
     parser.add_argument("--world_preset", default="tiny", help="the DiT preset [world] trains (tiny, S, ...)")
     parser.add_argument("--world_rows", type=int, default=16, help="rows of 384 tokens per [world] DiT step")

@@ -37,7 +37,6 @@ IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg")
 # Float frames beyond this are not [-1, 1] pixels that overshot a little (those are clipped) but
 # another convention such as [0, 255]; refusing them catches a silent, very wrong conversion.
 FLOAT_RANGE_LIMIT = 2.0
-
 # ffmpeg's stderr lines that state a cause (the banner and build flags around them do not).
 FFMPEG_CAUSE = re.compile(r"invalid|error|not found|partial file|does not contain|no such", re.IGNORECASE)
 REENCODE_HINT = "check the file, or re-encode it: ffmpeg -i INPUT -c:v libx264 -pix_fmt yuv420p OUTPUT.mp4"

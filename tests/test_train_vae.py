@@ -31,7 +31,10 @@ def test_interrupted_run_resumes_to_the_same_weights_as_an_uninterrupted_one(tmp
     assert np.isfinite(metrics["psnr"]) and 0 < metrics["psnr"] < 60
 
     train_vae(_config(2), resumed)  # "preempted" after step 2 ...
-    train_vae(_config(4), resumed)  # ... and restarted with the same command.
+    resumed_metrics = train_vae(_config(4), resumed)  # ... and restarted with the same command.
+    assert resumed_metrics["psnr"] == pytest.approx(metrics["psnr"], rel=1e-5)
+    # Run again once finished (the main job rerun): no training, and the saved evaluation comes back, not nothing.
+    assert train_vae(_config(4), resumed) == resumed_metrics
     for a, b in zip(_params(straight), _params(resumed), strict=True):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
 

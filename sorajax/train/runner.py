@@ -170,7 +170,8 @@ def _loop(ctx: MeshContext, trainer: Trainer, settings: TrainConfig, state: Any,
     step_fn = guarded_step(ctx, trainer.train_step, shardings)
     guard = NonFiniteGuard(settings.max_nonfinite_steps)
     start, last = int(state.step), settings.steps
-    eval_metrics: dict[str, float] = {}
+    # A run resumed at its last step trains nothing more: its result is the evaluation saved with that step.
+    eval_metrics: dict[str, float] = dict(ckpt.read_meta(start).get("eval", {})) if start >= last and start > 0 else {}
     # Dispatched steps whose non-finite flag is not read yet; reading it means the step has run, so that is
     # when the guard checks it and the progress bar counts it (at most one step runs ahead of the host).
     pending: list[tuple[int, Any, int]] = []

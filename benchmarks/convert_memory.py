@@ -160,7 +160,8 @@ def _read_status(pid: int) -> dict[str, int] | None:
 def sample(command: list[str], phase_file: Path, every_s: float = 0.002) -> tuple[dict[str, dict[str, float]], int]:
     """Runs `command`; per phase, the peak of each /proc status field and its duration; the peak VmHWM."""
     phase_file.write_text("start")  # the interpreter starting: before imports
-    child = subprocess.Popen(command, env={**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))})
+    path = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))  # this checkout first, the rest kept
+    child = subprocess.Popen(command, env={**os.environ, "PYTHONPATH": path})
     peaks: dict[str, dict[str, int]] = {}
     hwm = 0
     while child.poll() is None:

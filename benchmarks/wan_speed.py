@@ -128,7 +128,8 @@ def worker_environment(args: argparse.Namespace) -> dict[str, str]:
     """The torch worker's environment: glibc's default malloc unless --malloc_tuning=both, and torch_reference
     (beside this file) importable ahead of the caller's path, which stays: gpu_check.sh's carried wheels are on it."""
     env = torch_environment(args)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [os.path.dirname(os.path.abspath(__file__)), env.get("PYTHONPATH")]))
+    here = os.path.dirname(os.path.abspath(__file__))
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [here, env.get("PYTHONPATH")]))
     return env
 
 

@@ -162,14 +162,18 @@ def preset_row(preset: str, impl: str, dtype: str, rows: int, seq_len: int, repe
     (`model_flops`, each packed sample attending within itself): XLA's cost analysis counts a scanned
     layer loop once.
     """
-    start = time.monotonic()
-    for remat in ("none", "save_dots_without_batch"):
+    def build(remat: str) -> tuple:
         dit = DiT(DiTConfig.preset(preset, patch_dim=32, text_dim=384, dtype=dtype, attention_impl=impl,
                                    scan_layers=scan_layers, remat_policy=remat))
-        state, batch, step = compiled_train_step(dit, packed_batch(rows, seq_len))
-        if _fits(step):
-            break
-        del state, step
+        return (dit, *compiled_train_step(dit, packed_batch(rows, seq_len)))
+
+    start = time.monotonic()
+    remat = "none"
+    dit, state, batch, step = build(remat)
+    if not _fits(step):  # keep only the matmul outputs for the backward pass (an OOM after that is reported)
+        del state, step  # the device's memory back before the next compile
+        remat = "save_dots_without_batch"
+        dit, state, batch, step = build(remat)
     forward = guided_forward(dit).lower(state.params, batch).compile()
     compile_s = time.monotonic() - start
     flops = model_flops(dit.config, rows * SAMPLES, seq_len // SAMPLES, CAPTION, train=True)

@@ -31,7 +31,8 @@ from etils import epath
 from sorajax.runs.damage import (DAMAGED, CheckpointMismatchError, NoIntactCheckpointError, damaged_names,
                                  failure_reason, is_resource_error, move_aside, none_intact_message, target_differences)
 from sorajax.runs.paths import PathLike, run_path
-from sorajax.runs.save_failure import CheckpointSaveError, quiet_orbax_write_errors, save_failure_message, write_errno
+from sorajax.runs.save_failure import (CheckpointSaveError, join_abandoned_saves, quiet_orbax_write_errors,
+                                       save_failure_message, write_errno)
 from sorajax.runs.writer_lock import may_rearrange
 
 try:  # grain's Orbax handler for iterator state.
@@ -195,6 +196,7 @@ class Checkpointer:
             code = write_errno(error)
             if code is None:
                 raise
+            join_abandoned_saves()
             if self._save_failed:
                 return
             self._save_failed = True

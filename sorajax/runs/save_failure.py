@@ -61,15 +61,32 @@ def save_failure_message(directory: object, step: int | None, code: int, intact:
             f"writable (or move the run to a disk with room), then rerun the same command: {kept}")
 
 
+def join_abandoned_saves(timeout_s: float = 120.0) -> None:
+    """Waits for the save threads Orbax left running when one part of a save failed: it reports the first failed
+    part and does not wait for the others. Left running, they would still be writing while the process exits,
+    and fail there ("cannot schedule new futures after interpreter shutdown") with a traceback of their own."""
+    for thread in threading.enumerate():
+        if thread is not threading.current_thread() and type(thread).__module__.startswith("orbax."):
+            thread.join(timeout_s)
+
+
+def _abandoned_at_exit(error: BaseException | None, frames: list[traceback.FrameSummary]) -> bool:
+    """An Orbax save thread still starting work while the process exits after a refused save."""
+    return (isinstance(error, RuntimeError) and "cannot schedule new futures after" in str(error)
+            and any(f"{os.sep}orbax{os.sep}" in frame.filename for frame in frames))
+
+
 class RefusedWriteEchoes(logging.Filter):
-    """Drops the ERROR logs that echo a refused write: Orbax's save threads' tracebacks, and asyncio's "exception
-    was never retrieved" for the writes Orbax abandoned. The caller gets the same failure as one
-    `CheckpointSaveError`."""
+    """Drops the ERROR logs that echo a refused write: Orbax's save threads' tracebacks, asyncio's "exception
+    was never retrieved" for the writes Orbax abandoned, and a save thread that outlived the wait of
+    `join_abandoned_saves`. The caller gets the same failure as one `CheckpointSaveError`."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         if record.levelno < logging.ERROR:
             return True
         error = record.exc_info[1] if record.exc_info else None
+        if error is not None and _abandoned_at_exit(error, traceback.extract_tb(error.__traceback__)):
+            return False
         codes = {int(code) for code in _TENSORSTORE_CODE.findall(record.getMessage())}
         return write_errno(error) is None and not codes & WRITE_ERRNOS
 
@@ -99,8 +116,7 @@ def _drop_abandoned_save_thread(previous: Any) -> Any:
 
     def hook(args: Any) -> None:
         frames = traceback.extract_tb(args.exc_traceback) if args.exc_traceback else []
-        if (args.exc_type is RuntimeError and "cannot schedule new futures after" in str(args.exc_value)
-                and any(f"{os.sep}orbax{os.sep}" in frame.filename for frame in frames)):
+        if _abandoned_at_exit(args.exc_value, frames):
             return
         previous(args)
 

@@ -97,8 +97,12 @@ def test_a_refused_save_waits_for_the_save_threads_orbax_left_running():
         time.sleep(0.5)
         finished.append(True)
 
+    def join_reraising(thread: threading.Thread, timeout: float | None = None) -> None:
+        raise OSError(27, "File too large")  # Orbax's join re-raises the failure of the part that thread wrote
+
     # Orbax's commit threads are its own Thread subclass; one is stood in for by a subclass in an orbax module.
-    orbax_thread = type("SignalingThread", (threading.Thread,), {"__module__": "orbax.checkpoint.futures"})
+    orbax_thread = type("SignalingThread", (threading.Thread,),
+                        {"__module__": "orbax.checkpoint.futures", "join": join_reraising})
     other = threading.Thread(target=time.sleep, args=(30,), daemon=True)  # not Orbax's: not waited for
     other.start()
     save = orbax_thread(target=write_slowly)

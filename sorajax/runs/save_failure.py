@@ -67,7 +67,7 @@ def join_abandoned_saves(timeout_s: float = 120.0) -> None:
     and fail there ("cannot schedule new futures after interpreter shutdown") with a traceback of their own."""
     for thread in threading.enumerate():
         if thread is not threading.current_thread() and type(thread).__module__.startswith("orbax."):
-            thread.join(timeout_s)
+            threading.Thread.join(thread, timeout_s)  # Orbax's own join re-raises the thread's failure
 
 
 def _abandoned_at_exit(error: BaseException | None, frames: list[traceback.FrameSummary]) -> bool:

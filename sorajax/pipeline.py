@@ -37,8 +37,8 @@ import numpy as np
 
 from sorajax.conditioning import Conditioning
 from sorajax.diffusion.samplers import sdedit_start
-from sorajax.diffusion.sampling import (SCHEDULES, SampleRequest, packed_carried_denoiser, packed_denoiser,
-                                       sample_packed_carrying, start_level, stateless)
+from sorajax.diffusion.sampling import (SCHEDULES, SampleRequest, initial_noise, packed_carried_denoiser,
+                                       packed_denoiser, sample_packed_carrying, start_level, stateless)
 from sorajax.diffusion.unipc import wan_network_times, wan_sigmas
 from sorajax.diffusion.timesteps import TrainingTimeConfig, sampling_timesteps, shift_for_num_tokens
 from sorajax.memory_estimate import SizeCeiling, check_sampling_request
@@ -287,7 +287,7 @@ class Pipeline:
         negative_texts = self.caption_tokens(negative) if negative else []
         if noise is None:
             keys = jax.random.split(jax.random.PRNGKey(request.seed), count)
-            noise = [np.asarray(jax.random.normal(k, latent_shape, jnp.float32)) for k in keys]
+            noise = [initial_noise(k, latent_shape) for k in keys]
         else:
             noise = self._checked_latents(noise, count, latent_shape, "initial noise")
         num_tokens = int(np.prod(patch_grid(latent_shape, self.patch)))

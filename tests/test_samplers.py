@@ -221,3 +221,14 @@ def test_guided_sampler_runs_jitted_and_mismatched_branches_are_named():
     bad = guidance.guided_velocity_fn(_text_denoiser, caption, short, 4.0)
     with pytest.raises(ValueError, match="pad the negative"):
         bad(x, jnp.zeros((2, 3)))
+
+
+def test_initial_noise_is_the_keys_normal_draw_for_every_shape():
+    """Drawn flat at a power-of-two length and cut: the same numbers as `jax.random.normal(key, shape)`."""
+    from sorajax.diffusion.sampling import initial_noise
+
+    key = jax.random.PRNGKey(7)
+    for shape in [(3, 16, 16, 8), (3, 12, 20, 8), (1, 16, 16, 8), (2, 4, 4, 4), (1, 1, 1, 1)]:
+        noise = initial_noise(key, shape)
+        assert noise.shape == shape and noise.dtype == np.float32
+        np.testing.assert_array_equal(noise, np.asarray(jax.random.normal(key, shape, jnp.float32)))

@@ -101,6 +101,25 @@ def test_many_captions_are_encoded_in_bounded_chunks_with_the_same_result(tiny, 
     np.testing.assert_allclose(chunked, whole, atol=1e-6)
 
 
+def test_captions_run_at_their_own_length_with_the_full_length_result(tiny, monkeypatch):
+    """Each caption is encoded at its token count rounded up to LENGTH_STEP, grouped with captions of that
+    length: the real positions equal a full-length pass to float rounding, the padding stays zero."""
+    texts = ["A red ball.", "A green square moves left across a grey floor quickly and then stops.", "A cat.",
+             "A blue ball drifts right."]
+    ids, mask = tiny.tokenize(texts)
+    full = np.asarray(tiny._forward(tiny.params, ids, mask))
+    shapes = []
+    forward = tiny._forward
+    monkeypatch.setattr(te, "LENGTH_STEP", 4)
+    monkeypatch.setattr(tiny, "_forward", lambda params, ids, mask: shapes.append(ids.shape) or forward(params, ids, mask))
+    embeddings, got_mask = tiny.encode(texts)
+    assert mask.sum(axis=1).tolist() == [6, 16, 5, 9]
+    assert shapes == [(2, 8), (1, 12), (1, 16)]  # lengths 8 (captions 0 and 2), 12 and 16 (the full length)
+    np.testing.assert_array_equal(got_mask, mask)
+    np.testing.assert_allclose(embeddings, full, atol=1e-5)
+    assert np.all(embeddings[~mask] == 0.0)
+
+
 def test_padding_does_not_change_unpadded_tokens(tiny):
     ids, mask = tiny.tokenize(["A red ball."])
     assert mask.sum() == 6

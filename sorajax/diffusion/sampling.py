@@ -245,3 +245,15 @@ def sample_packed_carrying(denoise: CarriedDenoiser, params: Any, batch: PackedB
                                        uncond=uncond)
     return sample_carrying(velocity, jnp.asarray(x_init, jnp.float32), timesteps, carry, method=method,
                            cond_mask=~jnp.asarray(batch.loss_mask), x_cond=jnp.asarray(batch.tokens, jnp.float32))
+
+
+def initial_noise(key: jax.Array, shape: tuple[int, ...]) -> np.ndarray:
+    """`jax.random.normal(key, shape)` as float32 numpy, drawn as a flat vector of the next power-of-two length.
+
+    Threefry's draws are prefix-stable (each number depends on the key and its flat index), so these are the
+    same numbers; but the many latent sizes of a run (four sample sizes, six probe sizes) share one or two
+    compiled draws instead of compiling one each (~1 s apiece on a CPU).
+    """
+    size = int(np.prod(shape))
+    length = 1 << max(size - 1, 0).bit_length()
+    return np.asarray(jax.random.normal(key, (length,), jnp.float32))[:size].reshape(shape)

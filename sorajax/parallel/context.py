@@ -15,7 +15,7 @@ from jax.sharding import Mesh
 from sorajax.parallel.distributed import global_batch, initialize_multihost
 from sorajax.parallel.mesh import MeshConfig, describe, make_mesh
 from sorajax.parallel.rules import Rules
-from sorajax.parallel.sharding import NamesFor, init_sharded, tree_shardings
+from sorajax.parallel.sharding import NamesFor, abstract_sharded, init_sharded, tree_shardings
 from sorajax.parallel.steps import MeshStep, replicated_step
 
 
@@ -39,6 +39,12 @@ class MeshContext:
     def init(self, init: Callable[[], Any], names_for: NamesFor | None = None) -> tuple[Any, Any]:
         """(``init()``'s value, its shardings), born sharded over the mesh (see ``sharding.init_sharded``)."""
         return init_sharded(init, self.mesh, self.rules, names_for)
+
+    def abstract(self, init: Callable[[], Any], names_for: NamesFor | None = None) -> tuple[Any, Any]:
+        """(``init()``'s ShapeDtypeStructs with their shardings, the shardings), traced only: a restore target
+        that costs no compile or compute (a resumed run never needs the initial values)."""
+        abstract = abstract_sharded(init, self.mesh, self.rules, names_for)
+        return abstract, jax.tree.map(lambda x: x.sharding, abstract)
 
     def shardings(self, tree: Any, names_for: NamesFor | None = None) -> Any:
         return tree_shardings(tree, self.mesh, self.rules, names_for)

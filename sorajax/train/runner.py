@@ -115,8 +115,9 @@ def check_resumable(run: PathLike, name: str, fingerprint: Any) -> None:
         ckpt.close()
 
 
-def resume(ckpt: Checkpointer, state: Any, batches: Any, trainer: Trainer, run: Any) -> Any:
-    """The newest intact checkpoint restored into `state`'s layout (and the data position), or `state` itself.
+def resume(ckpt: Checkpointer, state: Any, batches: Any, trainer: Trainer, run: Any) -> Any | None:
+    """The newest intact checkpoint restored into `state`'s layout (and the data position); None when the run has
+    no checkpoint yet. `state` may be abstract (ShapeDtypeStructs with shardings): only its layout is read.
 
     Refuses a checkpoint whose model fingerprint differs (:func:`refuse_other_model`). Damaged steps are moved aside
     (:meth:`Checkpointer.newest_intact`); a run whose every step was damaged is refused, not restarted.
@@ -124,7 +125,7 @@ def resume(ckpt: Checkpointer, state: Any, batches: Any, trainer: Trainer, run: 
     if ckpt.latest_step() is None:
         if damaged_names(ckpt.directory):  # all moved aside earlier: starting over here would be silent
             raise NoIntactCheckpointError(none_intact_message(ckpt.directory, {}))
-        return state
+        return None
     refuse_other_model(ckpt, trainer.name, trainer.fingerprint, run)
     fresh = state
     _, (state, _) = ckpt.newest_intact(lambda step: ckpt.restore(fresh, step=step, data_iterator=batches))
@@ -138,15 +139,17 @@ def run_training(ctx: MeshContext, trainer: Trainer, settings: TrainConfig, run:
     run = run_path(run)
     with hold_run(run):  # refused here, before any work, when a live trainer writes this run
         print(f"mesh: {ctx.describe()}")
-        state, shardings = ctx.init(trainer.init_state, trainer.state_axes)
+        abstract, shardings = ctx.abstract(trainer.init_state, trainer.state_axes)
         ckpt = Checkpointer(run / CHECKPOINTS, max_to_keep=settings.keep_checkpoints, save_every=settings.save_every,
                             async_save=settings.async_checkpoints, writer=True)
         writer = None
         try:
-            if init_from and ckpt.latest_step() is None:  # fine-tuning; a restart resumes the run's own checkpoints
-                state = warm_start(state, init_from, trainer.fingerprint, trainer.train_command,
-                                   trainer.warm_start_checks)
-            state = resume(ckpt, state, trainer.batches, trainer, run)
+            state = resume(ckpt, abstract, trainer.batches, trainer, run)
+            if state is None:  # a fresh run: only now is the initial state compiled and computed
+                state, _ = ctx.init(trainer.init_state, trainer.state_axes)
+                if init_from:  # fine-tuning; a restart resumes the run's own checkpoints instead
+                    state = warm_start(state, init_from, trainer.fingerprint, trainer.train_command,
+                                       trainer.warm_start_checks)
             record_run_config(run, config_record, int(state.step) if ckpt.latest_step() is not None else None)
             meta = {**trainer.meta, "model_fingerprint": trainer.fingerprint, "config": as_json_tree(config_record)}
             writer = MetricsWriter(run, resume_step=int(state.step))

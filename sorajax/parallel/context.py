@@ -36,9 +36,9 @@ class MeshContext:
     def describe(self) -> str:
         return describe(self.mesh)
 
-    def init(self, init: Callable[[], Any], names_for: NamesFor | None = None) -> tuple[Any, Any]:
+    def init(self, init: Callable[[], Any], names_for: NamesFor | None = None, shardings: Any = None) -> tuple[Any, Any]:
         """(``init()``'s value, its shardings), born sharded over the mesh (see ``sharding.init_sharded``)."""
-        return init_sharded(init, self.mesh, self.rules, names_for)
+        return init_sharded(init, self.mesh, self.rules, names_for, shardings)
 
     def abstract(self, init: Callable[[], Any], names_for: NamesFor | None = None) -> tuple[Any, Any]:
         """(``init()``'s ShapeDtypeStructs with their shardings, the shardings), traced only: a restore target

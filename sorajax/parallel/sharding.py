@@ -70,11 +70,14 @@ def abstract_sharded(init: Callable[[], Any], mesh: Mesh, rules: Rules, names_fo
     return with_shardings(nn.meta.unbox(boxed), tree_shardings(boxed, mesh, rules, names_for))
 
 
-def init_sharded(init: Callable[[], Any], mesh: Mesh, rules: Rules,
-                 names_for: NamesFor | None = None) -> tuple[Any, Any]:
-    """(``init()``'s value unboxed, its shardings): the same numbers as a plain call, born sharded."""
-    with nn.logical_axis_rules(rules):
-        shardings = tree_shardings(jax.eval_shape(init), mesh, rules, names_for)
+def init_sharded(init: Callable[[], Any], mesh: Mesh, rules: Rules, names_for: NamesFor | None = None,
+                 shardings: Any = None) -> tuple[Any, Any]:
+    """(``init()``'s value unboxed, its shardings): the same numbers as a plain call, born sharded.
+
+    `shardings`: the ones ``abstract_sharded`` already gave for this init (not traced again)."""
+    if shardings is None:
+        with nn.logical_axis_rules(rules):
+            shardings = tree_shardings(jax.eval_shape(init), mesh, rules, names_for)
     with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
         state = jax.jit(lambda: nn.meta.unbox(init()), out_shardings=shardings)()
     return state, shardings

@@ -115,9 +115,9 @@ def check_resumable(run: PathLike, name: str, fingerprint: Any) -> None:
         ckpt.close()
 
 
-def resume(ckpt: Checkpointer, state: Any, batches: Any, trainer: Trainer, run: Any) -> Any | None:
-    """The newest intact checkpoint restored into `state`'s layout (and the data position); None when the run has
-    no checkpoint yet. `state` may be abstract (ShapeDtypeStructs with shardings): only its layout is read.
+def resume(ckpt: Checkpointer, target: Any, batches: Any, trainer: Trainer, run: Any) -> Any | None:
+    """The newest intact checkpoint restored into `target`'s layout (and the data position); None when the run has
+    no checkpoint yet. `target` may be abstract (ShapeDtypeStructs with shardings): only its layout is read.
 
     Refuses a checkpoint whose model fingerprint differs (:func:`refuse_other_model`). Damaged steps are moved aside
     (:meth:`Checkpointer.newest_intact`); a run whose every step was damaged is refused, not restarted.
@@ -127,8 +127,7 @@ def resume(ckpt: Checkpointer, state: Any, batches: Any, trainer: Trainer, run: 
             raise NoIntactCheckpointError(none_intact_message(ckpt.directory, {}))
         return None
     refuse_other_model(ckpt, trainer.name, trainer.fingerprint, run)
-    fresh = state
-    _, (state, _) = ckpt.newest_intact(lambda step: ckpt.restore(fresh, step=step, data_iterator=batches))
+    _, (state, _) = ckpt.newest_intact(lambda step: ckpt.restore(target, step=step, data_iterator=batches))
     print(f"resumed {trainer.name} from step {int(state.step)} in {run}")
     return state
 
@@ -146,7 +145,7 @@ def run_training(ctx: MeshContext, trainer: Trainer, settings: TrainConfig, run:
         try:
             state = resume(ckpt, abstract, trainer.batches, trainer, run)
             if state is None:  # a fresh run: only now is the initial state compiled and computed
-                state, _ = ctx.init(trainer.init_state, trainer.state_axes)
+                state, _ = ctx.init(trainer.init_state, trainer.state_axes, shardings)  # traced once, above
                 if init_from:  # fine-tuning; a restart resumes the run's own checkpoints instead
                     state = warm_start(state, init_from, trainer.fingerprint, trainer.train_command,
                                        trainer.warm_start_checks)

@@ -47,9 +47,10 @@ setup(
     license="Apache-2.0",
     install_requires=INSTALL_REQUIRES,
     extras_require={
-        # nbclient/nbformat/ipykernel: tests/test_notebooks.py executes colab/*.ipynb headless.
+        # nbclient/nbformat/ipykernel: tests/test_notebooks.py executes colab/*.ipynb headless; filelock: one tiny
+        # trained run shared by the xdist workers (tests/tiny_runs.py).
         "test": ["pytest==9.2.0", "pytest-xdist==3.8.0", "scikit-image==0.26.0", "nbclient==0.11.0", "nbformat==5.11.1",
-                 "ipykernel==7.4.0"],
+                 "ipykernel==7.4.0", "filelock==4.3.1"],
         # Ahead-of-time compiles for TPU slices on any machine (python -m sorajax.aot_compile); TPU runs.
         "tpu": ["libtpu==0.0.52"],
     },

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import os
 import re
 import runpy
 import shutil
@@ -23,18 +22,15 @@ from absl.testing import flagsaver
 
 from sorajax import cli  # noqa: F401 - defines --debug once, before any command runs (every command reads it)
 from sorajax.config_loading import load_config
-from sorajax.train.dit_trainer import train_dit
-from sorajax.train.vae_trainer import train_vae
 from sorajax.video_io import write_image, write_video
+from tests.tiny_runs import copied_runs
 
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     """{name: path}: a trained autoencoder and DiT (1 step each), media files good and bad, an empty run."""
     root = tmp_path_factory.mktemp("bad_input")
-    train_vae(load_config("configs/vae_tiny.py:smoke", {"train.steps": 1}), root / "vae")
-    train_dit(load_config("configs/dit_tiny.py:smoke", {"vae_workdir": str(root / "vae"), "train.steps": 1}),
-              root / "dit")
+    copied_runs(tmp_path_factory, root)
     clip = np.random.default_rng(0).integers(0, 255, (5, 16, 16, 3), np.uint8)
     write_video(str(root / "clip.mp4"), clip)
     write_image(str(root / "still.png"), clip[0])

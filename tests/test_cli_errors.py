@@ -72,14 +72,14 @@ def test_an_error_outside_sorajax_says_it_is_unexpected():
     assert cli.describe(KeyError("a\nb")) == "error: KeyError: a b (unexpected: run again with --debug for the traceback)"
 
 
-def test_world_clips_too_big_for_a_row_are_refused_before_encoding(tmp_path):
+def test_world_clips_too_big_for_a_row_are_refused_before_encoding(tmp_path, tmp_path_factory):
     """A cross-section check (clip sizes against the row length) still comes before any clip is encoded."""
     from sorajax.config_loading import load_config
     from sorajax.train.dit_trainer import train_dit
-    from sorajax.train.vae_trainer import train_vae
+    from tests.tiny_runs import shared_vae
 
-    train_vae(load_config("configs/vae_tiny.py:smoke", {"train.steps": 1}), tmp_path / "vae")
-    config = load_config("configs/dit_tiny.py:smoke", {"vae_workdir": str(tmp_path / "vae"), "data.seq_len": 3})
+    config = load_config("configs/dit_tiny.py:smoke", {"vae_workdir": str(shared_vae(tmp_path_factory)),
+                                                       "data.seq_len": 3})
     with pytest.raises(ValueError, match=r"5x32x16 = 4 tokens, more than a row holds \(seq_len=3"):
         train_dit(config, tmp_path / "dit")
     assert not (tmp_path / "dit" / "latents_train.npz").exists()

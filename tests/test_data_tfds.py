@@ -320,16 +320,15 @@ def test_a_damaged_record_is_skipped_logged_once_with_its_shard_and_counted(buil
 
 
 @pytest.mark.parametrize("cache_latents", [True, False])
-def test_train_dit_command_trains_on_a_tfds_dataset(built, tmp_path, cache_latents):
+def test_train_dit_command_trains_on_a_tfds_dataset(built, tmp_path, tmp_path_factory, cache_latents):
     """`python -m sorajax.train_dit --config=configs/dit_tfds.py` path: data.source='tfds' end to end,
     with the train set's latents cached once or each batch decoded and encoded in the loop. The cached
     run's dataset has a damaged record: it is left out, counted in the metrics, and the run goes on."""
     from sorajax.train.dit_trainer import train_dit
-    from sorajax.train.vae_trainer import train_vae
+    from tests.tiny_runs import shared_vae
 
-    vae_dir, dit_dir = str(tmp_path / "vae"), str(tmp_path / "dit")
+    vae_dir, dit_dir = str(shared_vae(tmp_path_factory)), str(tmp_path / "dit")
     data_dir = _damaged_copy(built, tmp_path)[0] if cache_latents else built[0]
-    train_vae(load_config("configs/vae_tiny.py:smoke", {"train.steps": 1}), vae_dir)
     config = load_config("configs/dit_tfds.py:smoke", {"data.tfds_dir": str(data_dir), "vae_workdir": vae_dir,
                                                        "train.steps": 2, "data.cache_latents": cache_latents})
     metrics = train_dit(config, dit_dir)

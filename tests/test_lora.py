@@ -18,7 +18,7 @@ from sorajax.pipeline import Pipeline
 from sorajax.runs.checkpoints import open_run
 from sorajax.runs.metrics import read_metrics
 from sorajax.train.dit_trainer import train_dit
-from sorajax.train.vae_trainer import train_vae
+from tests.tiny_runs import shared_vae
 
 
 def _boxed(scan):
@@ -62,8 +62,7 @@ def test_bad_lora_settings_are_one_line_errors():
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     """(autoencoder, base DiT run, a straight 4-step LoRA run on it, its printed start)."""
-    vae = str(tmp_path_factory.mktemp("vae"))
-    train_vae(load_config("configs/vae_tiny.py:smoke", {"train.steps": 2}), vae)
+    vae = str(shared_vae(tmp_path_factory))
     base = str(tmp_path_factory.mktemp("base"))
     train_dit(_config(vae, 4), base)
     straight = str(tmp_path_factory.mktemp("straight"))

@@ -121,8 +121,8 @@ def test_the_dit_step_leaves_params_ema_and_adam_bitwise_unchanged_on_a_nan_batc
                for a, b in zip(jax.tree.leaves(good.params), jax.tree.leaves(state.params)))
 
 
-def test_a_nan_batch_mid_run_of_the_dit_trainer_is_skipped_counted_and_leaves_the_weights_bitwise(tmp_path,
-                                                                                                    monkeypatch):
+def test_a_nan_batch_mid_run_of_the_dit_trainer_is_skipped_counted_and_leaves_the_weights_bitwise(
+        tmp_path, tmp_path_factory, monkeypatch):
     """The drill end to end: `train_dit` as the command runs it, one batch poisoned with a NaN latent at step 3
     (a test hook around the trainer's `prepare_batch`). Step 3 is logged as non-finite and counted, the weights
     and their EMA after it are bitwise those of step 2, and training goes on (step 4 changes them)."""
@@ -133,8 +133,9 @@ def test_a_nan_batch_mid_run_of_the_dit_trainer_is_skipped_counted_and_leaves_th
     from sorajax.models.build import build_text_encoder
     from sorajax.runs.loaders import load_autoencoder, load_weights
     from sorajax.train import dit_trainer
-    from sorajax.train.vae_trainer import train_vae
+    from tests.tiny_runs import shared_vae
 
+    vae = shared_vae(tmp_path_factory)  # before the trainer is patched below: it may train the shared runs
     poisoned_step = 3
     real_run_training = dit_trainer.run_training
 
@@ -152,8 +153,7 @@ def test_a_nan_batch_mid_run_of_the_dit_trainer_is_skipped_counted_and_leaves_th
         return real_run_training(ctx, trainer, settings, run, config, init_from)
 
     monkeypatch.setattr(dit_trainer, "run_training", run_with_a_poisoned_batch)
-    train_vae(load_config("configs/vae_tiny.py:smoke", {"train.steps": 1}), tmp_path / "vae")
-    config = load_config("configs/dit_tiny.py:smoke", {"vae_workdir": str(tmp_path / "vae"), "train.steps": 4,
+    config = load_config("configs/dit_tiny.py:smoke", {"vae_workdir": str(vae), "train.steps": 4,
                                                        "train.save_every": 1, "train.keep_checkpoints": 4,
                                                        "eval.every": 4})
     dit_trainer.train_dit(config, tmp_path / "dit")
@@ -163,7 +163,7 @@ def test_a_nan_batch_mid_run_of_the_dit_trainer_is_skipped_counted_and_leaves_th
     assert [r["nonfinite"] for r in log] == [0, 0, 1, 0] and [r["nonfinite_steps"] for r in log] == [0, 0, 1, 1]
     assert np.isnan(log[2]["loss"]) and np.isfinite(log[3]["loss"])
     spec = dit_trainer.DiTRunConfig.from_config(config).spec
-    channels = load_autoencoder(tmp_path / "vae").vae.config.latent_channels
+    channels = load_autoencoder(vae).vae.config.latent_channels
     shapes = nn.meta.unbox(abstract_params(spec.dit_config(channels, build_text_encoder(spec.text_encoder).dim)))
     for weights in ("params", "ema_params"):
         before, after, later = (load_weights(tmp_path / "dit", step, shapes, weights) for step in (2, 3, 4))

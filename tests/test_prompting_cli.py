@@ -14,18 +14,14 @@ from absl import app, flags
 from absl.testing import flagsaver
 
 from sorajax import generate
-from sorajax.config_loading import load_config
-from sorajax.train.dit_trainer import train_dit
-from sorajax.train.vae_trainer import train_vae
 from sorajax.video_io import read_image, read_video, write_image, write_video
+from tests.tiny_runs import copied_runs
 
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
     root = tmp_path_factory.mktemp("prompting_cli")
-    vae_dir, dit_dir = str(root / "vae"), str(root / "dit")
-    train_vae(load_config("configs/vae_tiny.py:smoke", {"train.steps": 1}), vae_dir)
-    train_dit(load_config("configs/dit_tiny.py:smoke", {"vae_workdir": vae_dir, "train.steps": 1}), dit_dir)
+    dit_dir = str(copied_runs(tmp_path_factory, root)[1])
     rng = np.random.default_rng(0)
     clip = rng.integers(0, 255, (9, 16, 16, 3), np.uint8)
     write_video(str(root / "a.mp4"), clip)

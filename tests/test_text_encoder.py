@@ -98,7 +98,8 @@ def test_many_captions_are_encoded_in_bounded_chunks_with_the_same_result(tiny, 
     chunked, chunked_mask = tiny.encode(texts)
     assert shapes == [(8, 16), (8, 16), (2, 16)]  # chunks of 5, 5, 2, each padded to a power of two
     np.testing.assert_array_equal(chunked_mask, whole_mask)
-    np.testing.assert_allclose(chunked, whole, atol=1e-6)
+    # Padded to other batch sizes, the same caption's sums run in another order: float32 rounding, ~1e-6 here.
+    np.testing.assert_allclose(chunked, whole, atol=1e-5)
 
 
 def test_captions_run_at_their_own_length_with_the_full_length_result(tiny, monkeypatch):

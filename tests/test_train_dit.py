@@ -12,14 +12,12 @@ from sorajax.pipeline import Pipeline, SampleRequest
 from sorajax.runs.checkpoints import CheckpointNotFoundError
 from sorajax.train.dit_trainer import train_dit
 from sorajax.runs.metrics import read_metrics
-from sorajax.train.vae_trainer import train_vae
+from tests.tiny_runs import shared_vae
 
 
 @pytest.fixture(scope="module")
 def vae_dir(tmp_path_factory):
-    workdir = str(tmp_path_factory.mktemp("vae"))
-    train_vae(load_config("configs/vae_tiny.py:smoke", {"train.steps": 2}), workdir)
-    return workdir
+    return str(shared_vae(tmp_path_factory))
 
 
 def _config(vae_dir, steps, **extra):

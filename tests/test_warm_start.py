@@ -11,15 +11,14 @@ from sorajax.config_loading import load_config
 from sorajax.pipeline import Pipeline
 from sorajax.train.dit_trainer import train_dit
 from sorajax.runs.metrics import read_metrics
-from sorajax.train.vae_trainer import train_vae
 from sorajax.train.warm_start import parse_source
+from tests.tiny_runs import shared_vae
 
 
 @pytest.fixture(scope="module")
 def source(tmp_path_factory):
     """(autoencoder dir, a 2-step DiT run on it)."""
-    vae = str(tmp_path_factory.mktemp("vae"))
-    train_vae(load_config("configs/vae_tiny.py:smoke", {"train.steps": 2}), vae)
+    vae = str(shared_vae(tmp_path_factory))
     run = str(tmp_path_factory.mktemp("source"))
     train_dit(_config(vae, 2), run)
     return vae, run

@@ -39,3 +39,18 @@ def pytest_terminal_summary(terminalreporter):
         terminalreporter.section("recorded")
         for line in lines:
             terminalreporter.write_line(line)
+
+
+# The slowest files (20 s or more each in `pytest --durations`), longest first. xdist hands whole files to the
+# workers in collection order (pytest.ini turns off its own ordering, by test count, which put the one-test
+# subprocess files last), so these start first and the two workers never end with one long file left on one.
+SLOW_FIRST = ("test_notebooks.py", "test_train_dit.py", "test_parallel_vae.py", "test_gpu_check.py",
+              "test_train_vae.py", "test_sweep.py", "test_wan_finetune.py", "test_lora.py", "test_parallel_steps.py",
+              "test_data_tfds.py", "test_bad_input.py", "test_warm_start.py", "test_parallel_model_options.py",
+              "test_aot_compile.py", "test_run_loading.py", "test_lora_sharded.py", "test_vae_tiled_codec.py",
+              "test_condition_slots.py", "test_wan_vae.py", "test_dit.py")
+
+
+def pytest_collection_modifyitems(items):
+    rank = {name: i for i, name in enumerate(SLOW_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: each file's own order is kept

@@ -5,7 +5,7 @@
 
 For a machine without network, bring what its image lacks: wheels in .whl/ (grain, array_record,
 ml_collections, portpicker, tensorboardX; diffusers for [wan]) and the text encoder in .gpu_site/
-(``python tools/make_gpu_carry.py``); gpu_check.sh installs and finds both.
+(``python tools/make_gpu_carry.py --wheels`` makes both); gpu_check.sh installs and finds them.
 
 Prints, section by section (each line ``key: value`` or a table, so a run's log is its record):
   [versions]   Python, JAX, jaxlib, Flax, Optax, the device, PyTorch;

@@ -61,9 +61,14 @@ def rounding_error(original: Path, copy: Path) -> float:
 
 
 def download_wheels(out: Path) -> list[Path]:
-    """Wheels for the GPU image's Python and platform, without their dependencies (the image has those)."""
+    """Wheels for the GPU image's Python and platform, without their dependencies (the image has those).
+
+    Wheels an earlier call left are removed first: gpu_check.sh installs every wheel in the folder, and two
+    versions of one package would both be installed."""
     wanted = [f"{name}=={importlib.metadata.version(name)}" for name in IMAGE_LACKS] + [DIFFUSERS]
     out.mkdir(parents=True, exist_ok=True)
+    for stale in out.glob("*.whl"):
+        stale.unlink()
     subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--only-binary=:all:",
                     "--python-version", IMAGE_PYTHON, "--platform", "manylinux2014_x86_64",
                     "--platform", "manylinux_2_28_x86_64", "--dest", str(out), *wanted], check=True)
